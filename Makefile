@@ -1,0 +1,67 @@
+# cough_pipeline — `make demo` and `make test` work on a fresh machine: each creates .venv if missing,
+# installs missing system packages (apt-get as root, else prints the command), installs the project, and
+# is a no-op the second time.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := ffmpeg sox libsox-dev
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+# pip's "location ignored" warnings for absent local mirrors are noise here.
+PIP := $(PY) -m pip --quiet
+PIP_FILTER := 2>&1 | { grep -v "^WARNING: Location" || true; }
+PARTITION ?= coughvid
+PYTEST_ARGS ?=
+
+.PHONY: demo test ui bench backfill sql install system-deps clean-data
+
+demo: install
+	$(PY) -m assets.demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+ui: install
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(PY) -m benchmarks
+
+# Re-materialise one dataset partition and everything downstream of it: make backfill PARTITION=coughvid
+backfill: install
+	$(VENV)/bin/dagster asset materialize -m assets.definitions --partition $(PARTITION) --select 'manifest*'
+
+# Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
+sql: install
+	@$(PY) -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]))" \
+		"$(DAGSTER_HOME)/warehouse.duckdb" "$(Q)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV) (the first time downloads torch: several GB)"
+	@# torch and torchvision in one step so pip picks a matching pair (timm needs both).
+	@$(PIP) install torch torchvision $(PIP_FILTER)
+	@$(PIP) install -e '.[dev]' $(PIP_FILTER)
+	@$(PY) -c "import timm, scaper, museval, dagster" || { echo "install check failed: see the import error above"; exit 1; }
+	@touch $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for tool in ffmpeg ffprobe sox; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	test -f /usr/include/sox.h || missing="$$missing libsox-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages: $(SYSTEM_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "install them with:  sudo apt-get install -y $(SYSTEM_PACKAGES)   (macOS: brew install ffmpeg sox)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+clean-data:
+	rm -rf dagster_home/data dagster_home/warehouse.duckdb dagster_home/history dagster_home/storage dagster_home/schedules dagster_home/logs

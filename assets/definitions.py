@@ -1,0 +1,16 @@
+"""The code location: ``dagster dev -w workspace.yaml`` (``make ui``) loads ``defs`` from here."""
+
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+
+from assets import manifest
+from assets.jobs import dataset_job
+from assets.resources import build_resources
+
+ASSET_MODULES = [manifest]
+
+defs = Definitions(
+    assets=load_assets_from_modules(ASSET_MODULES),
+    asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=[dataset_job],
+    resources=build_resources(),
+)

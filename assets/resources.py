@@ -1,0 +1,14 @@
+"""The resources every asset gets, built from config and environment variables."""
+
+from resources.data_roots import DataRoots
+from resources.storage import ParquetCatalogIOManager, Storage
+
+
+def build_resources(storage_root: str = "", catalog: str = "") -> dict:
+    """Resource instances keyed as the assets expect them; empty paths use the environment/defaults."""
+    storage = Storage(root=storage_root, catalog=catalog)
+    return {
+        "storage": storage,
+        "data_roots": DataRoots(storage=storage),
+        "table_io_manager": ParquetCatalogIOManager(storage=storage),
+    }

@@ -1,0 +1,186 @@
+"""Decoding and probing audio files of every format the datasets ship (wav, mp3, ogg/opus, webm).
+
+``soundfile`` (libsndfile) reads wav/flac/ogg/mp3 in-process; anything it cannot read (WebM, exotic codecs)
+goes through ``ffmpeg``. Sample rate, channels and duration always come from the decoded stream, never from
+dataset metadata, and a failure is reported as an :class:`AudioDecodeError` carrying a quarantine reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from cough_pipeline.schema import QuarantineReason
+
+#: Rate at which ``content_hash`` is computed, so the same sound at two sample rates hashes alike.
+HASH_SAMPLE_RATE = 16_000
+
+_SOUNDFILE_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
+_FFPROBE_FORMATS = {"matroska,webm": "webm", "webm": "webm", "ogg": "ogg", "mp3": "mp3", "wav": "wav", "flac": "flac"}
+
+
+class AudioDecodeError(Exception):
+    """A file that cannot be turned into samples; ``reason`` is the quarantine code."""
+
+    def __init__(self, reason: QuarantineReason, detail: str):
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FfmpegMissingError(RuntimeError):
+    """ffmpeg/ffprobe are needed for WebM/Opus and are not on PATH."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Samples as float32 ``(frames, channels)`` at the file's own rate, plus the container format."""
+
+    samples: np.ndarray
+    sample_rate: int
+    audio_format: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
+    def mono(self) -> np.ndarray:
+        """Channel mean, shape ``(frames,)``."""
+        return self.samples.mean(axis=1) if self.channels > 1 else self.samples[:, 0]
+
+
+@dataclass(frozen=True)
+class AudioProbe:
+    """What the manifest records about a decodable file."""
+
+    audio_format: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    content_hash: str
+
+
+def require_ffmpeg() -> str:
+    """Path of ffmpeg, or a clear error naming the package to install."""
+    path = shutil.which("ffmpeg")
+    if path is None or shutil.which("ffprobe") is None:
+        raise FfmpegMissingError(
+            "ffmpeg/ffprobe not found on PATH; they decode WebM/Ogg/MP3 audio. "
+            "Install them with `sudo apt-get install ffmpeg` (Debian/Ubuntu) or `brew install ffmpeg` (macOS)."
+        )
+    return path
+
+
+def _format_from_suffix(path: Path, container: str) -> str:
+    # Ogg Opus files named ``.opus`` are the same container as ``.ogg``; keep the name the source uses.
+    return "opus" if container == "ogg" and path.suffix.lower() == ".opus" else container
+
+
+def _decode_with_soundfile(path: Path) -> DecodedAudio:
+    info = sf.info(str(path))
+    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    container = _SOUNDFILE_FORMATS.get(info.format, info.format.lower())
+    return DecodedAudio(samples, int(rate), _format_from_suffix(path, container))
+
+
+def _ffprobe_stream(path: Path) -> tuple[str, int, int]:
+    require_ffmpeg()
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate,channels:format=format_name", "-of", "json", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"ffprobe: {result.stderr.strip()[:300]}")
+    info = json.loads(result.stdout or "{}")
+    streams = info.get("streams") or []
+    if not streams:
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, "no audio stream found")
+    format_name = info.get("format", {}).get("format_name", "unknown")
+    return _FFPROBE_FORMATS.get(format_name, format_name), int(streams[0]["sample_rate"]), int(streams[0]["channels"])
+
+
+def _decode_with_ffmpeg(path: Path) -> DecodedAudio:
+    container, rate, channels = _ffprobe_stream(path)
+    result = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+         "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "-"],
+        capture_output=True, check=False,
+    )
+    if result.returncode != 0:
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"ffmpeg: {result.stderr.decode(errors='replace').strip()[:300]}")
+    samples = np.frombuffer(result.stdout, dtype="<f4").reshape(-1, channels).copy()
+    return DecodedAudio(samples, rate, _format_from_suffix(path, container))
+
+
+def decode_audio(path: str | Path) -> DecodedAudio:
+    """Decode a whole file at its native rate.
+
+    Raises :class:`AudioDecodeError` with ``audio_missing``, ``audio_empty``, ``audio_no_samples`` or
+    ``audio_unreadable``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(QuarantineReason.AUDIO_MISSING, f"no file at {path.name}")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(QuarantineReason.AUDIO_EMPTY, "file is 0 bytes")
+    try:
+        decoded = _decode_with_soundfile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as soundfile_error:
+        try:
+            decoded = _decode_with_ffmpeg(path)
+        except AudioDecodeError as ffmpeg_error:
+            # Decoder messages repeat the absolute path; the manifest keeps paths relative, so drop it.
+            detail = f"libsndfile: {soundfile_error}; {ffmpeg_error.detail}".replace(str(path), path.name)
+            raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, detail) from None
+    if decoded.samples.shape[0] == 0:
+        raise AudioDecodeError(QuarantineReason.AUDIO_NO_SAMPLES, f"{path.stat().st_size}-byte file decodes to 0 samples")
+    if not np.isfinite(decoded.samples).all():
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, "decoded samples contain NaN or infinity")
+    return decoded
+
+
+def load_mono(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples, resampled to ``sample_rate`` when given; returns ``(samples, rate)``."""
+    decoded = decode_audio(path)
+    mono = decoded.mono()
+    if sample_rate is None or sample_rate == decoded.sample_rate:
+        return mono, decoded.sample_rate
+    return resample(mono, decoded.sample_rate, sample_rate), sample_rate
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling (soxr, high quality); deterministic."""
+    if source_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def content_hash(mono: np.ndarray, sample_rate: int) -> str:
+    """SHA-256 of the signal as 16-bit PCM at :data:`HASH_SAMPLE_RATE`: equal for the same sound re-encoded as wav."""
+    pcm = np.clip(np.round(resample(mono, sample_rate, HASH_SAMPLE_RATE) * 32767.0), -32768, 32767).astype("<i2")
+    return hashlib.sha256(pcm.tobytes()).hexdigest()
+
+
+def probe_audio(path: str | Path) -> AudioProbe:
+    """Decode a file and summarise it for the manifest; raises :class:`AudioDecodeError`."""
+    decoded = decode_audio(path)
+    return AudioProbe(
+        audio_format=decoded.audio_format,
+        sample_rate=decoded.sample_rate,
+        channels=decoded.channels,
+        duration_s=round(decoded.duration_s, 6),
+        content_hash=content_hash(decoded.mono(), decoded.sample_rate),
+    )

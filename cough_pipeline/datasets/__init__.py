@@ -1,0 +1,43 @@
+"""One loader per source, each reading the dataset's native layout (``../shared/DATASETS.md``).
+
+``get_loader(name, **options)`` returns a loader whose ``read_metadata(root)`` gives a
+:class:`~cough_pipeline.datasets.base.MetadataRead`; :func:`cough_pipeline.manifest.build_manifest` turns that into
+the manifest and its quarantine.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cough_pipeline.datasets.aicovidvn import AicovidvnLoader
+from cough_pipeline.datasets.base import LayoutError, MetadataRead
+from cough_pipeline.datasets.ccs import CcsLoader
+from cough_pipeline.datasets.coswara import CoswaraLoader
+from cough_pipeline.datasets.coughvid import CoughvidLoader
+from cough_pipeline.datasets.iatos import IatosLoader
+from cough_pipeline.datasets.icbhi import IcbhiLoader
+from cough_pipeline.datasets.ukcovid import UkcovidLoader
+from cough_pipeline.datasets.virufy import VirufyLoader
+
+
+class DatasetLoader(Protocol):
+    name: str
+
+    def read_metadata(self, root): ...
+
+
+LOADERS: dict[str, type] = {
+    loader.name: loader
+    for loader in (CcsLoader, IatosLoader, CoswaraLoader, AicovidvnLoader, CoughvidLoader, UkcovidLoader,
+                   IcbhiLoader, VirufyLoader)
+}
+
+
+def get_loader(dataset: str, **options) -> DatasetLoader:
+    """The loader for ``dataset``, configured with loader-specific ``options``."""
+    if dataset not in LOADERS:
+        raise KeyError(f"no loader for dataset {dataset!r}; known: {sorted(LOADERS)}")
+    return LOADERS[dataset](**options)
+
+
+__all__ = ["LOADERS", "DatasetLoader", "LayoutError", "MetadataRead", "get_loader"]

@@ -1,0 +1,167 @@
+"""ICBHI 2017 Respiratory Sound Database, in its official layout or the Kaggle repackaging.
+
+Official: ``ICBHI_final_database/<name>.wav|.txt``, ``ICBHI_Challenge_diagnosis.txt`` (tab-separated) and
+``ICBHI_Challenge_demographic_information.txt``. Kaggle: ``audio_and_txt_files/``, ``patient_diagnosis.csv`` and
+``demographic_info.txt`` (space-separated, a blank first line). Both may carry ``ICBHI_challenge_train_test.txt``.
+
+Lung auscultation is not cough: rows get ``covid_label=negative``, ``label_source=pre_pandemic`` and
+``exclude_reason=not_cough`` so they can serve as controls but never slip into cough training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cough_pipeline.datasets.base import LayoutError, MetadataRead, extra_json, manifest_row
+from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
+
+NAME = re.compile(r"^(?P<patient>\d{3})_(?P<index>\w+?)_(?P<chest>Tc|Al|Ar|Pl|Pr|Ll|Lr)_(?P<mode>sc|mc)_"
+                  r"(?P<device>AKGC417L|LittC2SE|Litt3200|Meditron)$")
+DIAGNOSES = ("URTI", "Healthy", "Asthma", "COPD", "LRTI", "Bronchiectasis", "Pneumonia", "Bronchiolitis")
+LAYOUTS = {
+    "official": ("ICBHI_final_database", "ICBHI_Challenge_diagnosis.txt", "ICBHI_Challenge_demographic_information.txt"),
+    "kaggle": ("audio_and_txt_files", "patient_diagnosis.csv", "demographic_info.txt"),
+}
+CYCLE_COLUMNS = ("recording", "cycle", "onset_s", "offset_s", "crackles", "wheezes")
+
+
+@dataclass(frozen=True)
+class IcbhiLayout:
+    root: Path
+    recordings: Path
+    diagnosis: Path
+    demographics: Path
+    split: Path | None
+
+
+def find_layout(root: Path) -> IcbhiLayout:
+    """The official or Kaggle layout under ``root`` (or its ``Respiratory_Sound_Database/``)."""
+    for base in (root, root / "Respiratory_Sound_Database"):
+        for folder, diagnosis, demographics in LAYOUTS.values():
+            if (base / folder).is_dir() and (base / diagnosis).is_file() and (base / demographics).is_file():
+                split = base / "ICBHI_challenge_train_test.txt"
+                return IcbhiLayout(root, base / folder, base / diagnosis, base / demographics,
+                                   split if split.is_file() else None)
+    raise LayoutError("icbhi", root, [" + ".join(files) for files in LAYOUTS.values()])
+
+
+def read_diagnoses(path: Path) -> dict[str, str]:
+    """patient id -> diagnosis, from either the tab- or the comma-separated file (no header)."""
+    diagnoses = {}
+    for line in path.read_text().splitlines():
+        fields = re.split(r"[\t,]", line.strip())
+        if len(fields) >= 2 and fields[0]:
+            diagnoses[fields[0].strip()] = fields[1].strip()
+    return diagnoses
+
+
+def read_demographics(path: Path) -> dict[str, dict]:
+    """patient id -> age, sex, adult BMI, child weight and height (``NA`` -> None); blank lines are skipped."""
+    demographics = {}
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise ManifestSchemaError(f"icbhi: {path.name} line {line!r} has {len(fields)} fields, expected 6 "
+                                      "(patient, age, sex, adult BMI, child weight, child height)")
+        values = [None if f == "NA" else f for f in fields]
+        demographics[values[0]] = {
+            "age": float(values[1]) if values[1] else None, "sex": values[2],
+            "adult_bmi": float(values[3]) if values[3] else None,
+            "child_weight_kg": float(values[4]) if values[4] else None,
+            "child_height_cm": float(values[5]) if values[5] else None,
+        }
+    return demographics
+
+
+def read_split(path: Path | None) -> dict[str, str]:
+    """recording name -> ``train``/``test``; each name is also indexed without its device field, because the
+    Kaggle copy renamed recordings whose device was wrong (``filename_differences.txt``) while the split file
+    kept the old names (e.g. ``226_1b1_Pl_sc_Meditron`` is ``226_1b1_Pl_sc_LittC2SE`` on disk)."""
+    if path is None:
+        return {}
+    pairs = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    splits = {fields[0]: fields[1] for fields in pairs if len(fields) == 2}
+    without_device: dict[str, list[str]] = {}
+    for name, split in splits.items():
+        without_device.setdefault(name.rsplit("_", 1)[0], []).append(split)
+    splits.update({key: values[0] for key, values in without_device.items() if len(values) == 1})
+    return splits
+
+
+def read_cycles(annotation: Path) -> pd.DataFrame:
+    """One row per respiratory cycle of one annotation file (whitespace-separated, blank lines ignored)."""
+    rows = []
+    for number, line in enumerate(l for l in annotation.read_text().splitlines() if l.strip()):
+        onset, offset, crackles, wheezes = line.split()
+        rows.append((annotation.stem, number, float(onset), float(offset), int(crackles), int(wheezes)))
+    return pd.DataFrame(rows, columns=list(CYCLE_COLUMNS))
+
+
+def read_all_cycles(root: Path) -> pd.DataFrame:
+    """Every cycle of every annotation file in the layout."""
+    layout = find_layout(root)
+    frames = [read_cycles(path) for path in sorted(layout.recordings.glob("*.txt")) if NAME.match(path.stem)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CYCLE_COLUMNS))
+
+
+@dataclass
+class IcbhiLoader:
+    name = "icbhi"
+
+    def read_metadata(self, root: Path) -> MetadataRead:
+        layout = find_layout(root)
+        diagnoses = read_diagnoses(layout.diagnosis)
+        demographics = read_demographics(layout.demographics)
+        splits = read_split(layout.split)
+        folder = layout.recordings.relative_to(root).as_posix()
+        wavs = {p.stem for p in layout.recordings.glob("*.wav")}
+        annotations = {p.stem for p in layout.recordings.glob("*.txt") if NAME.match(p.stem) or p.stem in wavs}
+        read = MetadataRead(audio_files=sorted(f"{folder}/{s}.wav" for s in wavs))
+        for stem in sorted(annotations | wavs):
+            self._add_row(read, layout, folder, stem, stem in annotations, diagnoses, demographics, splits)
+        return read
+
+    def _add_row(self, read, layout, folder, stem, annotated, diagnoses, demographics, splits) -> None:
+        audio_path = f"{folder}/{stem}.wav"
+        source = {"source_file": f"{folder}/{stem}.txt" if annotated else None, "source_row": None}
+        name = NAME.match(stem)
+        if name is None:
+            read.reject(QuarantineReason.INVALID_VALUE,
+                        "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>", dataset=self.name,
+                        native_id=stem, recording_id=f"{self.name}:{stem}", audio_path=audio_path, **source)
+            return
+        patient = name["patient"]
+        diagnosis = diagnoses.get(patient)
+        if diagnosis not in DIAGNOSES:
+            read.reject(QuarantineReason.INVALID_VALUE, f"diagnosis={diagnosis!r} for patient {patient} is not one "
+                        f"of {list(DIAGNOSES)}", dataset=self.name, native_id=stem,
+                        recording_id=f"{self.name}:{stem}", audio_path=audio_path, **source)
+            return
+        person = demographics.get(patient, {})
+        split = splits.get(stem) or splits.get(stem.rsplit("_", 1)[0])
+        cycles = read_cycles(layout.recordings / f"{stem}.txt") if annotated else None
+        cycle_stats = {} if cycles is None else {
+            "cycles": len(cycles), "cycles_crackles": int(cycles.crackles.sum()),
+            "cycles_wheezes": int(cycles.wheezes.sum()),
+            "annotated_duration_s": float(cycles.offset_s.max()) if len(cycles) else 0.0,
+        }
+        read.rows.append(manifest_row(
+            self.name, stem, participant=patient, audio_path=audio_path, sound_type="lung_auscultation",
+            covid_label="negative", covid_label_raw=None, label_source="pre_pandemic", exclude_reason="not_cough",
+            age=person.get("age"), gender={"M": "male", "F": "female"}.get(person.get("sex"), "unknown"),
+            respiratory_conditions=None if diagnosis == "Healthy" else diagnosis.lower(),
+            official_split=split, split_scheme="icbhi2017" if split else None,
+            extra=extra_json({
+                "diagnosis": diagnosis, "recording_index": name["index"], "chest_location": name["chest"],
+                "acquisition_mode": name["mode"], "device": name["device"], "annotated": annotated,
+                "demographics_known": patient in demographics,
+                **{k: v for k, v in person.items() if k not in ("age", "sex")}, **cycle_stats,
+            }),
+            _source_file=source["source_file"], _source_row=None,
+        ))
