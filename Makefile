@@ -30,7 +30,7 @@ bench: install
 
 # Re-materialise one dataset partition and everything downstream of it: make backfill PARTITION=coughvid
 backfill: install
-	$(VENV)/bin/dagster asset materialize -m assets.definitions --partition $(PARTITION) --select 'manifest*'
+	$(VENV)/bin/dagster asset materialize -m assets.definitions --partition $(PARTITION) --select 'manifest*,manifest_quarantine*'
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

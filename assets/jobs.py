@@ -2,12 +2,9 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.partitions import dataset_partitions
-
 #: Everything partitioned by dataset: backfill one dataset with ``--partition <name>``.
 dataset_job = define_asset_job(
     "dataset_job",
     selection=AssetSelection.groups("manifest"),
-    partitions_def=dataset_partitions,
     description="Materialise the per-dataset assets for one or more dataset partitions.",
 )

@@ -1,7 +1,5 @@
 """The harmonised manifest of the six COVID-19 cough datasets, one partition per dataset, and its quarantine."""
 
-from __future__ import annotations
-
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetOut,
                      MetadataValue, Output, multi_asset)
 

@@ -5,7 +5,6 @@ A root comes from (in order) this resource's config, the environment variable ``
 generated on first use under the storage root.
 """
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

@@ -5,7 +5,6 @@ parallel, so the parquet files are the source of truth and the catalog only hold
 Re-materialising a partition replaces its file (written to a temporary name, then renamed), never appends.
 """
 
-from __future__ import annotations
 
 import os
 import time

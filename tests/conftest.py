@@ -37,3 +37,13 @@ def _isolated_dagster_env(tmp_path_factory, monkeypatch):
     for name in list(os.environ):
         if name.startswith("COUGH_PIPELINE_") and name != "COUGH_PIPELINE_SHARED_DATA":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """The small demo corpus, generated once per test session (tests that modify it copy a dataset first)."""
+    from cough_pipeline.demo_corpus import generate_demo_corpus
+
+    root = tmp_path_factory.mktemp("demo_corpus")
+    generate_demo_corpus(root)
+    return root

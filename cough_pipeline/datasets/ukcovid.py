@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
                                           join_tokens, list_audio, manifest_row, map_value, parse_float, read_table)
 from cough_pipeline.schema import QuarantineReason
@@ -50,8 +52,13 @@ class UkcovidLoader:
         splits = read_table(root / "train_test_splits.csv", SPLIT_COLUMNS, dataset=self.name)
         by_participant = {r["participant_identifier"]: r for r in participants.to_dict("records")}
         split_by_participant = {r["participant_identifier"]: r for r in splits.to_dict("records")}
-        read = MetadataRead(audio_files=list_audio(root, root / "audio"))
         modalities = {m: v for m, v in MODALITIES.items() if self.include_non_cough or v[0] == "cough"}
+        # Files of modalities left out on purpose (exhalation by default) are out of scope, not "unlisted".
+        skipped = {f"audio/{name}" for m in MODALITIES if m not in modalities
+                   for name in audio.get(f"{m}_file_name", pd.Series(dtype=str)).dropna()}
+        read = MetadataRead(audio_files=[p for p in list_audio(root, root / "audio") if p not in skipped])
+        if skipped:
+            read.notes.append(f"{len(skipped)} breath recordings left out (include_non_cough=False)")
         for record in audio.to_dict("records"):
             self._add_participant(read, record, by_participant, split_by_participant, modalities)
         return read

@@ -1,0 +1,1 @@
+"""``make bench``: speed figures written as JSON under ``benchmarks/results/`` (never asserted in tests)."""
