@@ -10,6 +10,7 @@ from assets.definitions import defs
 from assets.manifest import manifest
 from assets.resources import build_resources
 from cough_pipeline.schema import COVID_DATASETS
+from tests.conftest import write_tone
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,16 @@ def test_runs_are_recorded_in_the_instance(storage_dirs, tmp_path):
             next(k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.to_user_string() == "manifest"),
             limit=10).records
         assert [r.partition_key for r in records] == ["iatos"]
+
+
+def test_a_dataset_root_is_one_line_of_run_config(tmp_path):
+    """Pointing a dataset at a real download: ``resources: {data_roots: {config: {ccs: /path}}}``."""
+    (tmp_path / "ccs" / "dist" / "lab").mkdir(parents=True)
+    (tmp_path / "ccs" / "dist" / "lab" / "train.csv").write_text("filename,label\ntrain_001.wav,positive\n")
+    write_tone(tmp_path / "ccs" / "dist" / "wav" / "train_001.wav")
+    resources = build_resources(str(tmp_path / "storage"), str(tmp_path / "warehouse.duckdb"))
+    result = materialize([manifest], partition_key="ccs", resources=resources,
+                         run_config={"resources": {"data_roots": {"config": {"ccs": str(tmp_path / "ccs")}}}})
+    table = result.output_for_node("manifest", "manifest")
+    assert result.success and table["recording_id"].tolist() == ["ccs:train_001"]
+    assert not (tmp_path / "storage" / "demo_corpus" / "ccs").exists()  # the demo copy was never needed
