@@ -27,11 +27,16 @@ import numpy as np
 from cough_pipeline.demo_corpus.layouts import WRITERS
 from cough_pipeline.demo_corpus.sizes import SIZES, CorpusSize
 
-__all__ = ["CORPUS_VERSION", "DEMO_DATASETS", "NOISE_FOLDER", "SIZES", "CorpusSize", "generate_demo_corpus"]
+__all__ = [
+    "CORPUS_VERSION", "DEMO_DATASETS", "NOISE_FOLDER", "PLANTED_DEFECTS", "SIZES", "CorpusSize", "generate_demo_corpus",
+]
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 DEMO_DATASETS = ("ccs", "iatos", "coswara", "aicovidvn", "coughvid", "ukcovid", "virufy", "icbhi")
 NOISE_FOLDER = "noise"
+#: Bad inputs planted on purpose, as real downloads have them, so the quarantine is exercised end to end:
+#: dataset -> {quarantine reason: count}. Everything else in the corpus is clean.
+PLANTED_DEFECTS = {"ccs": {"unlisted_file": 1}, "coughvid": {"audio_unreadable": 1}}
 COMPLETE_MARKER = ".complete"
 DEMO_NOTE_FILE = "DEMO.md"
 DEMO_NOTE = (

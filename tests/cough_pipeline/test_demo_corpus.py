@@ -20,6 +20,7 @@ from scipy import signal
 
 from cough_pipeline.demo_corpus import (
     CORPUS_VERSION,
+    PLANTED_DEFECTS,
     DEMO_DATASETS,
     NOISE_FOLDER,
     encode,
@@ -27,6 +28,7 @@ from cough_pipeline.demo_corpus import (
     synth,
 )
 from cough_pipeline.demo_corpus.layouts.coswara import COMBINED_COLUMNS, TASKS
+from cough_pipeline.demo_corpus.layouts.coughvid import FAILED_UPLOAD
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the demo corpus needs ffmpeg")
 
@@ -103,6 +105,8 @@ def test_ccs_layout(corpus: Path) -> None:
             labels[row["filename"]] = row["label"]
     assert {"positive", "negative", "?"} == set(labels.values())
     assert [name for name, label in labels.items() if label == "?"] == ["test_002.wav", "test_003.wav"]
+    unlisted = {p.name for p in (dist / "wav").glob("*.wav")} - set(labels)
+    assert len(unlisted) == PLANTED_DEFECTS["ccs"]["unlisted_file"]  # the planted defect
 
 
 def test_iatos_layout(corpus: Path) -> None:
@@ -191,16 +195,19 @@ def test_coughvid_layout(corpus: Path) -> None:
     assert [row[""] for row in rows] == [str(i) for i in range(len(rows))]
     assert sum(float(row["cough_detected"]) < 0.8 for row in rows) == 2
     assert {row["status"] for row in rows} == {"healthy", "COVID-19", "symptomatic", ""}
-    suffixes = set()
+    suffixes, failed_uploads = set(), 0
     for row in rows:
         sidecar = json.loads((folder / f"{row['uuid']}.json").read_text())
         assert sidecar["cough_detected"] == row["cough_detected"]
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00", sidecar["datetime"])
         (audio,) = [p for p in folder.glob(f"{row['uuid']}.*") if p.suffix in (".webm", ".ogg")]
         suffixes.add(audio.suffix)
+        if audio.read_bytes() == FAILED_UPLOAD:  # the planted defect
+            failed_uploads += 1
+            continue
         stream = ffprobe_stream(audio)
         assert (stream["codec_name"], stream["sample_rate"], stream["channels"]) == ("opus", "48000", 1)
-    assert suffixes == {".webm", ".ogg"}
+    assert suffixes == {".webm", ".ogg"} and failed_uploads == PLANTED_DEFECTS["coughvid"]["audio_unreadable"]
     assert any("expert_labels_1" in json.loads(p.read_text()) for p in folder.glob("*.json"))
     assert any(row["quality_1"] for row in rows) and any(row["dyspnea_1"] in ("True", "False") for row in rows)
 

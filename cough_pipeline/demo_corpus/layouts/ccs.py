@@ -37,3 +37,6 @@ def write_ccs(root: Path, rng: np.random.Generator, size: CorpusSize) -> None:
             published = "?" if partition == "test" and index > count - UNRELEASED_TEST_LABELS else label
             rows.append((file_name, published))
         write_csv(root / "dist" / "lab" / f"{partition}.csv", ("filename", "label"), rows)
+    # A planted defect (see PLANTED_DEFECTS): a wav whose label line is missing from train.csv.
+    samples, _ = cough_clip(rng, SAMPLE_RATE, 2, False)
+    write_wav(wav_dir / f"train_{_partition_sizes(size.covid_recordings)['train'] + 1:03d}.wav", samples, SAMPLE_RATE)

@@ -96,6 +96,9 @@ def _csv_row(rng: np.random.Generator, recording_id: str, sidecar: dict) -> dict
     return row
 
 
+FAILED_UPLOAD = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>\n"
+
+
 def write_coughvid(root: Path, rng: np.random.Generator, size: CorpusSize) -> None:
     """Write the v3 folder: audio, sidecars and ``metadata_compiled.csv`` (leading unnamed index)."""
     folder = root / FOLDER
@@ -105,6 +108,7 @@ def write_coughvid(root: Path, rng: np.random.Generator, size: CorpusSize) -> No
     recordings += [(kind, pick(rng, ("healthy", None))) for kind in NON_COUGH_RECORDINGS]
     rows = []
     batch = LossyBatch()
+    failed_upload = None
     for index, (kind, status) in enumerate(recordings):
         recording_id = uuid_like(rng)
         if kind == "cough":
@@ -117,9 +121,12 @@ def write_coughvid(root: Path, rng: np.random.Generator, size: CorpusSize) -> No
             sidecar["expert_labels_1"] = _expert_labels(rng, status)
         lossy_format = OGG_OPUS if index % 3 == 2 else WEBM_OPUS
         batch.add(folder / f"{recording_id}.{lossy_format.container}", audio, SAMPLE_RATE, lossy_format)
+        failed_upload = failed_upload or folder / f"{recording_id}.{lossy_format.container}"
         (folder / f"{recording_id}.json").write_text(json.dumps(sidecar), encoding="utf-8")
         rows.append(_csv_row(rng, recording_id, sidecar))
     batch.encode()
+    # A planted defect (see PLANTED_DEFECTS): the first upload holds a server error page instead of audio.
+    failed_upload.write_bytes(FAILED_UPLOAD)
     rows.sort(key=lambda row: row["uuid"])
     indexed_rows = [(index, *(row[column] for column in CSV_COLUMNS)) for index, row in enumerate(rows)]
     write_csv(folder / "metadata_compiled.csv", ("", *CSV_COLUMNS), indexed_rows)
