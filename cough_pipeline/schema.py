@@ -31,7 +31,6 @@ EXCLUDE_REASONS = (
     "low_quality",
     "duplicate",
     "upsampled",
-    "excluded_test_method",
 )
 
 #: Column name -> pandas dtype, in output order.

@@ -92,7 +92,12 @@ def _build_folder(root: Path, name: str, size: str, seed: int) -> Path:
         WRITERS[name](staging, _dataset_rng(seed, name), SIZES[size])
         (staging / DEMO_NOTE_FILE).write_text(DEMO_NOTE.format(name=name), encoding="utf-8")
         (staging / COMPLETE_MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")
-        _replace_folder(staging, target)
+        if _is_complete(target, marker):
+            # A concurrent run (another partition's process) finished the same build first and may be reading
+            # it: keep theirs rather than swapping the folder underneath them. Same inputs, same bytes.
+            shutil.rmtree(staging)
+        else:
+            _replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
