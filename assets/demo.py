@@ -16,37 +16,60 @@ from assets.resources import build_resources
 from resources.storage import default_dagster_home
 
 
-def _assets_by_partitioning() -> tuple[dict[object, list[AssetsDefinition]], list[AssetsDefinition]]:
+def _assets_by_partitioning() -> tuple[dict[object, list[AssetsDefinition]], list[AssetsDefinition],
+                                       list[AssetsDefinition]]:
+    """Partitioned assets grouped by partitions definition, then unpartitioned assets that must run before them
+    (no partitioned ancestor, e.g. a model they use) and after them (they read partitioned tables)."""
+    graph = defs.resolve_asset_graph()
     partitioned: dict[object, list[AssetsDefinition]] = {}
-    unpartitioned: list[AssetsDefinition] = []
+    before: list[AssetsDefinition] = []
+    after: list[AssetsDefinition] = []
     for asset in defs.assets or []:
-        if asset.partitions_def is None:
-            unpartitioned.append(asset)
-        else:
+        if asset.partitions_def is not None:
             partitioned.setdefault(asset.partitions_def, []).append(asset)
-    return partitioned, unpartitioned
+            continue
+        parents = set().union(*(graph.get(k).parent_keys for k in asset.keys))
+        has_partitioned_ancestor = any(graph.get(k).partitions_def is not None for k in _closure(graph, parents))
+        (after if has_partitioned_ancestor else before).append(asset)
+    return partitioned, before, after
+
+
+def _closure(graph, keys) -> set:
+    """``keys`` and all their ancestors."""
+    seen, todo = set(), list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in seen:
+            seen.add(key)
+            todo.extend(graph.get(key).parent_keys)
+    return seen
 
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-step DEBUG events.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def _run(assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict, **kwargs) -> bool:
+    started = time.perf_counter()
+    result = materialize(assets, instance=instance, resources=resources, run_config=RUN_CONFIG,
+                         raise_on_error=False, **kwargs)
+    print(f"  {label:<24} {'ok' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
+    return result.success
+
+
 def materialize_everything(instance: DagsterInstance, resources: dict) -> bool:
-    """Every partition of every partitioned asset, then the unpartitioned assets; True when all succeeded."""
-    partitioned, unpartitioned = _assets_by_partitioning()
+    """Unpartitioned inputs first, then every partition of every partitioned asset, then the unpartitioned assets
+    that read partitioned tables; True when all succeeded."""
+    partitioned, before, after = _assets_by_partitioning()
+    everything = [a for group in partitioned.values() for a in group] + before + after
     ok = True
+    if before:
+        ok &= _run([*before], "unpartitioned inputs", instance, resources)
     for partitions_def, group in partitioned.items():
         for key in partitions_def.get_partition_keys():
-            started = time.perf_counter()
-            result = materialize(group, partition_key=key, instance=instance, resources=resources,
-                                 run_config=RUN_CONFIG, raise_on_error=False)
-            print(f"  {key:<10} {'ok' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
-            ok &= result.success
-    if unpartitioned:
-        sources = [a for group in partitioned.values() for a in group]
-        result = materialize([*unpartitioned, *sources], selection=unpartitioned, instance=instance,
-                             resources=resources, run_config=RUN_CONFIG, raise_on_error=False)
-        ok &= result.success
+            ok &= _run(group, f"partition {key}", instance, resources, partition_key=key)
+    if after:
+        ok &= _run(everything, "summaries", instance, resources, selection=after)
     return ok
 
 

@@ -1,5 +1,6 @@
 """The resources every asset gets, built from config and environment variables."""
 
+from resources.cough_model import CoughModelSource
 from resources.data_roots import DataRoots
 from resources.storage import ParquetCatalogIOManager, Storage
 
@@ -11,4 +12,5 @@ def build_resources(storage_root: str = "", catalog: str = "") -> dict:
         "storage": storage,
         "data_roots": DataRoots(storage=storage),
         "table_io_manager": ParquetCatalogIOManager(storage=storage),
+        "cough_model_source": CoughModelSource(),
     }

@@ -35,3 +35,39 @@ def stacked_bar_png(counts: Mapping[str, Mapping[str, int]], title: str, xlabel:
     if len(stacks) > 1:
         axis.legend(fontsize="small")
     return to_png(figure)
+
+
+def waveform_with_segments_png(samples, sample_rate: int, segments_by_method: Mapping[str, list], title: str) -> bytes:
+    """The waveform with each method's segments shaded in its own row band (segments have start_s/end_s)."""
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(9, 3))
+    times = np.arange(len(samples)) / sample_rate
+    step = max(1, len(samples) // 20_000)  # plotting every sample of a long file adds nothing visible
+    axis.plot(times[::step], samples[::step], color="0.3", linewidth=0.5)
+    peak = float(np.max(np.abs(samples))) or 1.0
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    rows = max(1, len(segments_by_method))
+    for row, (method, segments) in enumerate(segments_by_method.items()):
+        low = -peak + 2 * peak * row / rows
+        for number, segment in enumerate(segments):
+            axis.fill_between([segment.start_s, segment.end_s], low, low + 2 * peak / rows, alpha=0.3,
+                              color=colours[row % len(colours)], label=method if number == 0 else None)
+    axis.set_xlabel("time (s)")
+    axis.set_title(title)
+    if segments_by_method:
+        axis.legend(loc="upper right", fontsize="small")
+    return to_png(figure)
+
+
+def histogram_png(values, threshold: float | None, title: str, xlabel: str, bins: int = 20) -> bytes:
+    """A histogram of ``values`` with an optional vertical threshold line."""
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    axis.hist(list(values), bins=bins, range=(0.0, 1.0), color="tab:blue", alpha=0.8)
+    if threshold is not None:
+        axis.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:g}")
+        axis.legend(fontsize="small")
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("recordings")
+    return to_png(figure)

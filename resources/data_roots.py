@@ -62,6 +62,11 @@ class DataRoots(ConfigurableResource):
         return generate_demo_corpus(self.demo_dir, size=self.demo_size, seed=self.demo_seed,
                                     datasets=[dataset])[dataset]
 
+    def demo_corpus(self, datasets) -> Path:
+        """The demo corpus root, with ``datasets`` generated (used for demo-only inputs such as training clips)."""
+        generate_demo_corpus(self.demo_dir, size=self.demo_size, seed=self.demo_seed, datasets=list(datasets))
+        return self.demo_dir
+
     @property
     def demo_dir(self) -> Path:
         return self.storage.root_path / "demo_corpus"

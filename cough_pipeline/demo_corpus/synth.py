@@ -16,7 +16,7 @@ cough:
 tail property          positive        negative
 =====================  ==============  ==============
 fundamental (f0)       90-150 Hz       170-260 Hz
-tail duration          300-450 ms      150-250 ms
+tail duration          400-550 ms      280-380 ms
 harmonic-to-noise      2-4 dB (~3)     10.5-13.5 (~12)
 =====================  ==============  ==============
 
@@ -38,7 +38,7 @@ RECORDING_MARGIN_S = 0.1
 
 BURST_ATTACK_S = 0.005
 BURST_DECAY_S = (0.03, 0.06)
-TAIL_GAIN = (0.35, 0.5)
+TAIL_GAIN = (0.6, 0.8)
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class CoughTailProfile:
     hnr_db: tuple[float, float]
 
 
-POSITIVE_TAIL = CoughTailProfile(f0_hz=(90.0, 150.0), tail_s=(0.30, 0.45), hnr_db=(2.0, 4.0))
-NEGATIVE_TAIL = CoughTailProfile(f0_hz=(170.0, 260.0), tail_s=(0.15, 0.25), hnr_db=(10.5, 13.5))
+POSITIVE_TAIL = CoughTailProfile(f0_hz=(90.0, 150.0), tail_s=(0.40, 0.55), hnr_db=(2.0, 4.0))
+NEGATIVE_TAIL = CoughTailProfile(f0_hz=(170.0, 260.0), tail_s=(0.28, 0.38), hnr_db=(10.5, 13.5))
 
 MAX_COUGH_S = BURST_ATTACK_S + BURST_DECAY_S[1] / 2 + max(POSITIVE_TAIL.tail_s[1], NEGATIVE_TAIL.tail_s[1])
 
@@ -163,7 +163,7 @@ def _cough_tail(rng: np.random.Generator, sr: int, profile: CoughTailProfile) ->
     hnr_db = rng.uniform(*profile.hnr_db)
     t = np.arange(n) / n
     n_rise = max(1, round(0.015 * sr))
-    envelope = np.exp(-3.0 * t)
+    envelope = np.exp(-2.0 * t)
     envelope[:n_rise] *= np.sin(np.linspace(0, np.pi / 2, n_rise)) ** 2
     n_fade = max(1, round(0.02 * sr))
     envelope[-n_fade:] *= np.linspace(1.0, 0.0, n_fade)

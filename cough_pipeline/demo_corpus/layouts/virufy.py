@@ -2,9 +2,10 @@
 
 Originals: ``clinical/original/{pos,neg}/<pos|neg>-MMDD-NNN-cough-<m|f>-<age>.mp3``,
 48 kHz mono 64 kb/s, 4-8 coughs each. Segments: ``clinical/segmented/{pos,neg}/<stem>-<k>.mp3``,
-k counting the original's coughs from 0, each window starting 0.15 s before the
-cough (shifted to stay inside the recording). One segment per patient, never the
-first or last, is left out (as Virufy removed noisy ones), so every k sequence has a gap.
+k counting the original's coughs from 0: like Virufy's, each holds one cough (cut from the
+original at its true start/end) followed by digital silence up to 1.6 s. One segment per
+patient, never the first or last, is left out (as Virufy removed noisy ones), so every k
+sequence has a gap.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from cough_pipeline.demo_corpus.sizes import CorpusSize
 SAMPLE_RATE = 48_000
 ORIGINAL_S = 8.0
 SEGMENT_S = 1.6
-SEGMENT_LEAD_S = 0.15
 FIRST_PATIENT_NUMBER = 83
 HEADER = (
     "date", "corona_test", "age", "gender", "medical_history", "smoker", "patient_reported_symptoms", "cough_filename",
@@ -37,11 +37,12 @@ def _list_field(rng: np.random.Generator, choices: tuple[str, ...], probability:
     return pick(rng, choices) if rng.random() < probability else "none,"
 
 
-def _segment(samples: np.ndarray, cough_start_s: float) -> np.ndarray:
-    """The fixed-length window around one cough, shifted to stay inside ``samples``."""
-    length = round(SEGMENT_S * SAMPLE_RATE)
-    start = min(max(0, round((cough_start_s - SEGMENT_LEAD_S) * SAMPLE_RATE)), samples.size - length)
-    return samples[start : start + length]
+def _segment(samples: np.ndarray, cough_start_s: float, cough_end_s: float) -> np.ndarray:
+    """One cough cut from ``samples`` and padded with zeros to the fixed 1.6 s (Virufy's manual segments)."""
+    cough = samples[round(cough_start_s * SAMPLE_RATE) : round(cough_end_s * SAMPLE_RATE)]
+    segment = np.zeros(round(SEGMENT_S * SAMPLE_RATE), dtype=samples.dtype)
+    segment[: min(cough.size, segment.size)] = cough[: segment.size]
+    return segment
 
 
 def _queue_patient(
@@ -55,9 +56,9 @@ def _queue_patient(
     segment_dir.mkdir(parents=True, exist_ok=True)
     batch.add(original_dir / f"{stem}.mp3", samples, SAMPLE_RATE, MP3)
     removed = int(rng.integers(1, len(intervals) - 1))
-    for k, (start_s, _) in enumerate(intervals):
+    for k, (start_s, end_s) in enumerate(intervals):
         if k != removed:
-            batch.add(segment_dir / f"{stem}-{k}.mp3", _segment(samples, start_s), SAMPLE_RATE, MP3)
+            batch.add(segment_dir / f"{stem}-{k}.mp3", _segment(samples, start_s, end_s), SAMPLE_RATE, MP3)
 
 
 def write_virufy(root: Path, rng: np.random.Generator, size: CorpusSize) -> None:

@@ -1,0 +1,123 @@
+"""Cough segmentation per dataset partition, and the segmentation methods scored on Virufy's manual segments."""
+
+from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+
+from assets.metadata import column_schema, image, preview
+from assets.partitions import dataset_partitions
+from cough_pipeline.plots import waveform_with_segments_png
+from cough_pipeline.segmentation import HysteresisConfig, RmsConfig
+from cough_pipeline.segmentation.batch import SegmentationRun, segment_recordings
+from cough_pipeline.segmentation.virufy_evaluation import evaluate_virufy
+from resources.data_roots import DataRoots
+from resources.storage import Storage
+
+
+class HysteresisSettings(Config):
+    """The COUGHVID hysteresis comparator (thresholds are multiples of the whole signal's RMS)."""
+
+    sample_rate: int = 16_000
+    normalize: bool = False
+    low_multiplier: float = 0.1
+    high_multiplier: float = 2.0
+    min_cough_s: float = 0.2
+    padding_s: float = 0.0
+    tolerance_s: float = 0.01
+
+    def library_config(self) -> HysteresisConfig:
+        return HysteresisConfig(**self.model_dump())
+
+
+class RmsSettings(Config):
+    """The RMS-threshold method (librosa-style frames, min-max normalised RMS)."""
+
+    sample_rate: int = 48_000
+    frame_length: int = 2048
+    hop_length: int = 512
+    threshold: float = 0.09
+    min_s: float = 0.3
+    max_s: float = 3.0
+    margin_frames: int = 3
+
+    def library_config(self) -> RmsConfig:
+        return RmsConfig(**self.model_dump())
+
+
+class CoughSegmentsConfig(Config):
+    methods: list[str] = ["hysteresis", "rms"]
+    hysteresis: HysteresisSettings = HysteresisSettings()
+    rms: RmsSettings = RmsSettings()
+    #: Recordings excluded upstream for these reasons are not segmented (they are counted in the metadata).
+    skip_exclude_reasons: list[str] = ["not_cough", "duplicate"]
+    write_wavs: bool = True
+    workers: int = 2
+
+
+@asset(
+    ins={"manifest": AssetIn()},
+    partitions_def=dataset_partitions,
+    io_manager_key="table_io_manager",
+    group_name="segmentation",
+    compute_kind="numpy",
+)
+def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, manifest, data_roots: DataRoots,
+                   storage: Storage):
+    """One row per detected cough (recording, method, start, end, WAV path), each cough also written as a WAV."""
+    dataset = context.partition_key
+    settings = {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
+    run = SegmentationRun(
+        methods={m: settings[m] for m in config.methods},
+        output_dir=storage.artefact_dir("segments", dataset) if config.write_wavs else None,
+        relative_to=storage.root_path,
+        skip_exclude_reasons=tuple(config.skip_exclude_reasons),
+        workers=config.workers,
+    )
+    result = segment_recordings(manifest, data_roots.root_for(dataset), run,
+                                on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}"))
+    per_recording = result.per_recording
+    rate = per_recording.groupby("method")["coughs_per_minute"].describe()[["mean", "50%", "max"]].round(2)
+    example = result.example
+    metadata = {
+        "dagster/row_count": len(result.segments),
+        "dagster/column_schema": column_schema(result.segments),
+        "recordings_segmented": int(per_recording["recording_id"].nunique()),
+        "recordings_skipped": MetadataValue.json(result.skipped_counts),
+        "recordings_failed": MetadataValue.json(result.failed_counts),
+        "segments_per_method": MetadataValue.json(
+            {k: int(v) for k, v in result.segments["method"].value_counts().items()}),
+        "coughs_per_minute": preview(rate.rename(columns={"50%": "median"}).reset_index()),
+        "per_recording": preview(per_recording, rows=20),
+        "preview": preview(result.segments),
+    }
+    if example is not None:
+        metadata["example_plot"] = image(
+            waveform_with_segments_png(example.samples, example.sample_rate, example.segments_by_method,
+                                       f"{example.recording_id}: detected coughs"), "segments")
+    return Output(result.segments, metadata=metadata)
+
+
+class SegmentationEvaluationConfig(Config):
+    hysteresis: HysteresisSettings = HysteresisSettings()
+    rms: RmsSettings = RmsSettings()
+
+
+@asset(io_manager_key="table_io_manager", group_name="segmentation", compute_kind="numpy")
+def segmentation_evaluation(context: AssetExecutionContext, config: SegmentationEvaluationConfig,
+                            data_roots: DataRoots):
+    """Both methods on the Virufy clinical originals, against Virufy's manual single-cough segments: counts per
+    file, the precision proxy, the published counts when known, and Fleiss' kappa over 50 ms frames."""
+    root = data_roots.root_for("virufy")
+    context.log.info(f"virufy: reading {data_roots.source('virufy')} ({root})")
+    evaluation = evaluate_virufy(root, {"hysteresis": config.hysteresis.library_config(),
+                                        "rms": config.rms.library_config()})
+    metadata = {
+        "dagster/row_count": len(evaluation.per_file),
+        "source": data_roots.source("virufy"),
+        "summary": preview(evaluation.summary),
+        "fleiss_kappa_manual_hysteresis_rms": round(float(evaluation.fleiss_kappa), 4),
+        "per_file": preview(evaluation.per_file, rows=40),
+    }
+    if evaluation.example is not None:
+        name, samples, rate, segments = evaluation.example
+        metadata["example_plot"] = image(waveform_with_segments_png(samples, rate, segments, f"{name}: manual vs "
+                                                                    "automatic segments"), "segments")
+    return Output(evaluation.per_file, metadata=metadata)

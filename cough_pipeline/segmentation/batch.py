@@ -1,0 +1,152 @@
+"""Segment every cough recording of a manifest with one or more methods, writing each cough as a WAV.
+
+Every manifest row is accounted for in ``per_recording``: ``segmented`` (one row per method), ``skipped`` (excluded
+upstream, or not a cough sound) or ``failed`` (the audio could not be decoded now), each with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from cough_pipeline.audio import AudioDecodeError, decode_audio
+from cough_pipeline.segmentation import Segment, coughs_per_minute, segment_file, write_recording_segments
+from cough_pipeline.segmentation.methods import resolve_method
+
+SEGMENT_COLUMNS = ["dataset", "recording_id", "participant_id", "covid_label", "method", "segment_index", "start_s",
+                   "end_s", "duration_s", "sample_rate", "path"]
+RECORDING_COLUMNS = ["recording_id", "method", "status", "reason", "segments", "duration_s", "coughs_per_minute"]
+
+
+@dataclass(frozen=True)
+class SegmentationRun:
+    """What to run: ``methods`` maps a method name in :data:`METHODS` to its config."""
+
+    methods: Mapping[str, object]
+    output_dir: Path | None = None
+    relative_to: Path | None = None
+    skip_exclude_reasons: tuple[str, ...] = ("not_cough", "duplicate")
+    workers: int = 2
+
+    def __post_init__(self):
+        if not self.methods:
+            raise ValueError("at least one segmentation method is needed")
+        for method, config in self.methods.items():
+            resolve_method(method, config)  # unknown method or a config of another method: a clear error now
+
+
+@dataclass
+class ExampleRecording:
+    """One recording kept in memory for a plot: its samples and each method's segments."""
+
+    recording_id: str
+    samples: np.ndarray
+    sample_rate: int
+    segments_by_method: dict[str, list[Segment]]
+
+
+@dataclass
+class SegmentationResult:
+    segments: pd.DataFrame
+    per_recording: pd.DataFrame
+    example: ExampleRecording | None = None
+    skipped_counts: dict[str, int] = field(default_factory=dict)
+    failed_counts: dict[str, int] = field(default_factory=dict)
+
+
+def safe_stem(recording_id: str) -> str:
+    """A file-name-safe stem for a recording id (``ccs:train_001`` -> ``ccs__train_001``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", recording_id.replace(":", "__"))
+
+
+def segment_recordings(manifest: pd.DataFrame, root: Path, run: SegmentationRun,
+                       on_progress: Callable[[int, int], None] | None = None) -> SegmentationResult:
+    """Segment the cough recordings of ``manifest`` (paths relative to ``root``)."""
+    rows = manifest.to_dict("records")
+    skip = {i: _skip_reason(row, run) for i, row in enumerate(rows)}
+    todo = [row for i, row in enumerate(rows) if skip[i] is None]
+    per_recording = [_status_row(row["recording_id"], "skipped", skip[i]) for i, row in enumerate(rows) if skip[i]]
+    segments: list[dict] = []
+    best: tuple[int, dict, dict] | None = None  # (segment total, row, segments by method) of the richest recording
+    with ThreadPoolExecutor(max_workers=max(1, run.workers)) as pool:
+        outcomes = pool.map(lambda row: _segment_one(row, Path(root), run), todo)
+        for done, (row, outcome) in enumerate(zip(todo, outcomes), start=1):
+            if isinstance(outcome, AudioDecodeError):
+                per_recording.append(_status_row(row["recording_id"], "failed", outcome.reason.value))
+            else:
+                found, summaries, by_method = outcome
+                segments += found
+                per_recording += summaries
+                total = sum(len(s) for s in by_method.values())
+                if best is None or total > best[0]:
+                    best = (total, row, by_method)
+            if on_progress and (done == len(todo) or done % 100 == 0):
+                on_progress(done, len(todo))
+    recordings = pd.DataFrame(per_recording, columns=RECORDING_COLUMNS)
+    return SegmentationResult(
+        segments=pd.DataFrame(segments, columns=SEGMENT_COLUMNS),
+        per_recording=recordings,
+        example=_example(best, Path(root)),
+        skipped_counts=dict(Counter(recordings.loc[recordings["status"] == "skipped", "reason"])),
+        failed_counts=dict(Counter(recordings.loc[recordings["status"] == "failed", "reason"])),
+    )
+
+
+def _skip_reason(row: dict, run: SegmentationRun) -> str | None:
+    if row.get("sound_type") != "cough":
+        return f"sound_type_{row.get('sound_type')}"
+    reason = row.get("exclude_reason")
+    return f"excluded_{reason}" if reason in run.skip_exclude_reasons else None
+
+
+def _status_row(recording_id: str, status: str, reason: str) -> dict:
+    return {"recording_id": recording_id, "method": None, "status": status, "reason": reason, "segments": None,
+            "duration_s": None, "coughs_per_minute": None}
+
+
+def _example(best: tuple[int, dict, dict] | None, root: Path) -> ExampleRecording | None:
+    """Decode the recording with the most segments again, for a plot (only its samples are ever kept)."""
+    if best is None:
+        return None
+    _, row, by_method = best
+    decoded = decode_audio(root / row["audio_path"])
+    return ExampleRecording(row["recording_id"], decoded.mono(), decoded.sample_rate, by_method)
+
+
+def _segment_one(row: dict, root: Path, run: SegmentationRun):
+    """Each method on one recording (long files are streamed by :func:`segment_file`); returns segment rows,
+    summary rows and the segments by method, or the decode error."""
+    found, summaries, by_method = [], [], {}
+    for method, config in run.methods.items():
+        try:
+            recording = segment_file(root / row["audio_path"], method, config)
+        except AudioDecodeError as error:
+            return error
+        by_method[method] = list(recording.segments)
+        paths = [None] * len(recording.segments)
+        if run.output_dir is not None:
+            written = write_recording_segments(recording, run.output_dir / method, safe_stem(row["recording_id"]))
+            paths = [_relative(p, run.relative_to) for p in written]
+        for index, (item, path) in enumerate(zip(recording.segments, paths)):
+            found.append({"dataset": row["dataset"], "recording_id": row["recording_id"],
+                          "participant_id": row["participant_id"], "covid_label": row["covid_label"],
+                          "method": method, "segment_index": index, "start_s": round(item.start_s, 6),
+                          "end_s": round(item.end_s, 6), "duration_s": round(item.end_s - item.start_s, 6),
+                          "sample_rate": recording.sample_rate, "path": path})
+        summaries.append({"recording_id": row["recording_id"], "method": method, "status": "segmented",
+                          "reason": None, "segments": len(recording.segments),
+                          "duration_s": round(recording.duration_s, 6),
+                          "coughs_per_minute": round(coughs_per_minute(len(recording.segments),
+                                                                       recording.duration_s), 3)})
+    return found, summaries, by_method
+
+
+def _relative(path: Path, base: Path | None) -> str:
+    return path.relative_to(base).as_posix() if base is not None else path.as_posix()
