@@ -13,6 +13,7 @@ PIP := $(PY) -m pip --quiet
 PIP_FILTER := 2>&1 | { grep -v "^WARNING: Location" || true; }
 PARTITION ?= coughvid
 PYTEST_ARGS ?=
+BENCH ?=
 
 .PHONY: demo test ui bench backfill sql install system-deps clean-data
 
@@ -26,7 +27,7 @@ ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH)
 
 # Re-materialise one dataset partition and everything downstream of it: make backfill PARTITION=coughvid
 backfill: install

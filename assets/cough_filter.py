@@ -6,7 +6,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
 from assets.metadata import column_schema, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.cough_filter import CoughClassifier, TrainingSettings, esc50_clips, train_cough_classifier
-from cough_pipeline.cough_filter.batch import at_sample_rate, classify_recordings
+from cough_pipeline.cough_filter.batch import prepared_clips, classify_recordings
 from cough_pipeline.demo_corpus.clips import CLIP_DATASETS, labelled_clips
 from cough_pipeline.plots import histogram_png
 from resources.cough_model import CoughModelSource
@@ -35,7 +35,7 @@ def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelC
                        cough_model_source: CoughModelSource, data_roots: DataRoots,
                        storage: Storage) -> MaterializeResult:
     """The cough/non-cough XGBoost model (native JSON booster + scaler + model card) the cough list uses."""
-    folder = storage.artefact_dir(*MODEL_FOLDER)
+    folder = storage.fresh_artefact_dir(*MODEL_FOLDER)
     pretrained = cough_model_source.pretrained_folder()
     metadata = {}
     if pretrained is not None:
@@ -44,10 +44,10 @@ def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelC
         metadata["source"] = str(pretrained)
     else:
         if config.training_clips == "demo":
-            clips = labelled_clips(data_roots.demo_corpus(CLIP_DATASETS))
+            clips = labelled_clips(data_roots.demo_corpus(CLIP_DATASETS), seed=config.seed)
         else:
             clips = esc50_clips(config.training_clips)
-        clips = at_sample_rate(clips, config.input_sample_rate or None)
+        clips = prepared_clips(clips, config.input_sample_rate or None)
         settings = TrainingSettings(n_estimators=config.n_estimators, max_depth=config.max_depth,
                                     n_splits=config.n_splits, threshold=config.threshold)
         classifier, report = train_cough_classifier(clips, seed=config.seed, settings=settings)

@@ -81,9 +81,16 @@ def summary(resources: dict) -> str:
         "(SELECT dataset, count(*) AS quarantined FROM manifest_quarantine GROUP BY dataset) q USING (dataset) "
         "GROUP BY m.dataset ORDER BY m.dataset"
     )
+    coughs = storage.query(
+        "SELECT dataset, count(*) FILTER (WHERE is_cough) AS coughs_kept, count(*) FILTER (WHERE NOT is_cough) "
+        "AS rejected, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND method = 'hysteresis') "
+        "AS hysteresis_segments, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND "
+        "method = 'rms') AS rms_segments FROM cough_list l GROUP BY dataset ORDER BY dataset")
     home = default_dagster_home()
     return "\n".join([
         counts.to_string(index=False),
+        "",
+        coughs.to_string(index=False),
         "",
         f"Tables (parquet): {storage.root_path / 'tables'}",
         f"DuckDB catalog:   {storage.catalog_path}",

@@ -66,7 +66,7 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
     settings = {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
     run = SegmentationRun(
         methods={m: settings[m] for m in config.methods},
-        output_dir=storage.artefact_dir("segments", dataset) if config.write_wavs else None,
+        output_dir=storage.fresh_artefact_dir("segments", dataset) if config.write_wavs else None,
         relative_to=storage.root_path,
         skip_exclude_reasons=tuple(config.skip_exclude_reasons),
         workers=config.workers,

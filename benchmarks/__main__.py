@@ -1,14 +1,20 @@
-"""Run every benchmark and print where its JSON went."""
+"""Run every benchmark (or those named: ``python -m benchmarks segmentation``) and print where its JSON went."""
 
 from __future__ import annotations
 
 import json
+import sys
 
-from benchmarks import manifest_bench
+from benchmarks import cough_filter_bench, manifest_bench, segmentation_bench
 
-BENCHMARKS = [manifest_bench.run]
+BENCHMARKS = {"manifest": manifest_bench.run, "segmentation": segmentation_bench.run,
+              "cough_filter": cough_filter_bench.run}
 
 if __name__ == "__main__":
-    for benchmark in BENCHMARKS:
-        path = benchmark()
+    names = sys.argv[1:] or list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        sys.exit(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+    for name in names:
+        path = BENCHMARKS[name]()
         print(f"{path}:\n{json.dumps(json.loads(path.read_text())['figures'], indent=2)}")

@@ -184,3 +184,15 @@ def probe_audio(path: str | Path) -> AudioProbe:
         duration_s=round(decoded.duration_s, 6),
         content_hash=content_hash(decoded.mono(), decoded.sample_rate),
     )
+
+
+#: Below this absolute amplitude (-80 dBFS) a sample counts as digital silence (zero padding after lossy coding).
+DIGITAL_SILENCE = 1e-4
+
+
+def trim_digital_silence(samples: np.ndarray, floor: float = DIGITAL_SILENCE) -> np.ndarray:
+    """``samples`` (``(frames,)`` or ``(frames, channels)``) without leading/trailing frames quieter than ``floor``;
+    an all-silent input gives an empty array."""
+    loud = np.abs(samples).reshape(len(samples), -1).max(axis=1) > floor
+    indices = np.flatnonzero(loud)
+    return samples[indices[0]:indices[-1] + 1] if indices.size else samples[:0]

@@ -7,6 +7,7 @@ Re-materialising a partition replaces its file (written to a temporary name, the
 
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -46,6 +47,13 @@ class Storage(ConfigurableResource):
         path = self.root_path.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def fresh_artefact_dir(self, *parts: str) -> Path:
+        """:meth:`artefact_dir`, emptied first: re-materialising replaces an asset's files, never adds to them."""
+        path = self.root_path.joinpath(*parts)
+        if path.is_dir():
+            shutil.rmtree(path)
+        return self.artefact_dir(*parts)
 
     def table_path(self, table: str, partition: str | None) -> Path:
         return self.root_path / "tables" / table / f"{partition or UNPARTITIONED}.parquet"

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from cough_pipeline.audio import AudioDecodeError
+from cough_pipeline.audio import AudioDecodeError, resample
 from cough_pipeline.cough_filter.model import CoughClassifier
 from cough_pipeline.cough_filter.training import LabelledClip, clips_from_frame
 
@@ -57,11 +57,15 @@ def classify_recordings(manifest: pd.DataFrame, root: Path, classifier: CoughCla
     return frame.astype({"cough_probability": "Float64", "clipping_fraction": "Float64", "is_cough": "boolean"})
 
 
-def at_sample_rate(clips: list[LabelledClip] | pd.DataFrame, sample_rate: int | None) -> list[LabelledClip]:
-    """Training clips (a list or a ``source``/``label``/``group`` table) set to be resampled to ``sample_rate``
-    before their features are computed, as :meth:`CoughClassifier.classify_file` does with ``input_sample_rate``."""
+def prepared_clips(clips: list[LabelledClip] | pd.DataFrame, sample_rate: int | None,
+                   trim_silence: bool = True) -> list[LabelledClip]:
+    """Training clips (a list or a ``source``/``label``/``group`` table) brought to ``sample_rate`` (files when
+    their features are computed, samples now), as :meth:`CoughClassifier.classify_file` does with
+    ``input_sample_rate``, and set to drop zero padding."""
     clip_list = clips_from_frame(clips) if isinstance(clips, pd.DataFrame) else list(clips)
     if sample_rate is None:
-        return clip_list
-    return [clip if isinstance(clip.source, np.ndarray) else replace(clip, sample_rate=sample_rate)
+        return [replace(clip, trim_silence=trim_silence) for clip in clip_list]
+    return [replace(clip, trim_silence=trim_silence, sample_rate=sample_rate,
+                    source=resample(clip.source, clip.sample_rate, sample_rate)
+                    if isinstance(clip.source, np.ndarray) else clip.source)
             for clip in clip_list]

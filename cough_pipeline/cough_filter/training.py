@@ -20,7 +20,7 @@ import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from cough_pipeline.audio import AudioDecodeError, decode_audio, load_mono
+from cough_pipeline.audio import AudioDecodeError, decode_audio, load_mono, trim_digital_silence
 from cough_pipeline.cough_filter.features import UnusableSignalError, extract_features
 from cough_pipeline.cough_filter.model import DEFAULT_THRESHOLD, CoughClassifier, FeatureScaler
 
@@ -40,6 +40,9 @@ class LabelledClip:
     label: int
     group: str
     sample_rate: int | None = None
+    #: Drop leading/trailing digital silence first: clip collections (Virufy's manual segments, ESC-50) pad
+    #: their clips with zeros, and a model would otherwise learn "padding means cough" (or "not cough").
+    trim_silence: bool = False
 
     def __post_init__(self) -> None:
         if self.label not in (0, 1):
@@ -112,11 +115,13 @@ def esc50_clips(root: Path, group_by: str = "src_file") -> list[LabelledClip]:
 def clip_features(clip: LabelledClip) -> np.ndarray:
     """The ``(68,)`` features of one clip; raises AudioDecodeError or UnusableSignalError for an unusable one."""
     if isinstance(clip.source, np.ndarray):
-        return extract_features(clip.source, clip.sample_rate)
-    if clip.sample_rate is not None:
-        return extract_features(*load_mono(clip.source, clip.sample_rate))
-    decoded = decode_audio(clip.source)
-    return extract_features(decoded.samples, decoded.sample_rate)
+        samples, rate = clip.source, clip.sample_rate
+    elif clip.sample_rate is not None:
+        samples, rate = load_mono(clip.source, clip.sample_rate)
+    else:
+        decoded = decode_audio(clip.source)
+        samples, rate = decoded.samples, decoded.sample_rate
+    return extract_features(trim_digital_silence(samples) if clip.trim_silence else samples, rate)
 
 
 def featurise(clips: Sequence[LabelledClip]) -> FeatureTable:

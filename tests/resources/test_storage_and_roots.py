@@ -53,3 +53,9 @@ def test_a_configured_root_that_does_not_exist_is_an_error(storage, monkeypatch)
     monkeypatch.setenv("COUGH_PIPELINE_UKCOVID_ROOT", "/nonexistent/ukcovid")
     with pytest.raises(FileNotFoundError, match=r"COUGH_PIPELINE_UKCOVID_ROOT"):
         DataRoots(storage=storage).root_for("ukcovid")
+
+
+def test_fresh_artefact_dirs_drop_stale_files(storage):
+    folder = storage.artefact_dir("segments", "ccs")
+    (folder / "stale.wav").write_bytes(b"x")
+    assert list(storage.fresh_artefact_dir("segments", "ccs").iterdir()) == []
