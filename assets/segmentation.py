@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
+from assets.config import mirror
 from assets.metadata import column_schema, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.plots import waveform_with_segments_png
@@ -12,34 +13,10 @@ from resources.data_roots import DataRoots
 from resources.storage import Storage
 
 
-class HysteresisSettings(Config):
-    """The COUGHVID hysteresis comparator (thresholds are multiples of the whole signal's RMS)."""
-
-    sample_rate: int = 16_000
-    normalize: bool = False
-    low_multiplier: float = 0.1
-    high_multiplier: float = 2.0
-    min_cough_s: float = 0.2
-    padding_s: float = 0.0
-    tolerance_s: float = 0.01
-
-    def library_config(self) -> HysteresisConfig:
-        return HysteresisConfig(**self.model_dump())
-
-
-class RmsSettings(Config):
-    """The RMS-threshold method (librosa-style frames, min-max normalised RMS)."""
-
-    sample_rate: int = 48_000
-    frame_length: int = 2048
-    hop_length: int = 512
-    threshold: float = 0.09
-    min_s: float = 0.3
-    max_s: float = 3.0
-    margin_frames: int = 3
-
-    def library_config(self) -> RmsConfig:
-        return RmsConfig(**self.model_dump())
+HysteresisSettings = mirror(HysteresisConfig, "The COUGHVID hysteresis comparator (thresholds are multiples of "
+                                              "the whole signal's RMS); defaults: the published configuration.")
+RmsSettings = mirror(RmsConfig, "The RMS-threshold method (librosa-style frames, min-max normalised RMS); "
+                                "defaults: the published configuration.")
 
 
 class CoughSegmentsConfig(Config):

@@ -1,6 +1,6 @@
 """Cough segmentation speed as a real-time factor (audio seconds per wall second) on one core.
 
-Ten minutes of synthetic cough recordings per method, at the method's default rate (16 kHz hysteresis, 48 kHz
+Ten minutes of demo-corpus cough recordings per method, at the method's default rate (16 kHz hysteresis, 48 kHz
 RMS), as ten one-minute recordings. Three figures per method: segmenting arrays already in memory, segmenting
 the recordings as wav files (decoding included, at the method's rate so nothing is resampled), and the same wav
 files streamed in blocks (two passes). BLAS/OpenMP pools are limited to one thread with ``threadpoolctl``; the
@@ -17,6 +17,7 @@ import soundfile as sf
 from threadpoolctl import threadpool_limits
 
 from benchmarks.common import stopwatch, write_result
+from cough_pipeline.demo_corpus import synth
 from cough_pipeline.segmentation import METHODS, segment_file
 
 RECORDINGS = 10
@@ -25,18 +26,11 @@ REPEATS = 3
 
 
 def synthetic_recording(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
-    """Decaying noise bursts (coughs, 0.25-0.6 s, every 1-3 s) over a quiet noise floor; ``(samples,)`` float32."""
-    rng = np.random.default_rng(seed)
-    signal = 0.002 * rng.standard_normal(int(seconds * sample_rate))
-    onset = 0.5
-    while onset < seconds - 1.0:
-        length = rng.uniform(0.25, 0.6)
-        t = np.arange(int(length * sample_rate)) / sample_rate
-        envelope = np.minimum(t / 0.01, 1.0) * np.exp(-t / (length / 4))
-        start = int(onset * sample_rate)
-        signal[start:start + t.size] += rng.uniform(0.3, 0.8) * envelope * rng.standard_normal(t.size)
-        onset += length + rng.uniform(0.8, 2.5)
-    return np.clip(signal, -1, 1).astype(np.float32)
+    """A demo-corpus recording (:func:`cough_pipeline.demo_corpus.synth.cough_recording`): one cough every
+    ~2.5 s over room tone; ``(samples,)`` float32."""
+    samples, _ = synth.cough_recording(np.random.default_rng(seed), sample_rate, seconds, int(seconds / 2.5),
+                                       covid_positive=bool(seed % 2))
+    return samples.astype(np.float32)
 
 
 def best_of(repeats: int, task) -> tuple[float, int]:
