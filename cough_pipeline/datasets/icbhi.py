@@ -97,7 +97,7 @@ def read_split(path: Path | None) -> dict[str, str]:
 def read_cycles(annotation: Path) -> pd.DataFrame:
     """One row per respiratory cycle of one annotation file (whitespace-separated, blank lines ignored)."""
     rows = []
-    for number, line in enumerate(l for l in annotation.read_text().splitlines() if l.strip()):
+    for number, line in enumerate(text for text in annotation.read_text().splitlines() if text.strip()):
         onset, offset, crackles, wheezes = line.split()
         rows.append((annotation.stem, number, float(onset), float(offset), int(crackles), int(wheezes)))
     return pd.DataFrame(rows, columns=list(CYCLE_COLUMNS))
