@@ -29,9 +29,10 @@ ui: install
 bench: install
 	$(PY) -m benchmarks $(BENCH)
 
-# Re-materialise one dataset partition and everything downstream of it: make backfill PARTITION=coughvid
+# Re-materialise one dataset partition and the per-dataset assets downstream of it: make backfill PARTITION=coughvid
+# (SUMMARIES=1 also refreshes the unpartitioned assets that read every partition)
 backfill: install
-	$(VENV)/bin/dagster asset materialize -m assets.definitions --partition $(PARTITION) --select 'manifest*,manifest_quarantine*'
+	$(PY) -m assets.backfill --partition $(PARTITION) $(if $(SUMMARIES),--with-summaries,)
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

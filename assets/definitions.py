@@ -2,11 +2,11 @@
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import cough_filter, manifest, segmentation
+from assets import cough_filter, manifest, segmentation, separation
 from assets.jobs import dataset_job
 from assets.resources import build_resources
 
-ASSET_MODULES = [manifest, segmentation, cough_filter]
+ASSET_MODULES = [manifest, segmentation, cough_filter, separation]
 
 defs = Definitions(
     assets=load_assets_from_modules(ASSET_MODULES),

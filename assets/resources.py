@@ -2,15 +2,19 @@
 
 from resources.cough_model import CoughModelSource
 from resources.data_roots import DataRoots
+from resources.settings import NoiseBank, PipelineSettings
 from resources.storage import ParquetCatalogIOManager, Storage
 
 
 def build_resources(storage_root: str = "", catalog: str = "") -> dict:
     """Resource instances keyed as the assets expect them; empty paths use the environment/defaults."""
     storage = Storage(root=storage_root, catalog=catalog)
+    data_roots = DataRoots(storage=storage)
     return {
         "storage": storage,
-        "data_roots": DataRoots(storage=storage),
+        "data_roots": data_roots,
+        "settings": PipelineSettings(),
+        "noise_bank": NoiseBank(data_roots=data_roots),
         "table_io_manager": ParquetCatalogIOManager(storage=storage),
         "cough_model_source": CoughModelSource(),
     }

@@ -71,3 +71,15 @@ def histogram_png(values, threshold: float | None, title: str, xlabel: str, bins
     axis.set_xlabel(xlabel)
     axis.set_ylabel("recordings")
     return to_png(figure)
+
+
+def loss_curves_png(history, title: str = "separator training") -> bytes:
+    """Training and validation loss per epoch (``history`` has ``epoch``, ``train_loss``, ``val_loss``)."""
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    axis.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    axis.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("L1 magnitude loss")
+    axis.set_title(title)
+    axis.legend(fontsize="small")
+    return to_png(figure)

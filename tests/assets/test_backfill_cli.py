@@ -9,20 +9,21 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
+from assets.backfill import downstream_of_manifest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def backfill_command(partition: str) -> list[str]:
-    """The command behind ``make backfill PARTITION=...`` (kept in step with the Makefile by the test below)."""
-    return [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "assets.definitions",
-            "--partition", partition, "--select", "manifest*,manifest_quarantine*"]
-
-
 def test_makefile_and_readme_show_this_command():
-    makefile = (REPO / "Makefile").read_text()
-    readme = (REPO / "README.md").read_text()
-    assert "--partition $(PARTITION) --select 'manifest*,manifest_quarantine*'" in makefile
-    assert "--partition coughvid --select 'manifest*,manifest_quarantine*'" in readme
+    assert "$(PY) -m assets.backfill --partition $(PARTITION)" in (REPO / "Makefile").read_text()
+    assert "make backfill PARTITION=coughvid" in (REPO / "README.md").read_text()
+
+
+def test_the_backfill_covers_the_per_dataset_stages_only():
+    partitioned, unpartitioned = downstream_of_manifest()
+    names = {key.to_user_string() for asset in partitioned for key in asset.keys}
+    assert {"manifest", "manifest_quarantine", "cough_segments", "cough_list"} <= names
+    assert "subset_split" in {key.to_user_string() for asset in unpartitioned for key in asset.keys}
 
 
 def test_backfill_one_partition_from_the_cli(tmp_path):
@@ -31,14 +32,16 @@ def test_backfill_one_partition_from_the_cli(tmp_path):
     (home / "dagster.yaml").write_text((REPO / "dagster_home" / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home), "COUGH_PIPELINE_STORAGE": str(data),
            "COUGH_PIPELINE_CATALOG": str(tmp_path / "warehouse.duckdb")}
-    # The partitioned stages use the unpartitioned cough filter model, which a backfill does not rebuild.
-    model = [backfill_command("x")[0], "asset", "materialize", "-m", "assets.definitions", "--select",
-             "cough_filter_model"]
-    for command in (model, backfill_command("coughvid")):
+    # The per-dataset stages use the unpartitioned cough filter model, which a backfill does not rebuild.
+    model = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "assets.definitions",
+             "--select", "cough_filter_model"]
+    backfill = [sys.executable, "-m", "assets.backfill", "--partition", "coughvid"]
+    for command in (model, backfill):
         completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert completed.returncode == 0, completed.stderr[-3000:]
+        assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     for table in ("manifest", "manifest_quarantine", "cough_segments", "cough_list"):
         assert sorted(p.name for p in (data / "tables" / table).iterdir()) == ["coughvid.parquet"], table
+    assert not (data / "tables" / "subset_split").exists()
     with DagsterInstance.from_config(str(home)) as instance:
         records = instance.fetch_materializations(AssetKey("manifest"), limit=5).records
     assert [r.partition_key for r in records] == ["coughvid"]

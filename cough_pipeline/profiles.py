@@ -1,0 +1,30 @@
+"""Scale is a profile, not a code change: ``demo`` runs the whole graph in minutes on a laptop, ``modest`` is a
+real but quick run, ``paper`` uses the published sizes (12,000 / 1,500 / 1,000 mixtures, 50 epochs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cough_pipeline.mixtures import PROFILES as MIXTURE_PROFILES
+from cough_pipeline.mixtures import MixtureProfile
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    mixtures: MixtureProfile
+    epochs: int
+    snip_batches: int
+
+
+PROFILES = {
+    "demo": Profile("demo", MIXTURE_PROFILES["demo"], epochs=4, snip_batches=2),
+    "modest": Profile("modest", MIXTURE_PROFILES["modest"], epochs=20, snip_batches=5),
+    "paper": Profile("paper", MIXTURE_PROFILES["paper"], epochs=50, snip_batches=10),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]

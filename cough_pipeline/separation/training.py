@@ -1,0 +1,291 @@
+"""Training the cough separator: L1 loss on magnitudes, Adam, best checkpoint on validation loss.
+
+:class:`MixtureDataset` reads ``(mixture, cough)`` WAV pairs lazily from a table (columns ``mixture_path`` and
+``cough_path``, relative to a root folder), padded or trimmed to ``config.clip_samples``. :func:`train_separator`
+trains on two such tables; :func:`train_on_datasets` is the same loop for any datasets yielding
+``(mixture, cough)`` tensors (the benchmark uses in-memory ones). ``grad_masks`` trains a pruned model with fixed
+masks: after every optimizer step each named parameter is multiplied by its 0/1 mask, so pruned weights stay
+exactly zero. A run is reproducible on CPU: the same seed, data and thread count give identical weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig, resolve_device
+
+#: Epochs of the published training run.
+PAPER_EPOCHS = 50
+TABLE_COLUMNS = ("mixture_path", "cough_path")
+
+
+class ClipReadError(ValueError):
+    """A mixture or cough WAV that is missing, unreadable or at the wrong sample rate."""
+
+
+def read_clip(path: str | Path, sample_rate: int, samples: int) -> np.ndarray:
+    """Mono float32 ``(samples,)`` from ``path``: channel mean, zero-padded or trimmed to ``samples``.
+
+    Only the first ``samples`` frames are read. The file must be at ``sample_rate`` (mixtures are generated at the
+    model's rate; nothing is resampled here).
+    """
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            if handle.samplerate != sample_rate:
+                raise ClipReadError(f"{path}: {handle.samplerate} Hz, expected {sample_rate} Hz")
+            data = handle.read(frames=samples, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise ClipReadError(f"{path}: {error}") from error
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if mono.shape[0] < samples:
+        mono = np.pad(mono, (0, samples - mono.shape[0]))
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+class MixtureDataset(Dataset):
+    """``(mixture, cough)`` float32 tensors, each ``(config.clip_samples,)``, read from disk per item.
+
+    ``table`` needs columns ``mixture_path`` and ``cough_path``, relative to ``root`` (absolute paths are used as
+    they are). Only the path strings are kept, so the dataset pickles cheaply into DataLoader workers.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: str | Path, config: SeparatorConfig | None = None):
+        missing = [column for column in TABLE_COLUMNS if column not in table.columns]
+        if missing:
+            raise ValueError(f"mixture table lacks columns {missing}; has {list(table.columns)}")
+        config = config or SeparatorConfig()
+        root = Path(root)
+        self.mixture_paths = [str(root / path) for path in table["mixture_path"]]
+        self.cough_paths = [str(root / path) for path in table["cough_path"]]
+        self.sample_rate = config.sample_rate
+        self.samples = config.clip_samples
+
+    def __len__(self) -> int:
+        return len(self.mixture_paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mixture = read_clip(self.mixture_paths[index], self.sample_rate, self.samples)
+        cough = read_clip(self.cough_paths[index], self.sample_rate, self.samples)
+        return torch.from_numpy(mixture), torch.from_numpy(cough)
+
+
+@dataclass
+class TrainingResult:
+    """The best model (on validation loss, in eval mode, on the training device), the per-epoch history
+    (``epoch`` from 1, ``train_loss``, ``val_loss``, ``seconds`` for the whole epoch, ``mixtures_per_s`` of the
+    training pass) and the best epoch."""
+
+    model: CoughSeparator
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+
+    @property
+    def best_val_loss(self) -> float:
+        return min(record["val_loss"] for record in self.history) if self.history else float("nan")
+
+
+def l1_magnitude_loss(estimated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of two magnitude spectrograms ``(batch, frames, bins)``; a scalar."""
+    return F.l1_loss(estimated, target)
+
+
+def train_separator(train_table: pd.DataFrame, val_table: pd.DataFrame, root: str | Path,
+                    config: SeparatorConfig | None = None, epochs: int = PAPER_EPOCHS, batch_size: int = 32,
+                    learning_rate: float = 1e-3, seed: int = 0, device: str | torch.device | None = None,
+                    num_workers: int = 0, on_epoch: Callable[[dict], None] | None = None,
+                    checkpoint_dir: str | Path | None = None,
+                    grad_masks: Mapping[str, torch.Tensor] | None = None,
+                    model: CoughSeparator | None = None, num_threads: int | None = None) -> TrainingResult:
+    """Train on the mixtures of ``train_table``, keep the epoch with the lowest loss on ``val_table``.
+
+    Both tables hold ``mixture_path`` / ``cough_path`` relative to ``root``. ``config`` defaults to the model's
+    (when ``model`` is given: training continues from a copy of it, the original is left untouched) or the
+    published one. ``on_epoch`` gets each history record as it is made. With ``checkpoint_dir`` the best model so
+    far is saved there (:meth:`CoughSeparator.save`) whenever it improves. See :func:`train_on_datasets`.
+    """
+    config = config or (model.config if model is not None else SeparatorConfig())
+    return train_on_datasets(MixtureDataset(train_table, root, config), MixtureDataset(val_table, root, config),
+                             config=config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, device=device, num_workers=num_workers, on_epoch=on_epoch,
+                             checkpoint_dir=checkpoint_dir, grad_masks=grad_masks, model=model,
+                             num_threads=num_threads)
+
+
+def train_with_masks(model: CoughSeparator, grad_masks: Mapping[str, torch.Tensor], train_table: pd.DataFrame,
+                     val_table: pd.DataFrame, root: str | Path, **options) -> TrainingResult:
+    """Fine-tune a (pruned) ``model`` with fixed masks ``{parameter_name: 0/1 tensor}`` (names as in
+    ``model.named_parameters()``, e.g. ``masker.lstm.weight_ih_l0``); other options as :func:`train_separator`."""
+    return train_separator(train_table, val_table, root, model=model, grad_masks=grad_masks, **options)
+
+
+def train_on_datasets(train_data: Dataset, val_data: Dataset, config: SeparatorConfig | None = None,
+                      epochs: int = PAPER_EPOCHS, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
+                      device: str | torch.device | None = None, num_workers: int = 0,
+                      on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
+                      grad_masks: Mapping[str, torch.Tensor] | None = None,
+                      model: CoughSeparator | None = None, num_threads: int | None = None) -> TrainingResult:
+    """The training loop of :func:`train_separator` for datasets of ``(mixture, cough)`` ``(samples,)`` tensors.
+
+    Per batch: ``|STFT|`` of mixture and cough (no gradient), mask estimation, L1 between ``mask x |mixture|`` and
+    ``|cough|``, one Adam step, then the fixed masks. Validation runs in eval mode (BatchNorm running statistics).
+    Seeding: the model initialisation and the shuffle order come from ``seed`` (the caller's global RNG state is
+    restored afterwards) and deterministic algorithms are requested while training; weights are bit-identical for
+    the same seed, data and intra-op thread count.
+
+    ``num_threads`` sets torch's intra-op threads for the run (restored afterwards; None leaves them). On a CPU
+    shared with other busy processes use 1: the LSTM's per-time-step OpenMP barriers stall whenever a partner
+    thread is descheduled (measured 27-40 mixtures/s with 1 thread against 1-11 with 2 on a loaded 2-core box).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if len(train_data) == 0 or len(val_data) == 0:
+        raise ValueError(f"need training and validation mixtures, got {len(train_data)} and {len(val_data)}")
+    device = resolve_device(device)
+    config = config or (model.config if model is not None else SeparatorConfig())
+    if model is not None and model.config != config:
+        raise ValueError(f"config {config} differs from the model's {model.config}")
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        with _reproducible(seed, device):
+            return _train(train_data, val_data, config, epochs, batch_size, learning_rate, seed, device,
+                          num_workers, on_epoch, checkpoint_dir, grad_masks, model)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(train_data: Dataset, val_data: Dataset, config: SeparatorConfig, epochs: int, batch_size: int,
+           learning_rate: float, seed: int, device: torch.device, num_workers: int,
+           on_epoch: Callable[[dict], None] | None, checkpoint_dir: str | Path | None,
+           grad_masks: Mapping[str, torch.Tensor] | None, model: CoughSeparator | None) -> TrainingResult:
+    net = copy.deepcopy(model) if model is not None else CoughSeparator(config)
+    net.to(device)
+    masks = _checked_masks(net, grad_masks, device)
+    _apply_masks(masks)
+    optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    shuffle = torch.Generator().manual_seed(seed)
+    loader_options = {"batch_size": batch_size, "num_workers": num_workers,
+                      "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+    train_loader = DataLoader(train_data, shuffle=True, generator=shuffle, drop_last=False, **loader_options)
+    val_loader = DataLoader(val_data, shuffle=False, **loader_options)
+    history: list[dict] = []
+    best_state, best_epoch, best_loss = None, 0, float("inf")
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        train_loss = _train_epoch(net, train_loader, optimiser, masks, device)
+        train_seconds = time.perf_counter() - started
+        val_loss = evaluate_loss(net, val_loader, device)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                  "seconds": time.perf_counter() - started,
+                  "mixtures_per_s": len(train_data) / train_seconds if train_seconds > 0 else float("inf")}
+        history.append(record)
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+            if checkpoint_dir is not None:
+                net.save(checkpoint_dir, metadata={"epoch": epoch, "val_loss": val_loss,
+                                                   "train_loss": train_loss, "seed": seed})
+        if on_epoch is not None:
+            on_epoch(dict(record))
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.metadata = {"epoch": best_epoch, "val_loss": best_loss, "seed": seed}
+    return TrainingResult(model=net.eval(), history=history, best_epoch=best_epoch)
+
+
+def _train_epoch(net: CoughSeparator, loader: DataLoader, optimiser: torch.optim.Optimizer,
+                 masks: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+    """One pass over ``loader``; the mean loss per mixture."""
+    net.train()
+    total, count = 0.0, 0
+    for mixture, cough in loader:
+        mixture = mixture.to(device, non_blocking=True)
+        cough = cough.to(device, non_blocking=True)
+        with torch.no_grad():
+            magnitudes = net.encoder.magnitude(torch.cat([mixture, cough]))
+        mixture_magnitude, target = magnitudes.split(mixture.shape[0])
+        mask, _ = net.masker(mixture_magnitude)
+        loss = l1_magnitude_loss(mask * mixture_magnitude, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        _apply_masks(masks)
+        total += loss.item() * mixture.shape[0]
+        count += mixture.shape[0]
+    return total / count
+
+
+def evaluate_loss(net: CoughSeparator, loader: DataLoader, device: torch.device | str | None = None) -> float:
+    """Mean L1 magnitude loss per mixture over ``loader`` with ``net`` in eval mode (left in eval mode)."""
+    device = resolve_device(device) if device is not None else next(net.parameters()).device
+    net.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for mixture, cough in loader:
+            mixture, cough = mixture.to(device), cough.to(device)
+            estimated, _ = net.separate_magnitude(mixture)
+            target = net.encoder.magnitude(cough)
+            total += l1_magnitude_loss(estimated, target).item() * mixture.shape[0]
+            count += mixture.shape[0]
+    return total / count
+
+
+def _checked_masks(net: CoughSeparator, grad_masks: Mapping[str, torch.Tensor] | None,
+                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(parameter, mask)`` pairs on ``device``; unknown names or mismatched shapes are errors."""
+    if not grad_masks:
+        return []
+    parameters = dict(net.named_parameters())
+    unknown = sorted(set(grad_masks) - set(parameters))
+    if unknown:
+        raise KeyError(f"grad_masks names no parameters {unknown}; parameters are {sorted(parameters)}")
+    pairs = []
+    for name, mask in grad_masks.items():
+        parameter = parameters[name]
+        mask = torch.as_tensor(mask).to(device=device, dtype=parameter.dtype)
+        if mask.shape != parameter.shape:
+            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, parameter {tuple(parameter.shape)}")
+        pairs.append((parameter, mask))
+    return pairs
+
+
+def _apply_masks(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for parameter, mask in masks:
+            parameter.mul_(mask)
+
+
+class _reproducible:
+    """Seed torch (restoring the caller's RNG state on exit) and request deterministic algorithms meanwhile."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.seed = seed
+        devices = [device] if device.type == "cuda" else []
+        self._fork = torch.random.fork_rng(devices=devices)
+
+    def __enter__(self):
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        self._deterministic = torch.are_deterministic_algorithms_enabled()
+        self._warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        self._cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        return self
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self._deterministic, warn_only=self._warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self._cudnn
+        return self._fork.__exit__(*exc)

@@ -1,0 +1,67 @@
+"""The separation branch on the demo profile: subsets, mixtures, both separators, the report and the clips."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import materialize
+
+from assets.cough_filter import cough_filter_model, cough_list
+from assets.manifest import manifest
+from assets.resources import build_resources
+from assets.segmentation import cough_segments
+from assets.separation import (separated_clips, separation_mixtures, separation_report, separator,
+                               separator_pruned, subset_split)
+from cough_pipeline.schema import COVID_DATASETS
+
+SEPARATION = [subset_split, separation_mixtures, separator, separator_pruned, separation_report, separated_clips]
+UPSTREAM = [manifest, cough_segments, cough_list, cough_filter_model]
+
+
+@pytest.fixture(scope="module")
+def separated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("storage")
+    resources = build_resources(str(root), str(root / "warehouse.duckdb"))
+    assert materialize([cough_filter_model], resources=resources).success
+    for partition in COVID_DATASETS:
+        assert materialize([manifest, cough_segments, cough_list], partition_key=partition,
+                           resources=resources, selection=[manifest, cough_segments, cough_list]).success
+    result = materialize([*SEPARATION, *UPSTREAM], selection=SEPARATION, resources=resources)
+    return result, resources["storage"]
+
+
+def test_every_separation_stage_materialises_and_its_checks_pass(separated):
+    result, _ = separated
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"participant_disjoint": True, "no_classification_coughs": True}
+
+
+def test_subsets_are_participant_disjoint_and_mixtures_use_only_separation_coughs(separated):
+    _, storage = separated
+    subsets = storage.read_table("subset_split")
+    by_subset = subsets.groupby("subset")["participant_id"].apply(set)
+    assert not by_subset["separation"] & by_subset["classification"]
+    mixtures = storage.read_table("separation_mixtures")
+    separation_recordings = set(subsets.loc[subsets["subset"] == "separation", "recording_id"])
+    assert set(mixtures["recording_ids"].str.split(";").explode()) <= separation_recordings
+    assert mixtures.groupby("split").size().to_dict() == {"test": 12, "train": 48, "validation": 12}
+    assert mixtures["snr_db"].between(-5, 5).all()
+
+
+def test_report_has_the_three_systems_and_complexity_has_both_models(separated):
+    _, storage = separated
+    report = storage.read_table("separation_report")
+    assert report["system"].tolist()[0] == "unprocessed mixture"
+    assert {"separator", "separator_pruned"} <= set(report["system"])
+    assert {"sdr_median", "sir_median", "sar_median", "isr_median", "snr_median"} <= set(report.columns)
+    complexity = storage.read_table("separator_complexity")
+    assert len(complexity) >= 2 and (complexity["nonzero_parameters"] <= complexity["parameters"]).all()
+
+
+def test_separated_clips_link_back_to_classification_recordings(separated):
+    _, storage = separated
+    clips = storage.read_table("separated_clips")
+    subsets = storage.read_table("subset_split").set_index("recording_id")
+    assert len(clips) > 0 and (subsets.loc[clips["recording_id"], "subset"] == "classification").all()
+    assert all((storage.root_path / p).is_file() for p in clips["separated_path"])
+    assert set(clips["covid_label"]) <= {"positive", "negative", "unknown"}
