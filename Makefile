@@ -15,7 +15,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test ui bench backfill sql install system-deps clean-data
+.PHONY: demo test ui bench backfill sql separation-experiment install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -33,6 +33,13 @@ bench: install
 # (SUMMARIES=1 also refreshes the unpartitioned assets that read every partition)
 backfill: install
 	$(PY) -m assets.backfill --partition $(PARTITION) $(if $(SUMMARIES),--with-summaries,)
+
+# Train + evaluate the separator on real coughs (Virufy segments, ESC-50 coughing) over ESC-50 noise
+SHARED ?= ../shared/data
+PROFILE ?= modest
+separation-experiment: install
+	$(PY) -m cough_pipeline.separation.experiment --virufy $(SHARED)/virufy --esc50 $(SHARED)/esc50 \
+		--out dagster_home/data/separation_experiment --profile $(PROFILE)
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

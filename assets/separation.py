@@ -18,7 +18,7 @@ from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import (PruningConfig, apply_masks, load_pruned, mask_report,
                                                optimize_for_inference, save_pruned, snip_masks)
 from cough_pipeline.separation.training import MixtureDataset, train_separator, train_with_masks
-from cough_pipeline.subsets import CLASSIFICATION, SEPARATION, leakage, split_subsets
+from cough_pipeline.subsets import CLASSIFICATION, SEPARATION, leakage, split_coughs, split_subsets
 from resources.settings import NoiseBank, PipelineSettings
 from resources.storage import Storage
 
@@ -88,14 +88,15 @@ def separation_mixtures(context: AssetExecutionContext, config: SeparationMixtur
                         storage: Storage):
     """5-second 44.1 kHz scaper soundscapes of separation-subset coughs over noise (train/validation/test, sizes
     from the profile): the mixture, the isolated cough and noise, the JAMS file, and every sampled parameter."""
-    coughs = coughs_of(SEPARATION, subset_split, cough_segments, config.segment_method, storage)
+    coughs = split_coughs(coughs_of(SEPARATION, subset_split, cough_segments, config.segment_method, storage),
+                          settings.seed)
     bank = noise_bank.split_bank(settings.seed)
     out_dir = storage.fresh_artefact_dir(*MIXTURES_FOLDER)
     profile = settings.scale()
     tables, events, rejected = [], [], []
     for split in SPLITS:
         generated = generate_mixtures(
-            coughs, bank[bank["split"] == split], profile.mixtures.count(split), split, out_dir, seed=settings.seed,
+            coughs[coughs["split"] == split], bank[bank["split"] == split], profile.mixtures.count(split), split, out_dir, seed=settings.seed,
             workers=settings.workers, cache_dir=storage.artefact_dir(*SOURCE_CACHE),
             on_progress=lambda done, total, split=split: context.log.info(f"{split}: {done}/{total} mixtures"))
         tables.append(generated.mixtures)
@@ -118,7 +119,8 @@ def separation_mixtures(context: AssetExecutionContext, config: SeparationMixtur
         "dagster/column_schema": column_schema(table),
         "profile": profile.name,
         "mixtures_per_split": MetadataValue.json({k: int(v) for k, v in table["split"].value_counts().items()}),
-        "foreground_coughs": len(coughs),
+        "foreground_coughs_per_split": MetadataValue.json(
+            {k: int(v) for k, v in coughs["split"].value_counts().items()}),
         "noise_files_per_split": MetadataValue.json({k: int(v) for k, v in bank["split"].value_counts().items()}),
         "rejected_sources": preview(rejected),
         "folder": str(out_dir),

@@ -22,6 +22,8 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from cough_pipeline.mixtures import split_noise_bank
+
 SEPARATION = "separation"
 CLASSIFICATION = "classification"
 SUBSETS = (SEPARATION, CLASSIFICATION)
@@ -108,3 +110,11 @@ def leakage(separation_table: pd.DataFrame, classification_table: pd.DataFrame) 
         shared = set(separation_table[column].dropna().astype(str))
         overlap[key] = sorted(shared & set(classification_table[column].dropna().astype(str)))
     return overlap
+
+
+def split_coughs(coughs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Separation coughs (``path``, ``participant_id``, ``dataset``) plus ``split`` (train / validation / test),
+    disjoint by participant and stratified by dataset with the noise bank's rule, so test mixtures hold no voice
+    the separator trained on."""
+    labelled = split_noise_bank(coughs.assign(category=coughs["dataset"], group=coughs["participant_id"]), seed=seed)
+    return labelled.drop(columns=["category", "group"])

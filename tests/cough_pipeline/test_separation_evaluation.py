@@ -7,13 +7,16 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from cough_pipeline.separation.evaluation import (
     MIXTURE_BASELINE,
     bss_eval,
     evaluate_separation,
+    model_separator,
     snr_db,
 )
+from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig
 
 SAMPLE_RATE = 16_000
 SECONDS = 2.0
@@ -136,6 +139,16 @@ def test_evaluate_separation_reads_paths(tmp_path):
 def test_a_separator_returning_the_wrong_length_is_named():
     with pytest.raises(ValueError, match="'short'"):
         evaluate_separation([synthetic_clip(16)], {"short": lambda wave: wave[:-10]}, sample_rate=SAMPLE_RATE)
+
+
+def test_a_model_scores_through_model_separator():
+    torch.manual_seed(0)
+    model = CoughSeparator(SeparatorConfig(sample_rate=SAMPLE_RATE, n_fft=256, hop_length=64, hidden_size=8))
+    per_clip, _ = evaluate_separation([synthetic_clip(17)], {"untrained": model_separator(model)},
+                                      sample_rate=SAMPLE_RATE)
+    row = per_clip[per_clip["system"] == "untrained"].iloc[0]
+    assert row["reason"] is None and np.isfinite(row["sdr"]) and np.isfinite(row["snr"])
+    assert not model.training
 
 
 def _cough_of(mixture: np.ndarray, clips: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cough_pipeline.subsets import CLASSIFICATION, SEPARATION, leakage, separation_count, split_subsets
+from cough_pipeline.subsets import CLASSIFICATION, SEPARATION, leakage, separation_count, split_coughs, split_subsets
 
 
 def recordings_table(participants_per_dataset: dict[str, int], recordings_per_participant: int = 3) -> pd.DataFrame:
@@ -102,3 +102,16 @@ def test_leakage_reports_shared_recordings_and_participants():
     assert leakage(separation, classification) == {"recording_ids": ["a:1"], "participant_ids": ["a", "b"]}
     with pytest.raises(ValueError, match="participant_id"):
         leakage(separation[["recording_id"]], classification)
+
+
+def test_separation_coughs_split_by_participant_across_train_validation_test():
+    coughs = pd.DataFrame({
+        "path": [f"/c/{i}.wav" for i in range(60)],
+        "participant_id": [f"p{i // 3}" for i in range(60)],
+        "dataset": ["a" if i < 30 else "b" for i in range(60)],
+    })
+    split = split_coughs(coughs, seed=0)
+    assert set(split["split"]) == {"train", "validation", "test"}
+    assert (split.groupby("participant_id")["split"].nunique() == 1).all()
+    assert split_coughs(coughs, seed=0).equals(split)
+    assert list(split.columns) == ["path", "participant_id", "dataset", "split"]
