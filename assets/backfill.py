@@ -11,7 +11,7 @@ import sys
 from dagster import AssetKey, AssetSelection, DagsterInstance
 
 from assets.definitions import defs
-from assets.demo import _run
+from assets.demo import run_assets
 from assets.partitions import dataset_partitions
 from assets.resources import build_resources
 
@@ -27,10 +27,9 @@ def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, re
     if partition not in dataset_partitions.get_partition_keys():
         raise SystemExit(f"unknown partition {partition!r}; choose one of {dataset_partitions.get_partition_keys()}")
     partitioned, unpartitioned = downstream_of_manifest()
-    ok = _run(partitioned, f"partition {partition}", instance, resources, partition_key=partition)
+    ok = run_assets(partitioned, f"partition {partition}", instance, resources, partition_key=partition)
     if ok and with_summaries and unpartitioned:
-        everything = [a for a in defs.assets or []]
-        ok = _run(everything, "summaries", instance, resources, selection=unpartitioned)
+        ok = run_assets(list(defs.assets or []), "summaries", instance, resources, selection=unpartitioned)
     return ok
 
 

@@ -49,7 +49,9 @@ def _closure(graph, keys) -> set:
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def _run(assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict, **kwargs) -> bool:
+def run_assets(assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict,
+               **kwargs) -> bool:
+    """One in-process ``materialize`` run recorded in ``instance``; prints its outcome and time, returns success."""
     started = time.perf_counter()
     result = materialize(assets, instance=instance, resources=resources, run_config=RUN_CONFIG,
                          raise_on_error=False, **kwargs)
@@ -64,12 +66,12 @@ def materialize_everything(instance: DagsterInstance, resources: dict) -> bool:
     everything = [a for group in partitioned.values() for a in group] + before + after
     ok = True
     if before:
-        ok &= _run([*before], "unpartitioned inputs", instance, resources)
+        ok &= run_assets(before, "unpartitioned inputs", instance, resources)
     for partitions_def, group in partitioned.items():
         for key in partitions_def.get_partition_keys():
-            ok &= _run(group, f"partition {key}", instance, resources, partition_key=key)
+            ok &= run_assets(group, f"partition {key}", instance, resources, partition_key=key)
     if after:
-        ok &= _run(everything, "summaries", instance, resources, selection=after)
+        ok &= run_assets(everything, "summaries", instance, resources, selection=after)
     return ok
 
 

@@ -66,6 +66,17 @@ class SeparationMixturesConfig(Config):
     segment_method: str = "rms"
 
 
+def mixtures_of(separation_mixtures: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split (train / validation / test) of the mixture table."""
+    return separation_mixtures[separation_mixtures["split"] == split]
+
+
+def epoch_logger(context: AssetExecutionContext):
+    """An ``on_epoch`` callback that logs each epoch's losses to the run's log."""
+    return lambda row: context.log.info(f"epoch {row['epoch']}: train {row['train_loss']:.4f}, "
+                                        f"validation {row['val_loss']:.4f}")
+
+
 def coughs_of(subset: str, split_table: pd.DataFrame, cough_segments: pd.DataFrame, method: str,
               storage: Storage) -> pd.DataFrame:
     """The single-cough WAVs (absolute ``path``) of the recordings in ``subset``, with their provenance."""
@@ -137,12 +148,11 @@ def separator(context: AssetExecutionContext, separation_mixtures: pd.DataFrame,
     trained with L1 on magnitudes, Adam 1e-3, batch 32; the checkpoint with the best validation loss is kept."""
     profile = settings.scale()
     root = storage.root_path.joinpath(*MIXTURES_FOLDER)
-    splits = {s: separation_mixtures[separation_mixtures["split"] == s] for s in ("train", "validation")}
+    splits = {s: mixtures_of(separation_mixtures, s) for s in ("train", "validation")}
     result = train_separator(
         splits["train"], splits["validation"], root, epochs=profile.epochs, seed=settings.seed,
         device=settings.torch_device(),
-        on_epoch=lambda row: context.log.info(f"epoch {row['epoch']}: train {row['train_loss']:.4f}, "
-                                              f"validation {row['val_loss']:.4f}"))
+        on_epoch=epoch_logger(context))
     history = pd.DataFrame(result.history)
     folder = storage.fresh_artefact_dir(*SEPARATOR_FOLDER)
     result.model.save(folder, metadata={"best_epoch": result.best_epoch, "history": result.history,
@@ -182,7 +192,7 @@ def separator_pruned(context: AssetExecutionContext, config: SeparatorPrunedConf
     if config.start_from == "initialization":
         torch.manual_seed(settings.seed)
         dense = CoughSeparator(dense.config)
-    splits = {s: separation_mixtures[separation_mixtures["split"] == s] for s in ("train", "validation")}
+    splits = {s: mixtures_of(separation_mixtures, s) for s in ("train", "validation")}
     pruning = PruningConfig(keep_fraction=config.keep_fraction, target_parameters=tuple(config.target_parameters),
                             sensitivity_batches=profile.snip_batches)
     batches = DataLoader(MixtureDataset(splits["train"], root, dense.config), batch_size=32, shuffle=True,
@@ -191,8 +201,7 @@ def separator_pruned(context: AssetExecutionContext, config: SeparatorPrunedConf
     result = train_with_masks(
         apply_masks(dense, masks), masks, splits["train"], splits["validation"], root, epochs=profile.epochs,
         seed=settings.seed, device=settings.torch_device(),
-        on_epoch=lambda row: context.log.info(f"epoch {row['epoch']}: train {row['train_loss']:.4f}, "
-                                              f"validation {row['val_loss']:.4f}"))
+        on_epoch=epoch_logger(context))
     folder = storage.fresh_artefact_dir(*PRUNED_FOLDER)
     save_pruned(result.model, masks, pruning, folder, metadata={"best_epoch": result.best_epoch,
                                                                  "history": result.history})
@@ -208,7 +217,7 @@ def separator_pruned(context: AssetExecutionContext, config: SeparatorPrunedConf
 
 
 def test_rows(separation_mixtures: pd.DataFrame, root) -> tuple[list[tuple[str, str, str]], list[str]]:
-    test = separation_mixtures[separation_mixtures["split"] == "test"]
+    test = mixtures_of(separation_mixtures, "test")
     rows = [(str(root / m), str(root / c), str(root / n))
             for m, c, n in zip(test["mixture_path"], test["cough_path"], test["noise_path"])]
     return rows, test["mixture_id"].tolist()
