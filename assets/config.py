@@ -11,16 +11,36 @@ class LibraryConfig(Config):
     """A Dagster config whose fields are those of a library dataclass; ``library_config()`` builds that dataclass."""
 
     library_type: typing.ClassVar[type]
+    tuple_fields: typing.ClassVar[frozenset[str]] = frozenset()
 
     def library_config(self):
-        return self.library_type(**self.model_dump())
+        values = self.model_dump()
+        for name in self.tuple_fields:
+            values[name] = tuple(values[name])
+        return self.library_type(**values)
+
+
+def _config_type(hint):
+    """Dagster config has no tuples: ``tuple[float, ...]`` and ``tuple[float, float]`` become ``list[float]``."""
+    if typing.get_origin(hint) is tuple:
+        items = {arg for arg in typing.get_args(hint) if arg is not Ellipsis}
+        if len(items) != 1:
+            raise TypeError(f"cannot mirror {hint}: a tuple field needs one item type")
+        return list[items.pop()], True
+    return hint, False
 
 
 def mirror(dataclass_type: type, description: str) -> type[LibraryConfig]:
-    """A :class:`LibraryConfig` subclass with ``dataclass_type``'s fields, types and defaults."""
+    """A :class:`LibraryConfig` subclass with ``dataclass_type``'s fields, types and defaults (tuples as lists)."""
     hints = typing.get_type_hints(dataclass_type)
-    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(dataclass_type)}
+    fields, tuples = {}, set()
+    for field in dataclasses.fields(dataclass_type):
+        hint, is_tuple = _config_type(hints[field.name])
+        fields[field.name] = (hint, list(field.default) if is_tuple else field.default)
+        if is_tuple:
+            tuples.add(field.name)
     model = pydantic.create_model(f"{dataclass_type.__name__}Settings", __base__=LibraryConfig, **fields)
     model.library_type = dataclass_type
+    model.tuple_fields = frozenset(tuples)
     model.__doc__ = description
     return model

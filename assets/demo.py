@@ -69,7 +69,7 @@ def materialize_everything(instance: DagsterInstance, resources: dict) -> bool:
         ok &= run_assets(before, "unpartitioned inputs", instance, resources)
     for partitions_def, group in partitioned.items():
         for key in partitions_def.get_partition_keys():
-            ok &= run_assets(group, f"partition {key}", instance, resources, partition_key=key)
+            ok &= run_assets(everything, f"partition {key}", instance, resources, selection=group, partition_key=key)
     if after:
         ok &= run_assets(everything, "summaries", instance, resources, selection=after)
     return ok
@@ -88,11 +88,17 @@ def summary(resources: dict) -> str:
         "AS rejected, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND method = 'hysteresis') "
         "AS hysteresis_segments, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND "
         "method = 'rms') AS rms_segments FROM cough_list l GROUP BY dataset ORDER BY dataset")
+    icbhi = storage.query(
+        "SELECT level, variable || ' x ' || grouping AS test, n, df, round(statistic, 3) AS statistic, "
+        "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_eda")
     home = default_dagster_home()
     return "\n".join([
         counts.to_string(index=False),
         "",
         coughs.to_string(index=False),
+        "",
+        "ICBHI association tests (icbhi_eda):",
+        icbhi.to_string(index=False),
         "",
         f"Tables (parquet): {storage.root_path / 'tables'}",
         f"DuckDB catalog:   {storage.catalog_path}",

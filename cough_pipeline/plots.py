@@ -83,3 +83,25 @@ def loss_curves_png(history, title: str = "separator training") -> bytes:
     axis.set_title(title)
     axis.legend(fontsize="small")
     return to_png(figure)
+
+
+def spectrogram_grid_png(images: Mapping[str, "np.ndarray"], sample_rate: int, hop_length: int, fmax: float,
+                         title: str) -> bytes:
+    """One panel per ``(n_bands, frames)`` array (e.g. log-mel in dB), side by side with a shared colour scale;
+    the y axis is band index (mel bands are not linear in Hz), the x axis seconds."""
+    import numpy as np
+
+    figure, axes = plt.subplots(1, max(1, len(images)), figsize=(3.2 * max(1, len(images)), 2.8), squeeze=False)
+    values = [np.asarray(v, dtype=np.float32) for v in images.values()]
+    low = min((float(v.min()) for v in values), default=0.0)
+    high = max((float(v.max()) for v in values), default=1.0)
+    for axis, (name, array) in zip(axes[0], zip(images, values)):
+        seconds = array.shape[1] * hop_length / sample_rate
+        shown = axis.imshow(array, origin="lower", aspect="auto", extent=(0, seconds, 0, array.shape[0]),
+                            vmin=low, vmax=high, cmap="magma")
+        axis.set_title(name, fontsize="small")
+        axis.set_xlabel("time (s)")
+    axes[0][0].set_ylabel(f"mel band (to {fmax / 1000:g} kHz)")
+    figure.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="dB")
+    figure.suptitle(title)
+    return to_png(figure)

@@ -114,6 +114,11 @@ class QuarantineReason(str, Enum):
     INVALID_VALUE = "invalid_value"  # another field outside its documented vocabulary
     DUPLICATE_ID = "duplicate_id"  # a second metadata row with a recording id already seen
     MISSING_ID = "missing_id"  # a metadata row without an id
+    ANNOTATION_MISSING = "annotation_missing"  # audio whose annotation file is absent (ICBHI cycles)
+    ANNOTATION_UNPARSEABLE = "annotation_unparseable"  # an annotation line that cannot be read as numbers
+    ANNOTATION_OUT_OF_RANGE = "annotation_out_of_range"  # parses, but a value is impossible (offset <= onset...)
+    NO_VALID_CYCLES = "no_valid_cycles"  # an annotation file with no usable line (empty, or every line bad)
+    UNKNOWN_DIAGNOSIS = "unknown_diagnosis"  # a diagnosis outside the vocabulary, or a patient without one
 
 
 QUARANTINE_COLUMNS: dict[str, str] = {

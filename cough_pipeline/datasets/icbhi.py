@@ -10,6 +10,7 @@ Lung auscultation is not cough: rows get ``covid_label=negative``, ``label_sourc
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,12 +95,71 @@ def read_split(path: Path | None) -> dict[str, str]:
     return splits
 
 
+@dataclass(frozen=True)
+class AnnotationLine:
+    """One non-blank line of an annotation file: ``cycle`` is its 0-based order among non-blank lines (the
+    cycle number), ``line`` its 1-based physical line number. ``problem`` is ``None`` for a valid cycle; else
+    the values that could not be read are ``None`` and ``detail`` says what is wrong."""
+
+    cycle: int
+    line: int
+    text: str
+    onset_s: float | None = None
+    offset_s: float | None = None
+    crackles: int | None = None
+    wheezes: int | None = None
+    problem: QuarantineReason | None = None
+    detail: str | None = None
+
+
+def _parse_line(cycle: int, line: int, text: str) -> AnnotationLine:
+    fields = text.split()
+    if len(fields) != 4:
+        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+                              detail=f"{len(fields)} fields, expected 4 (onset offset crackles wheezes)")
+    try:
+        onset, offset = float(fields[0]), float(fields[1])
+        crackles, wheezes = int(fields[2]), int(fields[3])
+    except ValueError:
+        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+                              detail="onset/offset are not numbers or the flags are not integers")
+    if not (math.isfinite(onset) and math.isfinite(offset)):
+        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+                              detail="onset/offset are not finite numbers")
+    reasons = []
+    if onset < 0:
+        reasons.append(f"negative onset {onset}")
+    if offset <= onset:
+        reasons.append(f"offset {offset} <= onset {onset}")
+    if crackles not in (0, 1) or wheezes not in (0, 1):
+        reasons.append(f"flags crackles={crackles} wheezes={wheezes} are not 0/1")
+    if reasons:
+        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_OUT_OF_RANGE,
+                              detail="; ".join(reasons))
+    return AnnotationLine(cycle, line, text, onset, offset, crackles, wheezes)
+
+
+def parse_annotation(text: str) -> list[AnnotationLine]:
+    """Every non-blank line of an annotation file's text, each either a valid cycle or a described problem
+    (wrong field count or non-numbers: ``annotation_unparseable``; negative onset, offset <= onset or flags
+    other than 0/1: ``annotation_out_of_range``). Fields split on any whitespace; overlaps are allowed."""
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            lines.append(_parse_line(len(lines), number, line.strip()))
+    return lines
+
+
 def read_cycles(annotation: Path) -> pd.DataFrame:
-    """One row per respiratory cycle of one annotation file (whitespace-separated, blank lines ignored)."""
+    """One row per respiratory cycle of one annotation file (whitespace-separated, blank lines ignored).
+
+    Strict: a line that :func:`parse_annotation` rejects raises :class:`ManifestSchemaError` naming the file and
+    line (``cough_pipeline.icbhi.tables`` quarantines such lines instead)."""
     rows = []
-    for number, line in enumerate(text for text in annotation.read_text().splitlines() if text.strip()):
-        onset, offset, crackles, wheezes = line.split()
-        rows.append((annotation.stem, number, float(onset), float(offset), int(crackles), int(wheezes)))
+    for line in parse_annotation(annotation.read_text()):
+        if line.problem is not None:
+            raise ManifestSchemaError(f"icbhi: {annotation.name} line {line.line} {line.text!r}: {line.detail}")
+        rows.append((annotation.stem, line.cycle, line.onset_s, line.offset_s, line.crackles, line.wheezes))
     return pd.DataFrame(rows, columns=list(CYCLE_COLUMNS))
 
 

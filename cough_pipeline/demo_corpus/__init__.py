@@ -31,7 +31,7 @@ __all__ = [
     "CORPUS_VERSION", "DEMO_DATASETS", "NOISE_FOLDER", "PLANTED_DEFECTS", "SIZES", "CorpusSize", "generate_demo_corpus",
 ]
 
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 DEMO_DATASETS = ("ccs", "iatos", "coswara", "aicovidvn", "coughvid", "ukcovid", "virufy", "icbhi")
 NOISE_FOLDER = "noise"
 #: Bad inputs planted on purpose, as real downloads have them, so the quarantine is exercised end to end:

@@ -20,7 +20,7 @@ class CorpusSize:
 SIZES: dict[str, CorpusSize] = {
     "small": CorpusSize(
         covid_recordings=12,
-        icbhi_recordings=10,
+        icbhi_recordings=20,
         virufy_patients=6,
         aicovidvn_warmup_recordings=4,
         noise_files_per_category=3,

@@ -28,7 +28,7 @@ import math
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -451,8 +451,11 @@ class InferenceSeparator(nn.Module):
             return self.forward(wave.unsqueeze(0)).squeeze(0)
         wave = _as_batch(wave).to(self.device, self.window.dtype)
         spectrum, hidden = self._analyse(wave)
-        for layer in self.layers:
-            hidden, _ = layer(hidden)
+        # one clip: the recurrence of a (1, 50) state is a chain of tiny products whose per-step thread barriers
+        # cost more than they save, while the FFT and dense stages around it still gain from every thread
+        with intra_op_threads(1) if wave.shape[0] == 1 and self.device.type == "cpu" else nullcontext():
+            for layer in self.layers:
+                hidden, _ = layer(hidden)
         return self._resynthesise(spectrum, self.output(hidden).sigmoid_(), wave.shape[-1])
 
     def _analyse(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

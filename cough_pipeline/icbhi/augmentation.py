@@ -1,0 +1,175 @@
+"""Waveform augmentation of fixed-length windows: pitch shift, time shift, Gaussian noise, gain.
+
+Each transform is applied with its own probability; when applied its value is drawn uniformly from its range.
+They run in this order, on float64 internally:
+
+1. **pitch shift** by ``s`` semitones (frequencies x ``2 ** (s / 12)``), length kept. Two methods:
+   ``"librosa"`` (default): :func:`librosa.effects.pitch_shift` — phase-vocoder time stretch then soxr
+   resampling; tempo (breathing rate) is preserved, transients are slightly smeared. ``"resample"``: vari-speed
+   (tape-speed) shift by one soxr resampling, ~10x faster; tempo changes by the same factor (at most 12 % for
+   2 semitones), and the length is restored by loop padding (shift up: the sped-up signal is shorter) or by
+   keeping the first ``n`` samples (shift down). ``params["pitch_shift_tempo_factor"]`` records the tempo change.
+2. **time shift**: circular roll by ``k`` samples, ``k`` uniform integer in ``[-m, m]``,
+   ``m = round(max_shift_fraction * n)`` (positive ``k`` moves content later; what falls off the end re-enters
+   at the start, consistent with loop padding: nothing is replaced by silence).
+3. **Gaussian noise** at an SNR (dB) uniform in ``noise_snr_db``, relative to the RMS of the signal at that point:
+   the noise is scaled to RMS ``rms(x) / 10 ** (snr / 20)`` exactly (its empirical RMS, not its expected one),
+   so the SNR is what the parameters say. A silent input gets no noise (its RMS is 0).
+4. **gain** of ``g`` dB uniform in ``gain_db``, applied last so it never changes the SNR. It never clips: when
+   ``g`` would push the peak above full scale (1.0) the applied gain is reduced to bring the peak exactly to 1.0
+   (``params["gain_db_drawn"]`` vs ``params["gain_db"]``).
+
+Every random number is drawn up front in a fixed order (per transform: the Bernoulli draw, then the value; then
+one seed for the noise samples), so switching one transform's probability never changes another's values and a
+seed always gives the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import soxr
+
+from cough_pipeline.icbhi.windows import loop_pad
+
+TRANSFORMS = ("pitch_shift", "time_shift", "noise", "gain")
+PITCH_METHODS = ("librosa", "resample")
+
+
+class AugmentError(ValueError):
+    """Invalid augmentation settings or input samples."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probability and range of each transform (see the module docstring for what each does).
+
+    pitch_probability / pitch_semitones (low, high) / pitch_method ("librosa" or "resample");
+    shift_probability / max_shift_fraction (of the window length, in [0, 1));
+    noise_probability / noise_snr_db (low, high) in dB relative to the signal RMS;
+    gain_probability / gain_db (low, high) in dB.
+    """
+
+    pitch_probability: float = 0.5
+    pitch_semitones: tuple[float, float] = (-2.0, 2.0)
+    pitch_method: str = "librosa"
+    shift_probability: float = 0.5
+    max_shift_fraction: float = 0.2
+    noise_probability: float = 0.5
+    noise_snr_db: tuple[float, float] = (20.0, 40.0)
+    gain_probability: float = 0.5
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+
+    def __post_init__(self):
+        for name in ("pitch_probability", "shift_probability", "noise_probability", "gain_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise AugmentError(f"{name} must be in [0, 1], got {value}")
+        for name in ("pitch_semitones", "noise_snr_db", "gain_db"):
+            low, high = getattr(self, name)
+            if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+                raise AugmentError(f"{name} must be a finite (low, high) range with low <= high, got {(low, high)}")
+        if self.pitch_method not in PITCH_METHODS:
+            raise AugmentError(f"pitch_method must be one of {PITCH_METHODS}, got {self.pitch_method!r}")
+        if not 0.0 <= self.max_shift_fraction < 1.0:
+            raise AugmentError(f"max_shift_fraction must be in [0, 1), got {self.max_shift_fraction}")
+
+    @classmethod
+    def only(cls, transform: str, **overrides) -> AugmentConfig:
+        """A config applying just ``transform`` (probability 1, every other probability 0), e.g. to benchmark it."""
+        if transform not in TRANSFORMS:
+            raise AugmentError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
+        names = {"pitch_shift": "pitch_probability", "time_shift": "shift_probability",
+                 "noise": "noise_probability", "gain": "gain_probability"}
+        probabilities = {name: float(t == transform) for t, name in names.items()}
+        return cls(**{**probabilities, **overrides})
+
+
+def pitch_shift(samples: np.ndarray, sample_rate: int, semitones: float, method: str = "librosa") -> np.ndarray:
+    """``samples`` ``(n,)`` shifted by ``semitones``, still ``(n,)`` (float64); see the module docstring."""
+    if method == "librosa":
+        # float32 in: librosa's STFT / phase vocoder then run in complex64, ~30 % faster than float64.
+        shifted = librosa.effects.pitch_shift(np.asarray(samples, dtype=np.float32), sr=sample_rate,
+                                              n_steps=float(semitones), res_type="soxr_hq")
+        return np.asarray(shifted, dtype=np.float64)
+    if method == "resample":
+        # Reading the signal as if recorded at sr * ratio and resampling to sr plays it ratio times faster.
+        ratio = 2.0 ** (semitones / 12.0)
+        faster = soxr.resample(np.asarray(samples, dtype=np.float64), sample_rate * ratio, sample_rate, quality="HQ")
+        return loop_pad(faster, samples.shape[0]) if faster.size else np.zeros(samples.shape[0])
+    raise AugmentError(f"pitch method must be one of {PITCH_METHODS}, got {method!r}")
+
+
+def augment(samples: np.ndarray, sample_rate: int, rng: np.random.Generator,
+            config: AugmentConfig | None = None) -> tuple[np.ndarray, dict]:
+    """Augment one window ``samples`` ``(n,)``; returns ``(float32 (n,), params)``.
+
+    ``params["applied"]`` lists the transforms applied, in order; each applied transform adds its values
+    (``pitch_shift_semitones``, ``pitch_shift_method``, ``pitch_shift_tempo_factor``; ``time_shift_samples``,
+    ``time_shift_s``; ``noise_snr_db``, ``noise_rms``; ``gain_db_drawn``, ``gain_db``). All values are plain
+    Python numbers/strings (JSON-serialisable). Raises :class:`AugmentError` for an empty, non-1-D or non-finite
+    input.
+    """
+    config = AugmentConfig() if config is None else config
+    x = np.asarray(samples)
+    if x.ndim != 1 or x.size == 0:
+        raise AugmentError(f"expected a non-empty 1-D signal, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AugmentError("input samples contain NaN or infinity")
+    n = x.size
+    max_shift = int(round(config.max_shift_fraction * n))
+    # All draws up front, in a fixed order, so one transform's probability never changes another's values.
+    do_pitch, semitones = rng.random() < config.pitch_probability, float(rng.uniform(*config.pitch_semitones))
+    do_shift, shift = rng.random() < config.shift_probability, int(rng.integers(-max_shift, max_shift + 1))
+    do_noise, snr_db = rng.random() < config.noise_probability, float(rng.uniform(*config.noise_snr_db))
+    do_gain, gain_db = rng.random() < config.gain_probability, float(rng.uniform(*config.gain_db))
+    noise_seed = int(rng.integers(0, 2**63 - 1))
+
+    out = x.astype(np.float64)
+    params: dict = {"applied": []}
+    if do_pitch:
+        out = pitch_shift(out, sample_rate, semitones, config.pitch_method)
+        tempo = 2.0 ** (semitones / 12.0) if config.pitch_method == "resample" else 1.0
+        params.update(pitch_shift_semitones=semitones, pitch_shift_method=config.pitch_method,
+                      pitch_shift_tempo_factor=tempo)
+        params["applied"].append("pitch_shift")
+    if do_shift:
+        out = np.roll(out, shift)
+        params.update(time_shift_samples=shift, time_shift_s=shift / sample_rate)
+        params["applied"].append("time_shift")
+    if do_noise:
+        noise = np.random.default_rng(noise_seed).standard_normal(n)
+        signal_rms = float(np.sqrt(np.mean(out**2)))
+        noise_rms = signal_rms / 10.0 ** (snr_db / 20.0)
+        out = out + noise * (noise_rms / float(np.sqrt(np.mean(noise**2))))
+        params.update(noise_snr_db=snr_db, noise_rms=noise_rms)
+        params["applied"].append("noise")
+    if do_gain:
+        peak = float(np.max(np.abs(out)))
+        applied_db = min(gain_db, -20.0 * np.log10(peak)) if peak > 0 else gain_db
+        out = out * 10.0 ** (applied_db / 20.0)
+        if peak > 0 and applied_db < gain_db:
+            out = np.clip(out, -1.0, 1.0)  # only removes float rounding above the exact full-scale peak
+        params.update(gain_db_drawn=gain_db, gain_db=float(applied_db))
+        params["applied"].append("gain")
+    return out.astype(np.float32), params
+
+
+def augment_with_seed(samples: np.ndarray, sample_rate: int, seed: int,
+                      config: AugmentConfig | None = None) -> tuple[np.ndarray, dict]:
+    """:func:`augment` with ``numpy.random.default_rng(seed)``; ``params["seed"]`` records the seed."""
+    out, params = augment(samples, sample_rate, np.random.default_rng(seed), config)
+    return out, {"seed": int(seed), **params}
+
+
+__all__ = [
+    "PITCH_METHODS",
+    "TRANSFORMS",
+    "AugmentConfig",
+    "AugmentError",
+    "augment",
+    "augment_with_seed",
+    "pitch_shift",
+]
