@@ -19,7 +19,11 @@ normalisation, fades, summing and the JAMS file. Every sampled value lands in th
   depend on worker count or scheduling, and one mixture can be regenerated on its own.
 * Background loudness: scaper normalises the background to ``ref_db`` LUFS; ``ref_db`` is drawn uniformly from
   ``MixtureSpec.ref_db`` (-53 to -47 LUFS, i.e. -50 +/- 3 dB) per mixture, so the model does not see one fixed
-  noise level. Event SNR is scaper's: cough LUFS minus background LUFS, uniform in [-5, 5] dB.
+  noise level. Event SNR is scaper's: cough LUFS minus background LUFS, uniform in [-5, 5] dB. It is measured
+  while the cough sounds: over the whole 5-second clip the energy ratio is about ``10 log10(event_s / 5)`` lower
+  (-10.6 dB for the demo's 0.44 s median cough; measured: event-window energy SNR - scaper SNR = -0.5 dB median,
+  whole-clip energy SNR - scaper SNR = -10.9 dB), which is why the unprocessed mixture's SDR against the cough
+  (-6 to -13 dB median) lies below the SNR range.
 * Pitch shift (uniform [-2, 2] semitones) and time stretch (uniform factor [0.9, 1.1], >1 = longer) are each
   applied with probability 0.5; the draws are made either way, so the random stream has a fixed layout.
 * The whole cough must fit: the onset is uniform in ``[0, duration_s - stretched cough length]``. Coughs longer

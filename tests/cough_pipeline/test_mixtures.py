@@ -241,6 +241,25 @@ def test_background_is_normalised_to_the_sampled_reference_level(serial):
         assert meter.integrated_loudness(noise) == pytest.approx(row["ref_db"], abs=0.05)
 
 
+def test_event_snr_is_over_the_cough_not_the_whole_clip(serial):
+    """Why the unprocessed mixture's SDR sits below the SNR range: scaper's SNR compares loudness while the cough
+    sounds; over the whole 5 s clip the cough's energy is spread over 10x its duration (about -10 dB more)."""
+    result, out_dir = serial
+    events = result.events.set_index("mixture_id")
+    event_gap, clip_gap = [], []
+    for row in result.mixtures.to_dict("records"):
+        cough, noise = (sf.read(out_dir / row[c])[0] for c in ("cough_path", "noise_path"))
+        event = events.loc[row["mixture_id"]]
+        start = round(event["onset_s"] * 44_100)
+        stop = start + round(event["event_duration_s"] * 44_100)
+        event_snr = 10 * np.log10(np.mean(cough[start:stop] ** 2) / np.mean(noise ** 2))
+        clip_snr = 10 * np.log10(np.sum(cough ** 2) / np.sum(noise ** 2))
+        event_gap.append(event_snr - event["snr_db"])
+        clip_gap.append(clip_snr - event["snr_db"] - 10 * np.log10(event["event_duration_s"] / 5.0))
+    # energy vs K-weighted loudness differ per sound, but not by much on average
+    assert abs(np.median(event_gap)) < 3 and abs(np.median(clip_gap)) < 3
+
+
 def test_unusable_coughs_are_returned_with_a_reason_never_dropped_silently(serial):
     result, _ = serial
     reasons = dict(zip(result.rejected["recording_id"], result.rejected["reason"]))
