@@ -3,7 +3,7 @@
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn, Config,
                      MaterializeResult, MetadataValue, Output, asset)
 
-from assets.metadata import column_schema, image, preview
+from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.cough_filter import CoughClassifier, TrainingSettings, esc50_clips, train_cough_classifier
 from cough_pipeline.cough_filter.batch import prepared_clips, classify_recordings
@@ -100,7 +100,7 @@ def cough_list(context: AssetExecutionContext, config: CoughListConfig, manifest
         "threshold": classifier.threshold,
         "coughs_kept": kept,
         "rejected": len(table) - kept,
-        "reasons": MetadataValue.json({k: int(v) for k, v in table["reason"].value_counts().items()}),
+        "reasons": MetadataValue.json(counts(table["reason"])),
         "probability_histogram": image(histogram_png(table["cough_probability"].dropna(), classifier.threshold,
                                                      f"{dataset}: cough probability", "probability"), "histogram"),
         "preview": preview(table),

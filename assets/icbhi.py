@@ -10,14 +10,14 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
                      Config, MetadataValue, Output, StaticPartitionsDefinition, asset, multi_asset)
 
 from assets.config import mirror
-from assets.metadata import column_schema, image, preview
+from assets.metadata import column_schema, counts, image, preview
 from cough_pipeline.icbhi.acoustics import (SpectralConfig, feature_box_plots_png, load_envelopes, median_table,
                                             pick_envelope_recordings, rms_envelopes_png, spectral_table)
 from cough_pipeline.icbhi.associations import LEVELS, association_tests, duration_summary
 from cough_pipeline.icbhi.tables import LABEL_RULES, LUNG_LABELS, build_icbhi_tables
 from cough_pipeline.icbhi.preprocessing import (STRATEGIES, AugmentConfig, BalancingWarning, FeatureConfig,
                                                 WindowConfig, balance_plan, class_counts, feature_arrays_by_length,
-                                                make_windows, render_plan)
+                                                logmel_file, make_windows, render_plan)
 from cough_pipeline.plots import spectrogram_grid_png, stacked_bar_png
 from resources.data_roots import DataRoots
 from resources.settings import PipelineSettings
@@ -67,9 +67,8 @@ def icbhi_tables(context: AssetExecutionContext, config: IcbhiTablesConfig, data
     tables = build_icbhi_tables(root, label_rule=config.label_rule, read_audio=config.read_audio)
     recordings, cycles, quarantine = tables.recordings, tables.cycles, tables.quarantine
     labels = {label: int((recordings["lung_label"] == label).sum()) for label in LUNG_LABELS}
-    by_label_split = {label: {str(split): int(n) for split, n in
-                              recordings.loc[recordings["lung_label"] == label, "official_split"]
-                              .fillna("none").value_counts().items()} for label in LUNG_LABELS}
+    by_label_split = {label: counts(recordings.loc[recordings["lung_label"] == label, "official_split"].fillna("none"))
+                      for label in LUNG_LABELS}
     yield Output(recordings, output_name="icbhi_recordings", metadata={
         "dagster/row_count": len(recordings),
         "dagster/column_schema": column_schema(recordings),
@@ -77,13 +76,13 @@ def icbhi_tables(context: AssetExecutionContext, config: IcbhiTablesConfig, data
         "label_rule": config.label_rule,
         "recordings_per_label": MetadataValue.json(labels),
         "recordings_per_diagnosis": MetadataValue.json(
-            {str(k): int(v) for k, v in recordings["diagnosis"].value_counts().items()}),
+            counts(recordings["diagnosis"])),
         "recordings_per_split": MetadataValue.json(
-            {str(k): int(v) for k, v in recordings["official_split"].fillna("none").value_counts().items()}),
+            counts(recordings["official_split"].fillna("none"))),
         "patients": int(recordings["patient_id"].nunique()),
         "recordings_without_demographics": int((~recordings["demographics_known"]).sum()),
         "duration_sources": MetadataValue.json(
-            {str(k): int(v) for k, v in recordings["duration_source"].value_counts().items()}),
+            counts(recordings["duration_source"])),
         "bookkeeping": MetadataValue.json({k: int(v) for k, v in tables.counts.items()}),
         "labels_plot": image(stacked_bar_png(by_label_split, f"ICBHI recordings per lung-sound label "
                                              f"({config.label_rule!r} rule)", ylabel="recordings"), "labels"),
@@ -99,7 +98,7 @@ def icbhi_tables(context: AssetExecutionContext, config: IcbhiTablesConfig, data
     })
     yield Output(quarantine, output_name="icbhi_quarantine", metadata={
         "dagster/row_count": len(quarantine),
-        "reasons": MetadataValue.json({str(k): int(v) for k, v in quarantine["reason"].value_counts().items()}),
+        "reasons": MetadataValue.json(counts(quarantine["reason"])),
         "preview": preview(quarantine, rows=20),
     })
     yield AssetCheckResult(check_name="every_annotation_accounted", asset_key="icbhi_recordings",
@@ -175,7 +174,8 @@ def icbhi_eda(context: AssetExecutionContext, config: IcbhiEdaConfig, icbhi_reco
                      f"(analysis rate {spectral.analysis_sample_rate or 'native'})")
     features, problems = spectral_table(icbhi_recordings, root, spectral, workers=config.workers,
                                         progress=progress_logger(context, "analysed"))
-    medians = median_table(features, features=[f"{name}_mean" for name in spectral.features]) if len(features) \
+    summaries = [f"{name}_mean" for name in spectral.features]
+    medians = median_table(features, features=summaries) if len(features) \
         else pd.DataFrame({"lung_label": pd.Series(LUNG_LABELS, dtype="string"), "n": 0})
     picks = pick_envelope_recordings(icbhi_recordings)
     envelopes, envelope_problems = load_envelopes(picks, root)
@@ -190,8 +190,7 @@ def icbhi_eda(context: AssetExecutionContext, config: IcbhiEdaConfig, icbhi_reco
         "envelope_patterns_without_audio": MetadataValue.json(missing),
     }
     if len(features):
-        metadata["box_plots"] = image(feature_box_plots_png(
-            features, [f"{name}_mean" for name in spectral.features]), "spectral features per pattern")
+        metadata["box_plots"] = image(feature_box_plots_png(features, summaries), "spectral features per pattern")
         metadata["preview"] = preview(features)
     yield Output(features, output_name="icbhi_spectral_features", metadata=metadata)
     yield Output(medians, output_name="icbhi_spectral_medians", metadata={
@@ -246,16 +245,15 @@ def icbhi_windows(context: AssetExecutionContext, config: IcbhiWindowsConfig, ic
     per_length = windows.groupby("window_seconds").agg(
         windows=("window_id", "size"), recordings=("recording_id", "nunique"),
         loop_padded=("loop_padded", "sum")).reset_index()
-    counts = {f"{length:g} s": {label: int(n) for label, n in
-                                windows.loc[windows["window_seconds"] == length, "lung_label"].value_counts().items()}
-              for length in window_config.window_seconds}
+    per_label = {f"{length:g} s": counts(windows.loc[windows["window_seconds"] == length, "lung_label"])
+                 for length in window_config.window_seconds}
     yield Output(windows, metadata={
         "dagster/row_count": len(windows),
         "dagster/column_schema": column_schema(windows),
         "per_window_length": preview(per_length),
         "problems": preview(problems, rows=20),
-        "problem_reasons": MetadataValue.json({str(k): int(v) for k, v in problems["reason"].value_counts().items()}),
-        "windows_plot": image(stacked_bar_png(counts, "ICBHI windows per length and lung-sound label",
+        "problem_reasons": MetadataValue.json(counts(problems["reason"])),
+        "windows_plot": image(stacked_bar_png(per_label, "ICBHI windows per length and lung-sound label",
                                               ylabel="windows"), "windows"),
         "folder": MetadataValue.path(str(out_dir)),
         "preview": preview(windows),
@@ -298,7 +296,7 @@ def icbhi_training_set(context: AssetExecutionContext, config: IcbhiTrainingSetC
     length; augmented copies are written as WAVs."""
     strategy = context.partition_key
     out_dir = storage.fresh_artefact_dir(*EXAMPLES_FOLDER, strategy)
-    plans = []
+    plans, class_tables = [], []
     for length in sorted(icbhi_windows["window_seconds"].unique()):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BalancingWarning)
@@ -307,19 +305,20 @@ def icbhi_training_set(context: AssetExecutionContext, config: IcbhiTrainingSetC
         for warning in caught:
             context.log.warning(f"{length:g} s windows: {warning.message}")
         plans.append(plan)
+        # per length: a plan's "before" is its own training class size
+        class_tables.append(class_counts(plan, classes=list(LUNG_LABELS)).assign(window_seconds=length))
     plan = pd.concat(plans, ignore_index=True)
-    plan.attrs = plans[0].attrs if plans else {}
     examples = render_plan(plan, icbhi_windows, storage.root_path, out_dir, config.augmentation.library_config(),
                            relative_to=storage.root_path, workers=config.workers)
-    counts = class_counts(plan, classes=list(LUNG_LABELS))
-    train_counts = counts[counts["split"] == "train"]
-    chart = {row.label: {"original": int(row.after - row.augmented), "augmented": int(row.augmented)}
-             for row in train_counts.itertuples()}
+    per_class = pd.concat(class_tables, ignore_index=True)
+    train_counts = per_class[per_class["split"] == "train"].groupby("label", sort=False)[["after", "augmented"]].sum()
+    chart = {label: {"original": int(row.after - row.augmented), "augmented": int(row.augmented)}
+             for label, row in train_counts.iterrows()}
     yield Output(examples, metadata={
         "dagster/row_count": len(examples),
         "dagster/column_schema": column_schema(examples),
         "strategy": strategy,
-        "class_counts": preview(counts, rows=len(counts)),
+        "class_counts": preview(per_class, rows=len(per_class)),
         "augmented_copies": int(examples["augmented"].sum()),
         "balance_plot": image(stacked_bar_png(chart, f"training examples per class ({strategy}, all window lengths)",
                                               ylabel="examples"), "balance"),
@@ -361,7 +360,7 @@ def icbhi_features(context: AssetExecutionContext, config: IcbhiFeaturesConfig, 
     tables, examples = [], {}
     for length, (array, table) in results.items():
         table = table.copy()
-        table["logmel_path"] = (out_dir / f"logmel_{length:g}s.npy").relative_to(storage.root_path).as_posix()
+        table["logmel_path"] = logmel_file(out_dir, length).relative_to(storage.root_path).as_posix()
         table["logmel_shape"] = "x".join(str(n) for n in array.shape[1:])
         tables.append(table)
         if length == min(results):  # one original window per label, from the shortest windows

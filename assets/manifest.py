@@ -3,7 +3,7 @@
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetOut,
                      MetadataValue, Output, multi_asset)
 
-from assets.metadata import column_schema, image, preview
+from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.manifest import ManifestBuild, build_manifest, duplicate_recording_ids, undecoded_rows
 from cough_pipeline.plots import stacked_bar_png
@@ -66,12 +66,12 @@ def _manifest_metadata(build: ManifestBuild, source: str) -> dict:
         "source": source,
         "rows_in": build.rows_in,
         "usable_rows": int(usable.sum()),
-        "counts_per_label": MetadataValue.json({k: int(v) for k, v in frame["covid_label"].value_counts().items()}),
+        "counts_per_label": MetadataValue.json(counts(frame["covid_label"])),
         "exclude_reasons": MetadataValue.json(
-            {k: int(v) for k, v in frame["exclude_reason"].value_counts().items()}),
+            counts(frame["exclude_reason"])),
         "participants": int(frame["participant_id"].nunique()),
         "total_audio_hours": round(float(frame["duration_s"].sum()) / 3600, 3),
-        "sample_rates": MetadataValue.json({str(k): int(v) for k, v in frame["sample_rate"].value_counts().items()}),
+        "sample_rates": MetadataValue.json(counts(frame["sample_rate"])),
         "seconds": round(build.seconds, 2),
         "labels_plot": image(stacked_bar_png(by_label, f"{build.dataset}: recordings per label"), "labels"),
         "preview": preview(frame, PREVIEW_COLUMNS),
@@ -82,7 +82,7 @@ def _quarantine_metadata(build: ManifestBuild) -> dict:
     frame = build.quarantine
     return {
         "dagster/row_count": len(frame),
-        "reasons": MetadataValue.json({k: int(v) for k, v in frame["reason"].value_counts().items()}),
+        "reasons": MetadataValue.json(counts(frame["reason"])),
         "preview": preview(frame, QUARANTINE_PREVIEW),
     }
 

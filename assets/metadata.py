@@ -13,6 +13,11 @@ def image(png: bytes, alt: str) -> MetadataValue:
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
+def counts(values: pd.Series) -> dict[str, int]:
+    """How often each value occurs (most frequent first), as JSON-ready ``{value: count}``; nulls not counted."""
+    return {str(value): int(n) for value, n in values.value_counts().items()}
+
+
 def preview(frame: pd.DataFrame, columns: list[str] | None = None, rows: int = 10) -> MetadataValue:
     """The first ``rows`` rows as a markdown table."""
     head = frame[columns or list(frame.columns)].head(rows)

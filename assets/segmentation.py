@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.config import mirror
-from assets.metadata import column_schema, image, preview
+from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.plots import waveform_with_segments_png
 from cough_pipeline.segmentation import HysteresisConfig, RmsConfig
@@ -60,7 +60,7 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
         "recordings_skipped": MetadataValue.json(result.skipped_counts),
         "recordings_failed": MetadataValue.json(result.failed_counts),
         "segments_per_method": MetadataValue.json(
-            {k: int(v) for k, v in result.segments["method"].value_counts().items()}),
+            counts(result.segments["method"])),
         "coughs_per_minute": preview(rate.rename(columns={"50%": "median"}).reset_index()),
         "per_recording": preview(per_recording, rows=20),
         "preview": preview(result.segments),

@@ -8,7 +8,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
                      Config, MaterializeResult, MetadataValue, Output, asset, multi_asset)
 from torch.utils.data import DataLoader
 
-from assets.metadata import column_schema, image, preview
+from assets.metadata import column_schema, counts, image, preview
 from cough_pipeline.audio import load_mono
 from cough_pipeline.mixtures import SPLITS, generate_mixtures, held_out_noise
 from cough_pipeline.plots import loss_curves_png
@@ -48,13 +48,13 @@ def subset_split(context: AssetExecutionContext, config: SubsetSplitConfig, coug
                             ["dataset", "recording_id", "participant_id", "covid_label"]]
     table = split_subsets(passed.reset_index(drop=True), config.separation_fraction, settings.seed)
     overlap = leakage(table[table["subset"] == SEPARATION], table[table["subset"] == CLASSIFICATION])
-    counts = table.groupby(["subset", "dataset"]).size().unstack(fill_value=0)
+    by_dataset = table.groupby(["subset", "dataset"]).size().unstack(fill_value=0)
     yield Output(table, metadata={
         "dagster/row_count": len(table),
-        "recordings_per_subset": MetadataValue.json({k: int(v) for k, v in table["subset"].value_counts().items()}),
+        "recordings_per_subset": MetadataValue.json(counts(table["subset"])),
         "participants_per_subset": MetadataValue.json(
             {k: int(v) for k, v in table.groupby("subset")["participant_id"].nunique().items()}),
-        "by_dataset": preview(counts.reset_index()),
+        "by_dataset": preview(by_dataset.reset_index()),
         "cough_list_rows_not_passing": int(len(cough_list) - len(passed)),
     })
     yield AssetCheckResult(check_name="participant_disjoint", passed=not any(overlap.values()),
@@ -129,10 +129,10 @@ def separation_mixtures(context: AssetExecutionContext, config: SeparationMixtur
         "dagster/row_count": len(table),
         "dagster/column_schema": column_schema(table),
         "profile": profile.name,
-        "mixtures_per_split": MetadataValue.json({k: int(v) for k, v in table["split"].value_counts().items()}),
+        "mixtures_per_split": MetadataValue.json(counts(table["split"])),
         "foreground_coughs_per_split": MetadataValue.json(
-            {k: int(v) for k, v in coughs["split"].value_counts().items()}),
-        "noise_files_per_split": MetadataValue.json({k: int(v) for k, v in bank["split"].value_counts().items()}),
+            counts(coughs["split"])),
+        "noise_files_per_split": MetadataValue.json(counts(bank["split"])),
         "rejected_sources": preview(rejected),
         "folder": str(out_dir),
         "preview": preview(table),
@@ -301,7 +301,7 @@ def separated_clips(context: AssetExecutionContext, config: SeparatedClipsConfig
         "dagster/row_count": len(table),
         "separator": config.use,
         "recordings": int(table["recording_id"].nunique()),
-        "labels": MetadataValue.json({k: int(v) for k, v in table["covid_label"].value_counts().items()}),
+        "labels": MetadataValue.json(counts(table["covid_label"])),
         "rejected_sources": preview(generated.rejected),
         "preview": preview(table[["mixture_id", "recording_id", "covid_label", "snr_db", "separated_path"]]),
     })

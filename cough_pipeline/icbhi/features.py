@@ -163,6 +163,11 @@ def feature_arrays(table: pd.DataFrame, audio_root: str | Path, config: FeatureC
     return array, pd.concat([ids, pd.DataFrame(summary, columns=mfcc_columns(config.n_mfcc))], axis=1)
 
 
+def logmel_file(out_dir: str | Path, window_s: float) -> Path:
+    """Where :func:`feature_arrays_by_length` writes the log-mel array of ``window_s``-second windows."""
+    return Path(out_dir) / f"logmel_{float(window_s):g}s.npy"
+
+
 def feature_arrays_by_length(table: pd.DataFrame, audio_root: str | Path, config: FeatureConfig | None = None,
                              out_dir: str | Path | None = None, workers: int = 1
                              ) -> dict[float, tuple[np.ndarray, pd.DataFrame]]:
@@ -173,7 +178,7 @@ def feature_arrays_by_length(table: pd.DataFrame, audio_root: str | Path, config
     results = {}
     for window_s in sorted(table["window_seconds"].unique()):
         subset = table[table["window_seconds"] == window_s]
-        out_path = Path(out_dir) / f"logmel_{float(window_s):g}s.npy" if out_dir is not None else None
+        out_path = logmel_file(out_dir, window_s) if out_dir is not None else None
         results[float(window_s)] = feature_arrays(subset, audio_root, config, out_path, workers)
     return results
 
@@ -186,6 +191,7 @@ __all__ = [
     "feature_arrays_by_length",
     "log_mel",
     "log_mel_and_mfcc",
+    "logmel_file",
     "mfcc",
     "mfcc_columns",
 ]

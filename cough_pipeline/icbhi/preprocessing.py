@@ -25,7 +25,7 @@ from cough_pipeline.icbhi.balancing import (COUNT_COLUMNS, PLAN_COLUMNS, STRATEG
                                             BalancingWarning, augment_seed, balance_plan, class_counts,
                                             render_plan)
 from cough_pipeline.icbhi.features import (FeatureConfig, FeatureError, feature_arrays, feature_arrays_by_length,
-                                           log_mel, log_mel_and_mfcc, mfcc, mfcc_columns)
+                                           log_mel, log_mel_and_mfcc, logmel_file, mfcc, mfcc_columns)
 from cough_pipeline.icbhi.windows import (AUDIO_ABSENT, PROBLEM_COLUMNS, WINDOW_COLUMNS, Window, WindowConfig,
                                           WindowError, expected_window_count, loop_pad, make_windows,
                                           slice_windows, window_label, window_samples)
@@ -35,6 +35,6 @@ __all__ = [
     "WINDOW_COLUMNS", "AugmentConfig", "AugmentError", "BalancingError", "BalancingWarning", "FeatureConfig",
     "FeatureError", "Window", "WindowConfig", "WindowError", "augment", "augment_seed", "augment_with_seed",
     "balance_plan", "class_counts", "expected_window_count", "feature_arrays", "feature_arrays_by_length", "log_mel",
-    "log_mel_and_mfcc", "loop_pad", "make_windows", "mfcc", "mfcc_columns", "pitch_shift", "render_plan",
+    "log_mel_and_mfcc", "logmel_file", "loop_pad", "make_windows", "mfcc", "mfcc_columns", "pitch_shift", "render_plan",
     "slice_windows", "window_label", "window_samples",
 ]

@@ -455,7 +455,7 @@ class InferenceSeparator(nn.Module):
         for index, layer in enumerate(self.layers):
             # one clip: the recurrence of a (1, 50) state is a chain of tiny products whose per-step thread
             # barriers cost more than they save; only the first layer, whose 257-wide input projection is one
-            # large product, still gains from every thread (4.4 -> 4.4 ms vs 2.7 -> 3.4 ms for the second)
+            # large product, breaks even on two threads (4.4 ms on one or two; the second: 2.7 on one, 3.4 on two)
             with intra_op_threads(1) if single_clip and index > 0 else nullcontext():
                 hidden, _ = layer(hidden)
         return self._resynthesise(spectrum, self.output(hidden).sigmoid_(), wave.shape[-1])
