@@ -7,11 +7,13 @@ Each inference figure is one step of the optimisation ladder, so the JSON says w
 2. ``+ inference_mode``;
 3. ``+ retain_freed_memory``: glibc keeps freed blocks instead of unmapping them (no page faults per tensor);
 4. ``+ folded``: :class:`InferenceSeparator` forward (BatchNorm and dB folded into the LSTM input weights, no
-   complex abs/angle/polar, frames-first STFT, block overlap-add), in the calling thread with 2 intra-op threads;
-5. ``+ workers``: :meth:`InferenceSeparator.separate`, batches on two single-threaded worker threads, over several
+   complex abs/angle/polar, frames-first STFT, block overlap-add) with torch's own LSTM (``lstm_kernel=False``), in
+   the calling thread with 2 intra-op threads;
+5. ``+ lstm_kernel``: the same with the recurrence in :mod:`cough_pipeline.separation.recurrence` (the default);
+6. ``+ workers``: :meth:`InferenceSeparator.separate`, batches on two single-threaded worker threads, over several
    batch sizes (the best is the headline).
 
-Latency is for one clip: plain and folded, at 2 and 1 intra-op threads. Training is one epoch of :func:`train_on_datasets` on
+Latency is for one clip: plain, folded with torch's LSTM and folded with the kernel, at 2 and 1 intra-op threads. Training is one epoch of :func:`train_on_datasets` on
 synthetic in-memory mixtures (batch 32), with the default allocator and with retained memory. Streaming is :class:`StreamingSeparator` over one clip in chunks of 128,
 441, 1024 and 4410 samples; RTF = processing seconds / audio seconds.
 
@@ -41,7 +43,7 @@ CLIP_SECONDS = 5.0
 RATE = 44_100
 THROUGHPUT_CLIPS = 32
 BATCH_SIZES = (4, 8, 16, 32)
-LATENCY_REPEATS = 15
+LATENCY_REPEATS = 50
 TRAIN_MIXTURES = 64
 STREAM_CHUNKS = (128, 441, 1024, 4410)
 
@@ -130,11 +132,13 @@ def time_training(seed: int) -> dict:
 
 def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
     fast = model.for_inference()
+    fused = model.for_inference(lstm_kernel=False)
     batch = clips[:8]
     figures: dict = {"clips": int(clips.shape[0])}
     with torch.inference_mode():
         reference = model(clips)
-        figures["max_abs_diff_folded_vs_plain"] = float((fast(clips) - reference).abs().max())
+        figures["max_abs_diff_folded_vs_plain"] = float((fused(clips) - reference).abs().max())
+        figures["max_abs_diff_kernel_vs_plain"] = float((fast(clips) - reference).abs().max())
         figures["max_abs_diff_workers_vs_plain"] = float((fast.separate(clips) - reference).abs().max())
 
     ladder = {}
@@ -145,21 +149,23 @@ def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
         ladder["2_inference_mode_batch8"] = throughput(lambda: model(batch), 8)
         retain_freed_memory()
         ladder["3_retain_freed_memory_batch8"] = throughput(lambda: model(batch), 8)
-        ladder["4_folded_batch8"] = throughput(lambda: fast(batch), 8)
-        ladder["5_workers"] = {f"batch_{size}": throughput(lambda size=size: fast.separate(clips, size), len(clips))
+        ladder["4_folded_batch8"] = throughput(lambda: fused(batch), 8)
+        ladder["5_lstm_kernel_batch8"] = throughput(lambda: fast(batch), 8)
+        ladder["6_workers"] = {f"batch_{size}": throughput(lambda size=size: fast.separate(clips, size), len(clips))
                                for size in BATCH_SIZES}
     figures["ladder"] = ladder
-    best_size, best = max(ladder["5_workers"].items(), key=lambda item: item[1]["clips_per_s"])
+    best_size, best = max(ladder["6_workers"].items(), key=lambda item: item[1]["clips_per_s"])
     figures["best"] = {"batch": best_size, **best, "target_clips_per_s": 150}
 
     one = clips[:1]
     single = {}
     with torch.inference_mode():
-        single["plain_2_threads"] = latency(lambda: model(one))
-        single["folded_2_threads"] = latency(lambda: fast(one))
-        torch.set_num_threads(1)
-        single["plain_1_thread"] = latency(lambda: model(one))
-        single["folded_1_thread"] = latency(lambda: fast(one))
+        for threads in (THREADS, 1):
+            torch.set_num_threads(threads)
+            suffix = f"{threads}_thread{'s' if threads > 1 else ''}"
+            single[f"plain_{suffix}"] = latency(lambda: model(one))
+            single[f"folded_torch_lstm_{suffix}"] = latency(lambda: fused(one))
+            single[f"folded_{suffix}"] = latency(lambda: fast(one))
         torch.set_num_threads(THREADS)
     figures["single_clip_latency"] = single
     best_name, best_latency = min(single.items(), key=lambda item: item[1]["ms"])

@@ -96,7 +96,7 @@ def stage_costs(model: nn.Module, samples: int) -> list[StageCost]:
 def lstm_layer_shapes(model: nn.Module) -> list[tuple[int, int]]:
     """``(input width, hidden width)`` of every LSTM layer run per frame, over all ``nn.LSTM`` modules of
     ``model`` in order (one multi-layer LSTM in the reference model, one single-layer LSTM per layer in the
-    folded one; its ``LSTMCell`` twins share those weights and are not counted again)."""
+    folded one; the CPU kernel's scaled copies of those weights are not modules and not counted again)."""
     return [(lstm.input_size if layer == 0 else lstm.hidden_size, lstm.hidden_size)
             for lstm in model.modules() if isinstance(lstm, nn.LSTM) for layer in range(lstm.num_layers)]
 

@@ -28,13 +28,15 @@ import math
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cough_pipeline.separation.recurrence import scaled_layer
 
 #: File names inside a folder written by :meth:`CoughSeparator.save`.
 WEIGHTS_FILE = "separator.pt"
@@ -230,9 +232,9 @@ class CoughSeparator(nn.Module):
         """Trainable parameters (BatchNorm running statistics are buffers and not counted)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def for_inference(self) -> InferenceSeparator:
+    def for_inference(self, lstm_kernel: bool = True) -> InferenceSeparator:
         """A folded, eval-only copy for fast inference (see :class:`InferenceSeparator`)."""
-        return InferenceSeparator(self)
+        return InferenceSeparator(self, lstm_kernel=lstm_kernel)
 
     def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
         """Write ``separator.pt`` (the ``state_dict`` only) and ``separator.json`` (config, parameter count,
@@ -288,19 +290,21 @@ class InferenceSeparator(nn.Module):
     * the LSTM input is ``log(max(|X|^2, db_floor^2))`` - no square root, no complex ``abs``; the dB factor and
       the eval BatchNorm are one per-bin affine map, folded into the first layer's ``weight_ih`` / ``bias_ih``;
     * the mask multiplies the complex spectrum in place: no ``angle``/``polar``;
-    * the overlap-add is ``n_fft / hop`` shifted block sums and the window-envelope normalisation is cached.
+    * the overlap-add is ``n_fft / hop`` shifted block sums and the window-envelope normalisation is cached;
+    * on CPU (float32) each LSTM layer is one input-projection product plus the recurrence kernel of
+      :mod:`.recurrence` (``lstm_kernel=True``, the default): torch's fused LSTM spends most of its time on
+      per-step set-up, 1 723 steps per layer for a 5-second clip. ``lstm_kernel=False`` keeps ``nn.LSTM``
+      (always used on CUDA).
 
     On CPU, :meth:`separate` runs batches on single-threaded worker threads (one per core) instead of one batch
-    with OpenMP-parallel ops: the LSTM recurrence is a chain of tiny matrix products whose per-step thread
-    barriers cost more than the arithmetic, and a barrier stalls whenever another process holds a core.
+    with OpenMP-parallel ops: most ops here are too small to split well, and an OpenMP barrier stalls whenever
+    another process holds a core. A single clip in :meth:`forward` uses the caller's intra-op threads for the
+    FFTs and matrix products; the recurrence runs on one.
 
     Build it with :meth:`CoughSeparator.for_inference`; changing the source model later does not affect it.
     """
 
-    #: Up to this many frames per call, :meth:`frame_masks` steps LSTM cells instead of the sequence kernel.
-    CELL_FRAMES = 3
-
-    def __init__(self, model: CoughSeparator):
+    def __init__(self, model: CoughSeparator, lstm_kernel: bool = True):
         super().__init__()
         config = model.config
         self.config = config
@@ -327,16 +331,11 @@ class InferenceSeparator(nn.Module):
             first.weight_ih_l0.mul_((scale * (10.0 / math.log(10.0))).unsqueeze(0))
         for layer in self.layers:
             layer.flatten_parameters()
-        # the same weights as one-step cells: a few frames at a time (streaming) are 3-5x faster through
-        # LSTMCell than through the fused sequence kernel, whose set-up dominates short calls
-        self.cells = nn.ModuleList()
-        for layer in self.layers:
-            cell = nn.LSTMCell(layer.input_size, layer.hidden_size).to(layer.weight_ih_l0.device)
-            cell.weight_ih, cell.weight_hh = layer.weight_ih_l0, layer.weight_hh_l0
-            cell.bias_ih, cell.bias_hh = layer.bias_ih_l0, layer.bias_hh_l0
-            self.cells.append(cell)
         for parameter in self.parameters():
             parameter.requires_grad_(False)
+        # the same folded weights for the CPU recurrence kernel (derived, so not in the state_dict)
+        self.lstm_kernel = lstm_kernel
+        self.kernel_layers = [scaled_layer(layer) for layer in self.layers]
         reference = masker.norm.weight
         window = torch.hann_window(config.n_fft, dtype=reference.dtype, device=reference.device)
         self.register_buffer("window", window, persistent=False)
@@ -376,28 +375,31 @@ class InferenceSeparator(nn.Module):
         """Complex ``spectrum`` ``(batch, frames, n_bins)`` -> ``(mask (batch, frames, n_bins), (h, c))``; equal to
         ``MaskEstimator`` in eval mode on ``|spectrum|``. ``state`` (each ``(num_layers, batch, hidden)``, None for
         zeros) carries the LSTM across calls."""
-        hidden = self.features(spectrum)
-        batch, frames, _ = hidden.shape
-        if state is None:
-            zeros = hidden.new_zeros(len(self.layers), batch, self.config.hidden_size)
-            state = (zeros, zeros)
+        hidden, state = self.recurrent(self.features(spectrum), state)
+        return self.output(hidden).sigmoid_(), state
+
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the LSTM layers run through :func:`~.recurrence.lstm_recurrence` (CPU float32, ``lstm_kernel``)
+        rather than ``nn.LSTM`` (CUDA, or ``lstm_kernel=False``)."""
+        return self.lstm_kernel and self.device.type == "cpu" and self.window.dtype == torch.float32
+
+    def recurrent(self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The LSTM layers: ``features`` ``(batch, frames, n_bins)`` -> ``(hidden (batch, frames, hidden),
+        (h, c))``, the state as in :meth:`frame_masks`."""
         new_h, new_c = [], []
-        if frames <= self.CELL_FRAMES:
-            steps = list(hidden.unbind(1))
-            for index, cell in enumerate(self.cells):
-                h, c = state[0][index], state[1][index]
-                for step, inputs in enumerate(steps):
-                    h, c = cell(inputs, (h, c))
-                    steps[step] = h
-                new_h.append(h)
-                new_c.append(c)
-            hidden = torch.stack(steps, dim=1)
-        else:
-            for index, layer in enumerate(self.layers):
-                hidden, (h, c) = layer(hidden, (state[0][index:index + 1], state[1][index:index + 1]))
-                new_h.append(h[0])
-                new_c.append(c[0])
-        return self.output(hidden).sigmoid_(), (torch.stack(new_h), torch.stack(new_c))
+        for index in range(len(self.layers)):
+            layer_state = None if state is None else (state[0][index], state[1][index])
+            if self.uses_kernel:
+                features, (h, c) = self.kernel_layers[index](features, layer_state)
+            else:
+                layer_state = None if layer_state is None else tuple(part.unsqueeze(0) for part in layer_state)
+                features, (h, c) = self.layers[index](features, layer_state)
+                h, c = h[0], c[0]
+            new_h.append(h)
+            new_c.append(c)
+        return features, (torch.stack(new_h), torch.stack(new_c))
 
     def masked_frames(self, spectrum: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Windowed time frames ``(batch, frames, n_fft)`` of ``mask x spectrum`` (consumes ``spectrum``)."""
@@ -450,14 +452,8 @@ class InferenceSeparator(nn.Module):
         if wave.dim() == 1:
             return self.forward(wave.unsqueeze(0)).squeeze(0)
         wave = _as_batch(wave).to(self.device, self.window.dtype)
-        spectrum, hidden = self._analyse(wave)
-        single_clip = wave.shape[0] == 1 and self.device.type == "cpu"
-        for index, layer in enumerate(self.layers):
-            # one clip: the recurrence of a (1, 50) state is a chain of tiny products whose per-step thread
-            # barriers cost more than they save; only the first layer, whose 257-wide input projection is one
-            # large product, breaks even on two threads (4.4 ms on one or two; the second: 2.7 on one, 3.4 on two)
-            with intra_op_threads(1) if single_clip and index > 0 else nullcontext():
-                hidden, _ = layer(hidden)
+        spectrum, features = self._analyse(wave)
+        hidden, _ = self.recurrent(features)
         return self._resynthesise(spectrum, self.output(hidden).sigmoid_(), wave.shape[-1])
 
     def _analyse(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
