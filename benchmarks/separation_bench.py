@@ -9,7 +9,7 @@ Each inference figure is one step of the optimisation ladder, so the JSON says w
 4. ``+ folded``: :class:`InferenceSeparator` forward (BatchNorm and dB folded into the LSTM input weights, no
    complex abs/angle/polar, frames-first STFT, block overlap-add) with torch's own LSTM (``lstm_kernel=False``), in
    the calling thread with 2 intra-op threads;
-5. ``+ lstm_kernel``: the same with the recurrence in :mod:`cough_pipeline.separation.recurrence` (the default);
+5. ``+ lstm_kernel``: the same with the recurrence in :mod:`cough_pipeline.separation.cpu_kernels` (the default);
 6. ``+ workers``: :meth:`InferenceSeparator.separate`, batches on two single-threaded worker threads, over several
    batch sizes (the best is the headline).
 
@@ -42,7 +42,7 @@ THREADS = 2
 CLIP_SECONDS = 5.0
 RATE = 44_100
 THROUGHPUT_CLIPS = 32
-BATCH_SIZES = (4, 8, 16, 32)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 LATENCY_REPEATS = 50
 TRAIN_MIXTURES = 64
 STREAM_CHUNKS = (128, 441, 1024, 4410)

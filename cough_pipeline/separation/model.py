@@ -11,11 +11,13 @@ reflection) so that :mod:`.streaming` can reproduce it chunk by chunk without lo
 unidirectional, so a frame's mask depends only on that frame and earlier ones.
 
 :class:`CoughSeparator` is the trainable reference; :meth:`CoughSeparator.for_inference` gives an
-:class:`InferenceSeparator` with the same outputs (within 1e-5; 4e-7 measured) that is about twice as fast on CPU
-(batch of 8 five-second clips on 2 cores: 83 -> 153 clips/s, 189 with :meth:`InferenceSeparator.separate`):
+:class:`InferenceSeparator` with the same outputs (within 1e-5; 4e-7 measured) that is 2-3x faster on CPU:
 BatchNorm and the decibel scaling are folded into the first LSTM layer's input weights, the magnitude is never
-square-rooted and the mask multiplies the complex spectrum directly. See :func:`retain_freed_memory` for the
-allocator setting that both paths need to reach those figures. Weights are stored as a plain ``state_dict``
+square-rooted, the mask multiplies the complex spectrum directly and the LSTM recurrence runs in a numba kernel
+(:mod:`.cpu_kernels`). Five-second clips on 2 cores (``benchmarks/results/separation.json``): a batch of 8
+56 -> 91 clips/s folded -> 126 with the kernel, 157 through :meth:`InferenceSeparator.separate` (one clip per
+worker); one clip 20.3 -> 15.3 -> 8.1 ms. See :func:`retain_freed_memory` for the allocator setting that both paths
+need to reach those figures. Weights are stored as a plain ``state_dict``
 (``separator.pt``, loaded with ``weights_only=True``) next to a JSON card (``separator.json``).
 """
 
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cough_pipeline.separation.recurrence import scaled_layer
+from cough_pipeline.separation.cpu_kernels import log_power, scaled_layer
 
 #: File names inside a folder written by :meth:`CoughSeparator.save`.
 WEIGHTS_FILE = "separator.pt"
@@ -292,7 +294,7 @@ class InferenceSeparator(nn.Module):
     * the mask multiplies the complex spectrum in place: no ``angle``/``polar``;
     * the overlap-add is ``n_fft / hop`` shifted block sums and the window-envelope normalisation is cached;
     * on CPU (float32) each LSTM layer is one input-projection product plus the recurrence kernel of
-      :mod:`.recurrence` (``lstm_kernel=True``, the default): torch's fused LSTM spends most of its time on
+      :mod:`.cpu_kernels` (``lstm_kernel=True``, the default): torch's fused LSTM spends most of its time on
       per-step set-up, 1 723 steps per layer for a 5-second clip. ``lstm_kernel=False`` keeps ``nn.LSTM``
       (always used on CUDA).
 
@@ -365,6 +367,8 @@ class InferenceSeparator(nn.Module):
 
     def features(self, spectrum: torch.Tensor) -> torch.Tensor:
         """``log(max(|spectrum|^2, db_floor^2))`` ``(batch, frames, n_bins)``: the folded first layer's input."""
+        if self.uses_kernel:
+            return log_power(spectrum, self.power_floor)
         pairs = torch.view_as_real(spectrum)
         power = pairs[..., 0].square()
         power.addcmul_(pairs[..., 1], pairs[..., 1])
@@ -380,7 +384,7 @@ class InferenceSeparator(nn.Module):
 
     @property
     def uses_kernel(self) -> bool:
-        """Whether the LSTM layers run through :func:`~.recurrence.lstm_recurrence` (CPU float32, ``lstm_kernel``)
+        """Whether the LSTM layers run through :func:`~.cpu_kernels.lstm_recurrence` (CPU float32, ``lstm_kernel``)
         rather than ``nn.LSTM`` (CUDA, or ``lstm_kernel=False``)."""
         return self.lstm_kernel and self.device.type == "cpu" and self.window.dtype == torch.float32
 
@@ -481,12 +485,18 @@ class InferenceSeparator(nn.Module):
         return out
 
     @torch.inference_mode()
-    def separate(self, waves: torch.Tensor, batch_size: int = 8, workers: int | None = None) -> torch.Tensor:
+    def separate(self, waves: torch.Tensor, batch_size: int | None = None, workers: int | None = None
+                 ) -> torch.Tensor:
         """:meth:`forward` on ``waves`` ``(clips, samples)`` in slices of ``batch_size`` clips.
 
         On CPU the slices go to ``workers`` single-threaded threads (default: the process's intra-op thread count,
-        so 2 on a 2-core machine; 0 or 1 runs them in the calling thread). Results are on the model's device.
+        so 2 on a 2-core machine; 0 or 1 runs them in the calling thread). ``batch_size`` defaults to one clip per
+        slice on CPU, where a clip's intermediates then stay in cache and batching buys the recurrence kernel
+        nothing (2 cores, 32 five-second clips: 171 clips/s at 1, 157 at 2, 152 at 4, 135 at 8), and to 32 on
+        CUDA. Results are on the model's device.
         """
+        if batch_size is None:
+            batch_size = 1 if self.device.type == "cpu" else 32
         workers = self._workers(workers)
         slices = [waves[start:start + batch_size] for start in range(0, waves.shape[0], batch_size)]
         if not slices:

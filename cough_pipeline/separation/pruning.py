@@ -12,12 +12,13 @@ of a fresh separator, ``weight_ih_l0`` keeps nothing and the output no longer de
 
 A dense kernel gains nothing from zeros, so :func:`optimize_for_inference` swaps each sparse ``nn.Linear`` for a
 :class:`SparseLinear` that multiplies only the surviving connections. What that buys (``benchmarks/pruning_bench.py``,
-2-core CPU, quiet machine): the 1 % mask layer (128 of 12 850 weights) is 2.3x faster than the dense layer on a
-batch of 32 five-second clips (10 vs 23 ms) but slower on one clip (0.4 vs 0.27 ms: writing the ``(frames, 257)``
-output and the per-op overhead dominate, not the arithmetic); at 2 % density the batch gain falls to 1.3x and at 5 %
-it is a loss, hence :data:`SPARSE_DENSITY_LIMIT`. The whole model gains 2-4 %: the mask layer is 12 % of the FLOPs
-and less of the time; the LSTM recurrence dominates. Pruned LSTM weights stay in the dense fused kernel: per time
-step it is a 50-wide mat-vec dominated by call overhead, where unstructured zeros do not pay.
+2-core CPU): the 1 % mask layer (128 of 12 850 weights) is 2.0-2.2x faster than the dense layer on a batch of 32
+five-second clips (14-15 vs 30-31 ms, best / median) but not on one clip (0.32-0.49 vs 0.34-0.38 ms: writing the
+``(frames, 257)`` output and the per-op overhead dominate, not the arithmetic); at 2 % density the batch gain falls to 1.3x and at 5 %
+it is a loss, hence :data:`SPARSE_DENSITY_LIMIT`. The whole model gains 2-12 % (one clip 1.02-1.05x, a batch of 32 1.05-1.12x,
+best / median run): the mask layer is 12 % of the FLOPs and less of the time; the input projections and the LSTM
+recurrence dominate. Pruned LSTM weights stay dense in the recurrence kernel (:mod:`.cpu_kernels`), which
+vectorises each step's 50-wide mat-vec over the gates: unstructured zeros would break that vectorisation.
 """
 
 from __future__ import annotations

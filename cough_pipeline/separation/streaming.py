@@ -10,7 +10,7 @@ buffers between calls:
   each finished block follows from how many frames overlap it, so it is precomputed, not accumulated).
 
 Frames are processed as soon as they are complete, through the same steps as a whole clip (on CPU the LSTM runs in
-:mod:`.recurrence`, whose per-call set-up is a few microseconds, so even one frame per call is cheap).
+:mod:`.cpu_kernels`, whose per-call set-up is a few microseconds, so even one frame per call is cheap).
 
 Latency: frame ``t`` covers input samples ``[t*hop - n_fft/2, t*hop + n_fft/2)`` and output sample ``n`` is final
 once every frame overlapping it is computed. After ``N`` input samples the finished output runs to between

@@ -1,21 +1,26 @@
-"""A CPU kernel for the recurrence of a unidirectional LSTM layer, for the separator's inference path.
+"""numba kernels for the separator's CPU inference path: the LSTM recurrence and the log-power features.
 
-PyTorch's CPU LSTM (oneDNN) spends about 1.5 us per time step of a 50-unit layer, mostly on per-step set-up: the
-arithmetic of a step is a ``(4 * hidden, hidden)`` mat-vec, 10 k multiply-adds. A 5-second clip has 1 723 steps per
-layer, so on one clip the two layers' recurrences took about half of the whole separator's time. This module splits
-a layer into what parallelises and what does not:
+**LSTM recurrence.** PyTorch's CPU LSTM (oneDNN) spends about 1.5 us per time step of a 50-unit layer, mostly on
+per-step set-up: the arithmetic of a step is a ``(4 * hidden, hidden)`` mat-vec, 10 k multiply-adds. A 5-second clip
+has 1 723 steps per layer, so on one clip the two layers' recurrences took about half of the separator's time.
+:class:`ScaledLayer` splits a layer into what parallelises and what does not:
 
 * the input projection ``x @ W_ih^T + b_ih + b_hh`` for all frames at once, one matrix product in torch (it uses
   the intra-op threads);
-* the recurrence over the precomputed input gates in :func:`lstm_recurrence`, a numba kernel that keeps the gates
-  in small arrays, vectorises the mat-vec over the gate axis and evaluates ``exp`` with a vectorisable polynomial
-  (Cephes ``expf``: range reduction by ``ln 2`` and a degree-6 polynomial, about 1 ulp). About 0.7 us per step
-  on one core, with the GIL released, so batches on worker threads run their kernels in parallel.
+* the recurrence over the precomputed input gates in :func:`lstm_recurrence`, which keeps the gates in small
+  arrays, vectorises the mat-vec over the gate axis and evaluates ``exp`` with a vectorisable polynomial. About
+  0.7 us per step on one core, with the GIL released, so batches on worker threads run their kernels in parallel.
 
-The kernel needs no transcendental other than ``exp``: the weights are stored pre-scaled (:func:`scaled_layer`) so
-that the pre-activations arrive negated, and the cell gate's doubled, which is exact in floating point; then
-``sigmoid(a) = 1 / (1 + exp(-a))`` and ``tanh(a) = 2 sigmoid(2a) - 1``. Outputs equal ``torch.nn.LSTM``'s within
-a few 1e-7 (float32 rounding in a different order); a NaN input gives NaN outputs, as in torch.
+It needs no transcendental other than ``exp``: the weights are stored pre-scaled (:func:`scaled_layer`) so that the
+pre-activations arrive negated, and the cell gate's doubled, which is exact in floating point; then
+``sigmoid(a) = 1 / (1 + exp(-a))`` and ``tanh(a) = 2 sigmoid(2a) - 1``. Outputs equal ``torch.nn.LSTM``'s within a
+few 1e-7 (float32 rounding in a different order); a NaN input gives NaN outputs, as in torch.
+
+**Log power.** :func:`log_power` computes the folded first layer's input ``log(max(re^2 + im^2, floor))`` in one
+pass over the complex spectrum (torch needs a strided square, an add, a clamp and a log: about 2.5x slower).
+
+``exp`` and ``log`` are Cephes' ``expf`` / ``logf`` (range reduction by powers of two through the exponent bits, a
+polynomial on the reduced argument): within 1-2 ulp of the exact values, written so that LLVM vectorises them.
 
 Shapes: ``B`` clips, ``T`` frames, ``H`` hidden units, ``G = 4H`` gates in PyTorch's order (input, forget, cell,
 output).
@@ -60,6 +65,60 @@ def _exp_inplace(values: np.ndarray, count: int) -> None:
         p = p * r + np.float32(5.0000001201e-1)
         values[j] = p * r * r + r + np.float32(1.0)
         bits[j] += np.int32(n) << 23  # times 2^n, through the exponent field
+
+
+_SQRT_HALF = np.float32(0.7071067811865476)
+
+
+@njit(fastmath=_FASTMATH, boundscheck=False, error_model="numpy", nogil=True, cache=True)
+def _log_power_kernel(pairs: np.ndarray, floor: np.float32, out: np.ndarray) -> None:
+    """``out[i] = log(max(pairs[i, 0]^2 + pairs[i, 1]^2, floor))``; ``pairs`` ``(N, 2)``, ``out`` ``(N,)``, float32.
+    ``floor`` must be a positive normal float32 (so the exponent arithmetic below holds); NaN and inf pass."""
+    bits = out.view(np.int32)
+    for i in range(out.shape[0]):
+        power = pairs[i, 0] * pairs[i, 0] + pairs[i, 1] * pairs[i, 1]
+        out[i] = floor if power < floor else power
+    for i in range(out.shape[0]):
+        # power = m * 2^e with m in [0.5, 1): read e from the exponent bits, then set them to 2^-1
+        power = out[i]
+        field = (bits[i] >> 23) & 0xFF
+        exponent = field - 126
+        bits[i] = (bits[i] & 0x007FFFFF) | 0x3F000000
+        m = out[i]
+        if m < _SQRT_HALF:  # keep the reduced argument in [sqrt(1/2) - 1, sqrt(2) - 1]
+            exponent -= 1
+            m = m + m - np.float32(1.0)
+        else:
+            m = m - np.float32(1.0)
+        z = m * m
+        y = np.float32(7.0376836292e-2)
+        y = y * m - np.float32(1.1514610310e-1)
+        y = y * m + np.float32(1.1676998740e-1)
+        y = y * m - np.float32(1.2420140846e-1)
+        y = y * m + np.float32(1.4249322787e-1)
+        y = y * m - np.float32(1.6668057665e-1)
+        y = y * m + np.float32(2.0000714765e-1)
+        y = y * m - np.float32(2.4999993993e-1)
+        y = y * m + np.float32(3.3333331174e-1)
+        e = np.float32(exponent)
+        y = y * m * z + e * _LN2_LO - np.float32(0.5) * z
+        out[i] = m + y + e * _LN2_HI if field != 0xFF else power  # NaN stays NaN, log(inf) = inf
+
+
+def log_power(spectrum: torch.Tensor, floor: float) -> torch.Tensor:
+    """``log(max(|spectrum|^2, floor))`` of a complex64 CPU ``spectrum`` (any shape), float32 of the same shape.
+
+    Equal to torch's ``log(clamp_min(re^2 + im^2, floor))`` within about 2 float32 ulp. ``floor`` must be a positive
+    normal float32 (the separator uses ``db_floor^2 = 1e-16``)."""
+    floor32 = np.float32(floor)
+    if not (floor32 >= np.finfo(np.float32).tiny and np.isfinite(floor32)):
+        raise ValueError(f"floor must be a positive normal float32, got {floor}")
+    if spectrum.dtype != torch.complex64 or spectrum.device.type != "cpu":
+        raise ValueError(f"expected a complex64 CPU spectrum, got {spectrum.dtype} on {spectrum.device}")
+    pairs = torch.view_as_real(spectrum.contiguous()).reshape(-1, 2)
+    out = torch.empty(spectrum.shape)
+    _log_power_kernel(pairs.numpy(), floor32, out.view(-1).numpy())
+    return out
 
 
 @njit(fastmath=_FASTMATH, boundscheck=False, error_model="numpy", nogil=True, cache=True)
@@ -147,8 +206,8 @@ class ScaledLayer:
 
 def scaled_layer(layer: nn.LSTM, index: int = 0) -> ScaledLayer:
     """The ``index``-th layer of a unidirectional ``nn.LSTM`` as a :class:`ScaledLayer` (a CPU float32 copy)."""
-    if layer.bidirectional or layer.proj_size:
-        raise ValueError("the recurrence kernel runs unidirectional LSTM layers without projections")
+    if layer.bidirectional or layer.proj_size or not layer.bias:
+        raise ValueError("the recurrence kernel runs unidirectional LSTM layers with biases and no projection")
     hidden = layer.hidden_size
     scale = torch.full((4 * hidden, 1), -1.0)
     scale[2 * hidden:3 * hidden] = -2.0
@@ -158,3 +217,4 @@ def scaled_layer(layer: nn.LSTM, index: int = 0) -> ScaledLayer:
         bias = getattr(layer, f"bias_ih_l{index}").detach().float().cpu()
         bias = (bias + getattr(layer, f"bias_hh_l{index}").detach().float().cpu()) * scale[:, 0]
     return ScaledLayer(weight_ih.t().contiguous(), bias.contiguous(), weight_hh.t().contiguous())
+

@@ -1,4 +1,5 @@
-"""The CPU LSTM recurrence kernel: equal to torch.nn.LSTM, state in and out, exp accuracy, NaN propagation."""
+"""The separator's CPU kernels: LSTM recurrence equal to torch.nn.LSTM (state in and out), exp and log-power accuracy,
+NaN propagation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from torch import nn
 
 from cough_pipeline.separation.model import CoughSeparator
-from cough_pipeline.separation.recurrence import (
+from cough_pipeline.separation.cpu_kernels import (
     _exp_inplace,
+    log_power,
     lstm_recurrence,
     scaled_layer,
 )
@@ -117,3 +119,26 @@ def test_inference_separator_paths_agree():
     with torch.inference_mode():
         assert (kernel(waves) - fused(waves)).abs().max() < 1e-5
         assert (kernel(waves) - model(waves)).abs().max() < 1e-5
+
+
+def test_log_power_matches_float64_over_the_float_range():
+    rng = np.random.default_rng(8)
+    magnitudes = np.concatenate([10.0 ** rng.uniform(-7.9, 18.0, 50_000), [1.0, 0.5, 2.0 ** 0.5, 1e-9, 0.0]])
+    angles = rng.uniform(0, 2 * np.pi, magnitudes.size)
+    spectrum = torch.from_numpy((magnitudes * np.exp(1j * angles)).astype(np.complex64)).reshape(5, -1)
+    out = log_power(spectrum, 1e-16)
+    assert out.shape == spectrum.shape and out.dtype == torch.float32
+    pairs = torch.view_as_real(spectrum).double()
+    expected = np.log(np.maximum((pairs[..., 0] ** 2 + pairs[..., 1] ** 2).numpy(), np.float32(1e-16)))
+    assert np.max(np.abs(out.numpy() - expected) / np.maximum(1.0, np.abs(expected))) < 5e-7
+    assert out.reshape(-1)[-2:].tolist() == pytest.approx([np.log(np.float32(1e-16))] * 2)  # below the floor
+
+
+def test_log_power_passes_nan_and_inf_and_checks_its_input():
+    spectrum = torch.tensor([complex(float("nan"), 0.0), complex(float("inf"), 1.0), complex(3.0, 4.0)])
+    out = log_power(spectrum, 1e-16)
+    assert torch.isnan(out[0]) and out[1] == float("inf") and out[2].item() == pytest.approx(np.log(25.0))
+    with pytest.raises(ValueError, match="complex64"):
+        log_power(spectrum.to(torch.complex128), 1e-16)
+    with pytest.raises(ValueError, match="positive normal"):
+        log_power(spectrum, 0.0)
