@@ -7,13 +7,15 @@ Each inference figure is one step of the optimisation ladder, so the JSON says w
 2. ``+ inference_mode``;
 3. ``+ retain_freed_memory``: glibc keeps freed blocks instead of unmapping them (no page faults per tensor);
 4. ``+ folded``: :class:`InferenceSeparator` forward (BatchNorm and dB folded into the LSTM input weights, no
-   complex abs/angle/polar, frames-first STFT, block overlap-add) with torch's own LSTM (``lstm_kernel=False``), in
+   complex abs/angle/polar, frames-first STFT, block overlap-add) with torch's ops and LSTM (``cpu_kernels=False``), in
    the calling thread with 2 intra-op threads;
-5. ``+ lstm_kernel``: the same with the recurrence in :mod:`cough_pipeline.separation.cpu_kernels` (the default);
+5. ``+ cpu_kernels``: the same with the log power and the LSTM recurrence in the numba kernels of
+   :mod:`cough_pipeline.separation.cpu_kernels` (the default);
 6. ``+ workers``: :meth:`InferenceSeparator.separate`, batches on two single-threaded worker threads, over several
    batch sizes (the best is the headline).
 
-Latency is for one clip: plain, folded with torch's LSTM and folded with the kernel, at 2 and 1 intra-op threads. Training is one epoch of :func:`train_on_datasets` on
+Latency is for one clip: plain, folded with torch's ops and folded with the kernels, at 2 and 1 intra-op threads.
+Training is one epoch of :func:`train_on_datasets` on
 synthetic in-memory mixtures (batch 32), with the default allocator and with retained memory. Streaming is :class:`StreamingSeparator` over one clip in chunks of 128,
 441, 1024 and 4410 samples; RTF = processing seconds / audio seconds.
 
@@ -132,7 +134,7 @@ def time_training(seed: int) -> dict:
 
 def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
     fast = model.for_inference()
-    fused = model.for_inference(lstm_kernel=False)
+    fused = model.for_inference(cpu_kernels=False)
     batch = clips[:8]
     figures: dict = {"clips": int(clips.shape[0])}
     with torch.inference_mode():
@@ -150,7 +152,7 @@ def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
         retain_freed_memory()
         ladder["3_retain_freed_memory_batch8"] = throughput(lambda: model(batch), 8)
         ladder["4_folded_batch8"] = throughput(lambda: fused(batch), 8)
-        ladder["5_lstm_kernel_batch8"] = throughput(lambda: fast(batch), 8)
+        ladder["5_cpu_kernels_batch8"] = throughput(lambda: fast(batch), 8)
         ladder["6_workers"] = {f"batch_{size}": throughput(lambda size=size: fast.separate(clips, size), len(clips))
                                for size in BATCH_SIZES}
     figures["ladder"] = ladder
@@ -164,7 +166,7 @@ def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
             torch.set_num_threads(threads)
             suffix = f"{threads}_thread{'s' if threads > 1 else ''}"
             single[f"plain_{suffix}"] = latency(lambda: model(one))
-            single[f"folded_torch_lstm_{suffix}"] = latency(lambda: fused(one))
+            single[f"folded_torch_ops_{suffix}"] = latency(lambda: fused(one))
             single[f"folded_{suffix}"] = latency(lambda: fast(one))
         torch.set_num_threads(THREADS)
     figures["single_clip_latency"] = single

@@ -24,8 +24,8 @@ frequency bins, ``N = n_fft`` and LSTM width ``H``:
                       window envelope each call (``2 N`` per frame), the folded model caches it
   ==================  ==============================================================================
 
-PyTorch's ``FlopCounterMode`` only sees the mask layer's ``addmm`` (the fused LSTM kernel has no formula), so it
-can check that row and no other (the tests do). Sizes are in MB of 10**6 bytes: ``dense_size_mb`` is the float32
+PyTorch's ``FlopCounterMode`` sees the mask layer's ``addmm`` but not the fused LSTM kernel or the numba kernels,
+so it can check that row and no other (the tests do). Sizes are in MB of 10**6 bytes: ``dense_size_mb`` is the float32
 ``state_dict`` with every weight dense, ``stored_size_mb`` what the model's ``state_dict`` holds as it is (for a
 :class:`SparseLinear`, float32 values plus two int64 indices per non-zero weight).
 

@@ -80,7 +80,7 @@ def run(virufy_root: Path, esc50_root: Path, out_dir: Path, profile_name: str, s
     started = time.perf_counter()
     rows = [(str(mixtures_dir / m), str(mixtures_dir / c), str(mixtures_dir / n))
             for m, c, n in zip(test["mixture_path"], test["cough_path"], test["noise_path"])]
-    _, summary = evaluate_separation(rows, {"separator": model_separator(dense.model),
+    _, summary = evaluate_separation(rows, {"separator": model_separator(dense.model.for_inference()),
                                             "separator_pruned": model_separator(optimize_for_inference(pruned.model))},
                                      clip_ids=test["mixture_id"].tolist())
     evaluation_s = time.perf_counter() - started

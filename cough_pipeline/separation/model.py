@@ -14,10 +14,12 @@ unidirectional, so a frame's mask depends only on that frame and earlier ones.
 :class:`InferenceSeparator` with the same outputs (within 1e-5; 4e-7 measured) that is 2-3x faster on CPU:
 BatchNorm and the decibel scaling are folded into the first LSTM layer's input weights, the magnitude is never
 square-rooted, the mask multiplies the complex spectrum directly and the LSTM recurrence runs in a numba kernel
-(:mod:`.cpu_kernels`). Five-second clips on 2 cores (``benchmarks/results/separation.json``): a batch of 8
-56 -> 91 clips/s folded -> 126 with the kernel, 157 through :meth:`InferenceSeparator.separate` (one clip per
-worker); one clip 20.3 -> 15.3 -> 8.1 ms. See :func:`retain_freed_memory` for the allocator setting that both paths
-need to reach those figures. Weights are stored as a plain ``state_dict``
+(:mod:`.cpu_kernels`). Five-second clips on 2 cores (``benchmarks/results/separation.json``, best runs): one clip
+20.4 ms reference -> 10.7 folded with torch's ops -> 6.3 with the kernels (medians 22.8, 12.5, 8.0); 32 clips
+through :meth:`InferenceSeparator.separate` (one clip per single-threaded worker) 157 clips/s. A batch of 8 in one
+call gains nothing from the kernels (85 -> 135 -> 121 clips/s): torch's LSTM splits a batch over both cores, the
+kernel's recurrence runs on one. See :func:`retain_freed_memory` for the allocator setting that both paths need to
+reach those figures. Weights are stored as a plain ``state_dict``
 (``separator.pt``, loaded with ``weights_only=True``) next to a JSON card (``separator.json``).
 """
 
@@ -234,9 +236,9 @@ class CoughSeparator(nn.Module):
         """Trainable parameters (BatchNorm running statistics are buffers and not counted)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def for_inference(self, lstm_kernel: bool = True) -> InferenceSeparator:
+    def for_inference(self, cpu_kernels: bool = True) -> InferenceSeparator:
         """A folded, eval-only copy for fast inference (see :class:`InferenceSeparator`)."""
-        return InferenceSeparator(self, lstm_kernel=lstm_kernel)
+        return InferenceSeparator(self, cpu_kernels=cpu_kernels)
 
     def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
         """Write ``separator.pt`` (the ``state_dict`` only) and ``separator.json`` (config, parameter count,
@@ -293,10 +295,10 @@ class InferenceSeparator(nn.Module):
       the eval BatchNorm are one per-bin affine map, folded into the first layer's ``weight_ih`` / ``bias_ih``;
     * the mask multiplies the complex spectrum in place: no ``angle``/``polar``;
     * the overlap-add is ``n_fft / hop`` shifted block sums and the window-envelope normalisation is cached;
-    * on CPU (float32) each LSTM layer is one input-projection product plus the recurrence kernel of
-      :mod:`.cpu_kernels` (``lstm_kernel=True``, the default): torch's fused LSTM spends most of its time on
-      per-step set-up, 1 723 steps per layer for a 5-second clip. ``lstm_kernel=False`` keeps ``nn.LSTM``
-      (always used on CUDA).
+    * on CPU (float32, ``cpu_kernels=True``, the default) the numba kernels of :mod:`.cpu_kernels` compute the
+      log power in one pass and each LSTM layer's recurrence after one input-projection product: torch's fused
+      LSTM spends most of its time on per-step set-up, 1 723 steps per layer for a 5-second clip.
+      ``cpu_kernels=False`` keeps torch's ops and ``nn.LSTM`` (always used on CUDA).
 
     On CPU, :meth:`separate` runs batches on single-threaded worker threads (one per core) instead of one batch
     with OpenMP-parallel ops: most ops here are too small to split well, and an OpenMP barrier stalls whenever
@@ -306,7 +308,7 @@ class InferenceSeparator(nn.Module):
     Build it with :meth:`CoughSeparator.for_inference`; changing the source model later does not affect it.
     """
 
-    def __init__(self, model: CoughSeparator, lstm_kernel: bool = True):
+    def __init__(self, model: CoughSeparator, cpu_kernels: bool = True):
         super().__init__()
         config = model.config
         self.config = config
@@ -336,7 +338,7 @@ class InferenceSeparator(nn.Module):
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         # the same folded weights for the CPU recurrence kernel (derived, so not in the state_dict)
-        self.lstm_kernel = lstm_kernel
+        self.cpu_kernels = cpu_kernels
         self.kernel_layers = [scaled_layer(layer) for layer in self.layers]
         reference = masker.norm.weight
         window = torch.hann_window(config.n_fft, dtype=reference.dtype, device=reference.device)
@@ -367,7 +369,7 @@ class InferenceSeparator(nn.Module):
 
     def features(self, spectrum: torch.Tensor) -> torch.Tensor:
         """``log(max(|spectrum|^2, db_floor^2))`` ``(batch, frames, n_bins)``: the folded first layer's input."""
-        if self.uses_kernel:
+        if self.uses_cpu_kernels:
             return log_power(spectrum, self.power_floor)
         pairs = torch.view_as_real(spectrum)
         power = pairs[..., 0].square()
@@ -383,10 +385,10 @@ class InferenceSeparator(nn.Module):
         return self.output(hidden).sigmoid_(), state
 
     @property
-    def uses_kernel(self) -> bool:
-        """Whether the LSTM layers run through :func:`~.cpu_kernels.lstm_recurrence` (CPU float32, ``lstm_kernel``)
-        rather than ``nn.LSTM`` (CUDA, or ``lstm_kernel=False``)."""
-        return self.lstm_kernel and self.device.type == "cpu" and self.window.dtype == torch.float32
+    def uses_cpu_kernels(self) -> bool:
+        """Whether the features and the LSTM layers run through the numba kernels of :mod:`.cpu_kernels` (CPU,
+        float32, ``cpu_kernels``) rather than torch's ops and ``nn.LSTM`` (CUDA, or ``cpu_kernels=False``)."""
+        return self.cpu_kernels and self.device.type == "cpu" and self.window.dtype == torch.float32
 
     def recurrent(self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -395,7 +397,7 @@ class InferenceSeparator(nn.Module):
         new_h, new_c = [], []
         for index in range(len(self.layers)):
             layer_state = None if state is None else (state[0][index], state[1][index])
-            if self.uses_kernel:
+            if self.uses_cpu_kernels:
                 features, (h, c) = self.kernel_layers[index](features, layer_state)
             else:
                 layer_state = None if layer_state is None else tuple(part.unsqueeze(0) for part in layer_state)

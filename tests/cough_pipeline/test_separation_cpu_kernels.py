@@ -107,15 +107,15 @@ def test_refuses_bidirectional_layers():
 
 
 def test_inference_separator_paths_agree():
-    """The kernel path (default) and torch's LSTM (``lstm_kernel=False``) give the same separated wave."""
+    """The kernel path (default) and torch's LSTM (``cpu_kernels=False``) give the same separated wave."""
     torch.manual_seed(7)
     model = CoughSeparator().eval()
     with torch.no_grad():
         model.masker.norm.running_mean.fill_(-60.0)
         model.masker.norm.running_var.fill_(400.0)
     waves = 0.1 * torch.randn(2, 20_000)
-    kernel, fused = model.for_inference(), model.for_inference(lstm_kernel=False)
-    assert kernel.uses_kernel and not fused.uses_kernel
+    kernel, fused = model.for_inference(), model.for_inference(cpu_kernels=False)
+    assert kernel.uses_cpu_kernels and not fused.uses_cpu_kernels
     with torch.inference_mode():
         assert (kernel(waves) - fused(waves)).abs().max() < 1e-5
         assert (kernel(waves) - model(waves)).abs().max() < 1e-5
