@@ -18,7 +18,8 @@ five-second clips (14-15 vs 30-31 ms, best / median) but not on one clip (0.32-0
 it is a loss, hence :data:`SPARSE_DENSITY_LIMIT`. The whole model gains 2-12 % (one clip 1.02-1.05x, a batch of 32 1.05-1.12x,
 best / median run): the mask layer is 12 % of the FLOPs and less of the time; the input projections and the LSTM
 recurrence dominate. Pruned LSTM weights stay dense in the recurrence kernel (:mod:`.cpu_kernels`), which
-vectorises each step's 50-wide mat-vec over the gates: unstructured zeros would break that vectorisation.
+vectorises each step's 50-wide mat-vec over the gates; a sparse recurrence was not tried (the default configuration
+prunes only the mask layer).
 """
 
 from __future__ import annotations
