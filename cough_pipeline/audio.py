@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,83 @@ def require_ffmpeg() -> str:
     return path
 
 
+#: WAV format tags whose block (``block_align`` bytes) is exactly one frame: PCM, IEEE float, A-law, mu-law.
+_ONE_FRAME_PER_BLOCK_TAGS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+#: A RIFF ``data`` size a streaming writer leaves when it cannot seek back: the length is unknown.
+_UNKNOWN_RIFF_SIZES = frozenset({0, 0xFFFFFFFF})
+#: Chunk headers read before giving up on finding ``fmt `` and ``data``.
+_MAX_RIFF_CHUNKS = 64
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames a RIFF/RIFX/RF64 WAV header promises, reading only chunk headers.
+
+    PCM, float and G.711 data hold ``data_size // block_align`` frames; other codecs (ADPCM, GSM) are counted by
+    their ``fact`` chunk, trusted only when the ``data`` chunk also runs past the end of the file. ``None`` when
+    the file is not a WAV, its length is unknown (a streaming header), or the header does not say.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+                return None
+            endian = ">" if head[:4] == b"RIFX" else "<"
+            file_size = path.stat().st_size
+            tag = block_align = fact_frames = ds64_data_size = data_size = data_end = None
+            position = 12
+            for _ in range(_MAX_RIFF_CHUNKS):
+                handle.seek(position)
+                header = handle.read(8)
+                if len(header) < 8:
+                    break
+                chunk_id, (size,) = header[:4], struct.unpack(endian + "I", header[4:])
+                if chunk_id == b"ds64" and size >= 16:
+                    ds64_data_size = struct.unpack("<Q", handle.read(16)[8:16])[0]
+                elif chunk_id == b"fmt " and size >= 16:
+                    body = handle.read(min(size, 40))
+                    (tag,) = struct.unpack(endian + "H", body[0:2])
+                    (block_align,) = struct.unpack(endian + "H", body[12:14])
+                    if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+                        (tag,) = struct.unpack(endian + "H", body[24:26])  # the sub-format GUID starts with the tag
+                elif chunk_id == b"fact" and size >= 4:
+                    fact_frames = struct.unpack(endian + "I", handle.read(4))[0]
+                elif chunk_id == b"data":
+                    if size == 0xFFFFFFFF and ds64_data_size is not None:
+                        size = ds64_data_size
+                    data_size, data_end = size, position + 8 + size
+                    if tag is not None:
+                        break
+                position += 8 + size + (size & 1)
+    except (OSError, struct.error):
+        return None
+    if data_size is None or data_size in _UNKNOWN_RIFF_SIZES or not block_align:
+        return None
+    if tag in _ONE_FRAME_PER_BLOCK_TAGS:
+        return data_size // block_align
+    return fact_frames if fact_frames and data_end > file_size else None
+
+
+def _flac_declared_frames(path: Path) -> int | None:
+    """Total samples per channel from a native FLAC file's STREAMINFO; ``None`` when absent or 0 (unknown)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4 + 4 + 18)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return None
+    # STREAMINFO bytes 10-17: sample rate (20 bits), channels (3), bits per sample (5), total samples (36).
+    total = int.from_bytes(head[8 + 10:8 + 18], "big") & ((1 << 36) - 1)
+    return total or None
+
+
+def _declared_frames(path: Path) -> int | None:
+    """Frames the container's header says the file holds, where that is cheap to read (WAV family, FLAC)."""
+    declared = _wav_declared_frames(path)
+    return declared if declared is not None else _flac_declared_frames(path)
+
+
 def _format_from_suffix(path: Path, container: str) -> str:
     # Ogg Opus files named ``.opus`` are the same container as ``.ogg``; keep the name the source uses.
     return "opus" if container == "ogg" and path.suffix.lower() == ".opus" else container
@@ -128,12 +206,17 @@ def _decode_with_ffmpeg(path: Path) -> DecodedAudio:
 def decode_audio(path: str | Path) -> DecodedAudio:
     """Decode a whole file at its native rate.
 
-    Raises :class:`AudioDecodeError` with ``audio_missing``, ``audio_empty``, ``audio_no_samples`` or
-    ``audio_unreadable``.
+    Raises :class:`AudioDecodeError` with ``audio_missing``, ``audio_empty``, ``audio_truncated``,
+    ``audio_no_samples`` or ``audio_unreadable``. A WAV or FLAC file that decodes to fewer frames than its header
+    declares is ``audio_truncated`` (a cut-off download); a header of unknown length (streaming) is not checked.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is a directory, not an audio file")
+    if not path.exists():
         raise AudioDecodeError(QuarantineReason.AUDIO_MISSING, f"no file at {path.name}")
+    if not path.is_file():
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is not a regular file")
     if path.stat().st_size == 0:
         raise AudioDecodeError(QuarantineReason.AUDIO_EMPTY, "file is 0 bytes")
     try:
@@ -145,6 +228,12 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             # Decoder messages repeat the absolute path; the manifest keeps paths relative, so drop it.
             detail = f"libsndfile: {soundfile_error}; {ffmpeg_error.detail}".replace(str(path), path.name)
             raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, detail) from None
+    declared, held, rate = _declared_frames(path), decoded.samples.shape[0], decoded.sample_rate
+    if declared is not None and held < declared:
+        raise AudioDecodeError(
+            QuarantineReason.AUDIO_TRUNCATED,
+            f"header declares {declared} frames ({declared / rate:.3f} s), file holds {held} ({held / rate:.3f} s)",
+        )
     if decoded.samples.shape[0] == 0:
         raise AudioDecodeError(QuarantineReason.AUDIO_NO_SAMPLES, f"{path.stat().st_size}-byte file decodes to 0 samples")
     if not np.isfinite(decoded.samples).all():

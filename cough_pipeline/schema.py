@@ -107,7 +107,8 @@ class QuarantineReason(str, Enum):
     AUDIO_MISSING = "audio_missing"  # listed in metadata, no file on disk
     AUDIO_EMPTY = "audio_empty"  # zero-byte file
     AUDIO_NO_SAMPLES = "audio_no_samples"  # decodes, but holds no samples (e.g. a 44-byte header-only wav)
-    AUDIO_UNREADABLE = "audio_unreadable"  # no decoder can read it (corrupt, truncated, wrong format)
+    AUDIO_UNREADABLE = "audio_unreadable"  # no decoder can read it (corrupt, wrong format, a directory)
+    AUDIO_TRUNCATED = "audio_truncated"  # decodes to fewer frames than its header declares (a cut-off file)
     AUDIO_NOT_PROVIDED = "audio_not_provided"  # metadata says the modality is absent (UK: m_size <= 44 or NaN)
     UNLISTED_FILE = "unlisted_file"  # audio on disk that no metadata row refers to
     UNKNOWN_LABEL = "unknown_label"  # a label value outside the source's documented vocabulary

@@ -147,7 +147,11 @@ def extra_json(values: Mapping[str, Any]) -> str:
 
 
 def list_audio(root: Path, folder: Path, suffixes: Iterable[str] = AUDIO_SUFFIXES) -> list[str]:
-    """Audio files under ``folder`` (recursively, skipping macOS ``__MACOSX``/``._*`` junk), relative to ``root``."""
+    """Audio files under ``folder`` (recursively, skipping macOS ``__MACOSX``/``._*`` junk), relative to ``root``.
+
+    Anything named like an audio file is listed, a directory too: the decoder then reports it as unreadable,
+    rather than the recording being called missing when something does stand at its path.
+    """
     if not folder.is_dir():
         return []
     wanted = tuple(s.lower() for s in suffixes)
@@ -156,7 +160,7 @@ def list_audio(root: Path, folder: Path, suffixes: Iterable[str] = AUDIO_SUFFIXE
         relative = path.relative_to(root)
         if "__MACOSX" in relative.parts or path.name.startswith("._"):
             continue
-        if path.is_file() and path.suffix.lower() in wanted:
+        if path.suffix.lower() in wanted and (path.is_file() or path.is_dir()):
             found.append(relative.as_posix())
     return sorted(found)
 
