@@ -7,7 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := ffmpeg sox libsox-dev
-export DAGSTER_HOME := $(CURDIR)/dagster_home
+# The Dagster instance (runs, event logs) and, unless COUGH_PIPELINE_STORAGE / _CATALOG say otherwise, the tables:
+# $DAGSTER_HOME from the environment when set, else dagster_home/ here.
+ifeq ($(strip $(DAGSTER_HOME)),)
+DAGSTER_HOME := $(CURDIR)/dagster_home
+endif
+export DAGSTER_HOME
 # pip's "location ignored" warnings for absent local mirrors are noise here.
 PIP := $(PY) -m pip --quiet
 PIP_FILTER := 2>&1 | { grep -v "^WARNING: Location" || true; }
@@ -15,7 +20,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test ui bench backfill sql separation-experiment install system-deps clean-data
+.PHONY: demo test ui settings bench backfill sql separation-experiment install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -23,8 +28,15 @@ demo: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Settings are checked (and runs left unfinished by a killed `make demo`/`make backfill` failed) before the UI starts.
 ui: install
+	$(PY) -m resources.environment
+	$(PY) -m assets.orphans
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The effective settings (DAGSTER_HOME, profile, storage, dataset roots), or one line per invalid setting.
+settings: install
+	@$(PY) -m resources.environment
 
 bench: install
 	$(PY) -m benchmarks $(BENCH)
@@ -39,12 +51,12 @@ SHARED ?= ../shared/data
 PROFILE ?= modest
 separation-experiment: install
 	$(PY) -m cough_pipeline.separation.experiment --virufy $(SHARED)/virufy --esc50 $(SHARED)/esc50 \
-		--out dagster_home/data/separation_experiment --profile $(PROFILE)
+		--out $(DAGSTER_HOME)/data/separation_experiment --profile $(PROFILE)
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install
 	@$(PY) -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]))" \
-		"$(DAGSTER_HOME)/warehouse.duckdb" "$(Q)"
+		"$${COUGH_PIPELINE_CATALOG:-$(DAGSTER_HOME)/warehouse.duckdb}" "$(Q)"
 
 install: $(STAMP)
 
@@ -72,5 +84,11 @@ system-deps:
 	  fi; \
 	fi
 
+# Deletes the run data of the instance in $(DAGSTER_HOME): only what Dagster and the pipeline write there, never
+# dagster.yaml or the folder itself. A DAGSTER_HOME outside this project (perhaps another project's instance) also
+# needs CONFIRM=1.
 clean-data:
-	rm -rf dagster_home/data dagster_home/warehouse.duckdb dagster_home/history dagster_home/storage dagster_home/schedules dagster_home/logs
+	@case "$(DAGSTER_HOME)" in /?*) ;; *) echo "clean-data: DAGSTER_HOME='$(DAGSTER_HOME)' is not an absolute path; nothing deleted" >&2; exit 2;; esac
+	@if [ "$(DAGSTER_HOME)" != "$(CURDIR)/dagster_home" ] && [ "$(CONFIRM)" != 1 ]; then \
+	  echo "clean-data: DAGSTER_HOME=$(DAGSTER_HOME) is outside this project; run 'make clean-data CONFIRM=1' to delete its data, warehouse.duckdb, history, storage, schedules and logs" >&2; exit 2; fi
+	cd "$(DAGSTER_HOME)" && test "$$(pwd -P)" != / && rm -rf data warehouse.duckdb history storage schedules logs

@@ -12,8 +12,10 @@ from dagster import AssetKey, AssetSelection, DagsterInstance
 
 from assets.definitions import defs
 from assets.demo import run_assets
+from assets.orphans import report_orphaned_runs
 from assets.partitions import dataset_partitions
 from assets.resources import build_resources
+from resources.environment import check_settings, prepare_dagster_home
 
 
 def downstream_of_manifest() -> tuple[list, list]:
@@ -23,9 +25,13 @@ def downstream_of_manifest() -> tuple[list, list]:
     return ([a for a in chosen if a.partitions_def is not None], [a for a in chosen if a.partitions_def is None])
 
 
-def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, resources: dict) -> bool:
+def check_partition(partition: str) -> None:
     if partition not in dataset_partitions.get_partition_keys():
         raise SystemExit(f"unknown partition {partition!r}; choose one of {dataset_partitions.get_partition_keys()}")
+
+
+def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, resources: dict) -> bool:
+    check_partition(partition)
     partitioned, unpartitioned = downstream_of_manifest()
     ok = run_assets(partitioned, f"partition {partition}", instance, resources, partition_key=partition)
     if ok and with_summaries and unpartitioned:
@@ -39,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-summaries", action="store_true",
                         help="also re-materialise the unpartitioned assets downstream (retrains the separators)")
     arguments = parser.parse_args(argv)
-    ok = backfill(arguments.partition, arguments.with_summaries, DagsterInstance.get(), build_resources())
+    check_settings()
+    check_partition(arguments.partition)
+    prepare_dagster_home()
+    instance = DagsterInstance.get()
+    report_orphaned_runs(instance, "python -m assets.backfill")
+    ok = backfill(arguments.partition, arguments.with_summaries, instance, build_resources())
     return 0 if ok else 1
 
 

@@ -12,7 +12,9 @@ import time
 from dagster import AssetsDefinition, DagsterInstance, materialize
 
 from assets.definitions import defs
+from assets.orphans import process_tags, report_orphaned_runs
 from assets.resources import build_resources
+from resources.environment import check_settings, prepare_dagster_home
 from resources.storage import default_dagster_home
 
 
@@ -51,10 +53,12 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 def run_assets(assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict,
                **kwargs) -> bool:
-    """One in-process ``materialize`` run recorded in ``instance``; prints its outcome and time, returns success."""
+    """One in-process ``materialize`` run recorded in ``instance`` and tagged with this process (so a later command
+    can tell when the process died mid-run); prints its outcome and time, returns success."""
     started = time.perf_counter()
+    tags = {**process_tags(), **kwargs.pop("tags", {})}
     result = materialize(assets, instance=instance, resources=resources, run_config=RUN_CONFIG,
-                         raise_on_error=False, **kwargs)
+                         raise_on_error=False, tags=tags, **kwargs)
     print(f"  {label:<24} {'ok' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
     return result.success
 
@@ -109,7 +113,10 @@ def summary(resources: dict) -> str:
 
 
 def main() -> int:
+    check_settings()
+    prepare_dagster_home()
     instance = DagsterInstance.get()
+    report_orphaned_runs(instance, "python -m assets.demo")
     resources = build_resources()
     print(f"materialising the asset graph on the demo corpus (DAGSTER_HOME={default_dagster_home()})")
     ok = materialize_everything(instance, resources)

@@ -11,6 +11,7 @@ from cough_pipeline.mixtures import esc50_noise_bank, load_noise_bank, split_noi
 from cough_pipeline.profiles import Profile, get_profile
 from cough_pipeline.separation.model import resolve_device
 from resources.data_roots import DataRoots
+from resources.environment import DEFAULT_PROFILE, PROFILE, profile_problem
 
 
 class PipelineSettings(ConfigurableResource):
@@ -23,7 +24,16 @@ class PipelineSettings(ConfigurableResource):
     workers: int = 2
 
     def scale(self) -> Profile:
-        return get_profile(self.profile or os.environ.get("COUGH_PIPELINE_PROFILE", "demo"))
+        """The configured profile, else ``$COUGH_PIPELINE_PROFILE``, else ``demo``; a name that is not a profile is a
+        one-line ``ValueError`` naming where it was set and the profiles."""
+        if self.profile:
+            setting, name = "resources.settings.config.profile", self.profile
+        else:
+            setting, name = PROFILE, os.environ.get(PROFILE) or DEFAULT_PROFILE
+        problem = profile_problem(setting, name)
+        if problem:
+            raise ValueError(problem)
+        return get_profile(name)
 
     def torch_device(self):
         return resolve_device(self.device or None)

@@ -1,0 +1,116 @@
+"""Runs whose process is gone: the project's commands run assets in-process, so a killed ``make demo`` or
+``make backfill`` leaves its run STARTED in the instance for ever (nothing else watches an in-process run).
+
+Every run those commands launch is tagged with the launching process (host, pid and, where ``/proc`` exists, the
+boot id and process start time, so a recycled pid is not mistaken for the original process). At start-up each
+command fails the runs tagged with this host whose process no longer exists, with a message naming it.
+``python -m assets.orphans`` does only that (``make ui`` runs it before starting the UI).
+
+Runs launched from the UI or by the daemon are watched by Dagster itself: the code server fails a run whose worker
+process died, and run monitoring (``dagster_home/dagster.yaml``) fails runs stuck starting or cancelling.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.events import JobFailureData, RunFailureReason
+
+from resources.environment import check_settings, prepare_dagster_home
+
+HOST_TAG = "cough_pipeline/host"
+PID_TAG = "cough_pipeline/pid"
+#: ``<boot id>:<start time in clock ticks>``; absent where ``/proc`` is not available.
+PROCESS_TAG = "cough_pipeline/process"
+#: Statuses of a run whose process may have died without recording an end.
+UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+              DagsterRunStatus.CANCELING]
+PROC = Path("/proc")
+
+
+def process_identity(pid: int) -> str | None:
+    """``<boot id>:<start time>`` of a live process from ``/proc``; ``None`` when it does not exist (or is a
+    zombie); ``""`` where ``/proc`` is not available."""
+    if not (PROC / "self" / "stat").is_file():
+        return ""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+        boot_id = (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime field 22
+    return None if fields[0] in ("Z", "X") else f"{boot_id}:{fields[19]}"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming this process, for every run it launches."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    identity = process_identity(os.getpid())
+    return {**tags, PROCESS_TAG: identity} if identity else tags
+
+
+def process_alive(pid: int, identity: str) -> bool:
+    """Whether the process that had ``pid`` (and ``identity``, when recorded) still runs on this host."""
+    if identity:
+        current = process_identity(pid)
+        if current != "":
+            return current == identity
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def mark_orphaned_runs(instance: DagsterInstance, marked_by: str = "python -m assets.orphans") -> list[str]:
+    """Fail (or, when it was being cancelled, cancel) every unfinished run launched from this host whose process is
+    gone; one line per run so marked."""
+    host = socket.gethostname()
+    records = instance.get_run_records(filters=RunsFilter(statuses=UNFINISHED, tags={HOST_TAG: host}))
+    marked = []
+    for record in records:
+        run = record.dagster_run
+        try:
+            pid = int(run.tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if process_alive(pid, run.tags.get(PROCESS_TAG, "")):
+            continue
+        message = f"run process {pid} on host {host} is gone (killed or crashed); marked failed by {marked_by}"
+        if run.status == DagsterRunStatus.CANCELING:
+            message = message.replace("marked failed", "marked cancelled")
+            instance.report_run_canceled(run, message)
+        else:
+            instance.report_run_failed(
+                run, message, JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION))
+        marked.append(f"run {run.run_id} ({_describe(run)}): {message}")
+    return marked
+
+
+def _describe(run) -> str:
+    partition = run.tags.get("dagster/partition")
+    return f"{run.job_name}, partition {partition}" if partition else run.job_name
+
+
+def report_orphaned_runs(instance: DagsterInstance, marked_by: str) -> None:
+    """:func:`mark_orphaned_runs`, printing one line per run marked."""
+    for line in mark_orphaned_runs(instance, marked_by):
+        print(line)
+
+
+def main() -> int:
+    check_settings()
+    prepare_dagster_home()
+    with DagsterInstance.get() as instance:
+        report_orphaned_runs(instance, "python -m assets.orphans")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
