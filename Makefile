@@ -20,7 +20,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test ui settings bench backfill sql separation-experiment install system-deps clean-data
+.PHONY: demo test ui settings bench backfill sql catalog separation-experiment install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -57,6 +57,10 @@ separation-experiment: install
 sql: install
 	@$(PY) -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]))" \
 		"$${COUGH_PIPELINE_CATALOG:-$(DAGSTER_HOME)/warehouse.duckdb}" "$(Q)"
+
+# (Re)create the DuckDB view of every table, e.g. after a run that found the catalog held by another client.
+catalog: install
+	@$(PY) -m resources.catalog
 
 install: $(STAMP)
 

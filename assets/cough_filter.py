@@ -34,8 +34,8 @@ class CoughFilterModelConfig(Config):
 def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelConfig,
                        cough_model_source: CoughModelSource, data_roots: DataRoots,
                        storage: Storage) -> MaterializeResult:
-    """The cough/non-cough XGBoost model (native JSON booster + scaler + model card) the cough list uses."""
-    folder = storage.fresh_artefact_dir(*MODEL_FOLDER)
+    """The cough/non-cough XGBoost model (native JSON booster + scaler + model card) the cough list uses, saved as
+    a new generation of ``models/cough_filter/`` that becomes current only once it is complete."""
     pretrained = cough_model_source.pretrained_folder()
     metadata = {}
     if pretrained is not None:
@@ -63,7 +63,9 @@ def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelC
         })
     classifier.threshold = config.threshold
     classifier.input_sample_rate = config.input_sample_rate or None
-    classifier.save(folder)
+    with storage.generation(*MODEL_FOLDER, run_id=context.run.run_id) as folder:
+        classifier.save(folder)
+    storage.publish_generation(folder)
     metadata.update({"path": str(folder), "threshold": config.threshold})
     return MaterializeResult(metadata=metadata)
 
@@ -86,9 +88,7 @@ def cough_list(context: AssetExecutionContext, config: CoughListConfig, manifest
                storage: Storage):
     """Per recording: the cough probability and the decision at the model's threshold (COUGHVID: 0.80)."""
     dataset = context.partition_key
-    model_folder = storage.root_path.joinpath(*MODEL_FOLDER)
-    if not model_folder.is_dir():
-        raise FileNotFoundError(f"no cough filter model at {model_folder}: materialise cough_filter_model first")
+    model_folder = storage.current_generation(*MODEL_FOLDER, what="cough_filter_model")
     classifier = CoughClassifier.from_folder(model_folder)
     table = classify_recordings(manifest, data_roots.root_for(dataset), classifier, classifier.threshold,
                                 workers=config.workers,

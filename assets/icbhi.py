@@ -9,6 +9,7 @@ import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn, AssetOut,
                      Config, MetadataValue, Output, StaticPartitionsDefinition, asset, multi_asset)
 
+from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import column_schema, counts, image, preview
 from cough_pipeline.icbhi.acoustics import (SpectralConfig, feature_box_plots_png, load_envelopes, median_table,
@@ -230,16 +231,18 @@ class IcbhiWindowsConfig(Config):
     group_name=GROUP,
     compute_kind="soxr",
     check_specs=[AssetCheckSpec("every_recording_windowed_or_reported", asset="icbhi_windows", blocking=True,
-                                description="Each recording has windows of every length or a problem row.")],
+                                description="Each recording has windows of every length or a problem row."),
+                 artefact_paths_spec("icbhi_windows")],
 )
 def icbhi_windows(context: AssetExecutionContext, config: IcbhiWindowsConfig, icbhi_recordings: pd.DataFrame,
                   data_roots: DataRoots, storage: Storage):
     """Every ICBHI recording with audio resampled to 16 kHz and cut into 6 s and 20 s windows (WAVs), one row per
     window with its source offsets and whether it was loop-padded."""
     window_config = config.windows.library_config()
-    out_dir = storage.fresh_artefact_dir(*WINDOWS_FOLDER)
-    windows, problems = make_windows(icbhi_recordings, data_roots.root_for("icbhi"), window_config, out_dir,
-                                     workers=config.workers, progress=progress_logger(context, "windowed"))
+    root = data_roots.root_for("icbhi")
+    with storage.generation(*WINDOWS_FOLDER, run_id=context.run.run_id) as out_dir:
+        windows, problems = make_windows(icbhi_recordings, root, window_config, out_dir,
+                                         workers=config.workers, progress=progress_logger(context, "windowed"))
     prefix = out_dir.relative_to(storage.root_path).as_posix()
     windows["audio_path"] = prefix + "/" + windows["audio_path"].astype("string")
     per_length = windows.groupby("window_seconds").agg(
@@ -263,10 +266,12 @@ def icbhi_windows(context: AssetExecutionContext, config: IcbhiWindowsConfig, ic
     lengths_per_recording = windows.groupby("recording_id")["window_seconds"].nunique()
     incomplete = sorted(lengths_per_recording[lengths_per_recording < len(window_config.window_seconds)].index)
     unaccounted = sorted(set(icbhi_recordings["recording_id"]) - windowed - reported)
+    storage.retire_generations(*WINDOWS_FOLDER, keep=out_dir)
     yield AssetCheckResult(check_name="every_recording_windowed_or_reported",
                            passed=not unaccounted and not incomplete, severity=AssetCheckSeverity.ERROR,
                            metadata={"unaccounted": MetadataValue.json(unaccounted[:20]),
                                      "missing_a_window_length": MetadataValue.json(incomplete[:20])})
+    yield artefact_paths_check(windows, storage, ["audio_path"])
 
 
 AugmentSettings = mirror(AugmentConfig, "Augmentation of the oversampled copies: each transform has a probability "
@@ -284,7 +289,8 @@ class IcbhiTrainingSetConfig(Config):
     io_manager_key="table_io_manager",
     group_name=GROUP,
     compute_kind="numpy",
-    check_specs=[AssetCheckSpec("test_split_untouched", asset="icbhi_training_set", blocking=True,
+    check_specs=[artefact_paths_spec("icbhi_training_set"),
+                 AssetCheckSpec("test_split_untouched", asset="icbhi_training_set", blocking=True,
                                 description="Balancing touched the training split only: every non-training window "
                                             "appears exactly once, never augmented, never dropped.")],
 )
@@ -295,7 +301,6 @@ def icbhi_training_set(context: AssetExecutionContext, config: IcbhiTrainingSetC
     or ``hybrid_anchor`` (every class to the mean class size). Only the training split is balanced, per window
     length; augmented copies are written as WAVs."""
     strategy = context.partition_key
-    out_dir = storage.fresh_artefact_dir(*EXAMPLES_FOLDER, strategy)
     plans, class_tables = [], []
     for length in sorted(icbhi_windows["window_seconds"].unique()):
         with warnings.catch_warnings(record=True) as caught:
@@ -308,8 +313,10 @@ def icbhi_training_set(context: AssetExecutionContext, config: IcbhiTrainingSetC
         # per length: a plan's "before" is its own training class size
         class_tables.append(class_counts(plan, classes=list(LUNG_LABELS)).assign(window_seconds=length))
     plan = pd.concat(plans, ignore_index=True)
-    examples = render_plan(plan, icbhi_windows, storage.root_path, out_dir, config.augmentation.library_config(),
-                           relative_to=storage.root_path, workers=config.workers)
+    augmentation = config.augmentation.library_config()
+    with storage.generation(*EXAMPLES_FOLDER, strategy, run_id=context.run.run_id) as out_dir:
+        examples = render_plan(plan, icbhi_windows, storage.root_path, out_dir, augmentation,
+                               relative_to=storage.root_path, workers=config.workers)
     per_class = pd.concat(class_tables, ignore_index=True)
     train_counts = per_class[per_class["split"] == "train"].groupby("label", sort=False)[["after", "augmented"]].sum()
     chart = {label: {"original": int(row.after - row.augmented), "augmented": int(row.augmented)}
@@ -322,8 +329,11 @@ def icbhi_training_set(context: AssetExecutionContext, config: IcbhiTrainingSetC
         "augmented_copies": int(examples["augmented"].sum()),
         "balance_plot": image(stacked_bar_png(chart, f"training examples per class ({strategy}, all window lengths)",
                                               ylabel="examples"), "balance"),
+        "folder": MetadataValue.path(str(out_dir)),
         "preview": preview(examples),
     })
+    storage.retire_generations(*EXAMPLES_FOLDER, strategy, keep=out_dir)
+    yield artefact_paths_check(examples, storage, ["audio_path"])
     held_out = examples[examples["split"] != "train"]
     expected = icbhi_windows[icbhi_windows["official_split"].fillna("none") != "train"]
     passed = (not bool(held_out["augmented"].any()) and not held_out["window_id"].duplicated().any()
@@ -347,6 +357,7 @@ class IcbhiFeaturesConfig(Config):
     io_manager_key="table_io_manager",
     group_name=GROUP,
     compute_kind="librosa",
+    check_specs=[artefact_paths_spec("icbhi_features")],
 )
 def icbhi_features(context: AssetExecutionContext, config: IcbhiFeaturesConfig, icbhi_training_set: pd.DataFrame,
                    storage: Storage):
@@ -354,9 +365,9 @@ def icbhi_features(context: AssetExecutionContext, config: IcbhiFeaturesConfig, 
     example: its ids, the array it is in, and the mean and standard deviation of each MFCC coefficient."""
     strategy = context.partition_key
     feature_config = config.features.library_config()
-    out_dir = storage.fresh_artefact_dir(*FEATURES_FOLDER, strategy)
-    results = feature_arrays_by_length(icbhi_training_set, storage.root_path, feature_config, out_dir=out_dir,
-                                       workers=config.workers)
+    with storage.generation(*FEATURES_FOLDER, strategy, run_id=context.run.run_id) as out_dir:
+        results = feature_arrays_by_length(icbhi_training_set, storage.root_path, feature_config, out_dir=out_dir,
+                                           workers=config.workers)
     tables, examples = [], {}
     for length, (array, table) in results.items():
         table = table.copy()
@@ -381,4 +392,6 @@ def icbhi_features(context: AssetExecutionContext, config: IcbhiFeaturesConfig, 
         metadata["log_mel_examples"] = image(spectrogram_grid_png(
             examples, feature_config.sample_rate, feature_config.hop_length, feature_config.fmax,
             "log-mel per lung-sound label (dB re 1)"), "log-mel")
-    return Output(features, metadata=metadata)
+    yield Output(features, metadata=metadata)
+    storage.retire_generations(*FEATURES_FOLDER, strategy, keep=out_dir)
+    yield artefact_paths_check(features, storage, ["logmel_path"], index_column="array_index")

@@ -1,5 +1,6 @@
 """The harmonised manifest of the six COVID-19 cough datasets, one partition per dataset, and its quarantine."""
 
+import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetOut,
                      MetadataValue, Output, multi_asset)
 
@@ -9,6 +10,7 @@ from cough_pipeline.manifest import ManifestBuild, build_manifest, duplicate_rec
 from cough_pipeline.plots import stacked_bar_png
 from cough_pipeline.schema import domain_violations
 from resources.data_roots import DataRoots
+from resources.storage import Storage
 
 PREVIEW_COLUMNS = ["recording_id", "covid_label", "label_source", "exclude_reason", "audio_format", "sample_rate",
                    "duration_s", "official_split"]
@@ -38,8 +40,10 @@ MANIFEST_CHECKS = [
     group_name="manifest",
     compute_kind="pandas",
 )
-def manifest(context: AssetExecutionContext, data_roots: DataRoots):
-    """Read one dataset from its native layout, probe every audio file and quarantine what cannot be used."""
+def manifest(context: AssetExecutionContext, data_roots: DataRoots, storage: Storage):
+    """Read one dataset from its native layout, probe every audio file and quarantine what cannot be used.
+
+    Both tables are committed together; the checks then read them back as readers see them."""
     dataset = context.partition_key
     root = data_roots.root_for(dataset)
     context.log.info(f"{dataset}: reading {data_roots.source(dataset)} ({root})")
@@ -51,7 +55,8 @@ def manifest(context: AssetExecutionContext, data_roots: DataRoots):
         context.log.info(f"{dataset}: {note}")
     yield Output(build.manifest, output_name="manifest", metadata=_manifest_metadata(build, data_roots.source(dataset)))
     yield Output(build.quarantine, output_name="manifest_quarantine", metadata=_quarantine_metadata(build))
-    yield from _checks(build)
+    yield from _checks(build.rows_in, storage.read_table("manifest", [dataset]),
+                       storage.read_table("manifest_quarantine", [dataset]))
 
 
 def _manifest_metadata(build: ManifestBuild, source: str) -> dict:
@@ -87,21 +92,22 @@ def _quarantine_metadata(build: ManifestBuild) -> dict:
     }
 
 
-def _checks(build: ManifestBuild):
-    duplicates = duplicate_recording_ids(build.manifest)
+def _checks(rows_in: int, manifest: pd.DataFrame, quarantine: pd.DataFrame):
+    """The blocking checks, on the committed tables."""
+    duplicates = duplicate_recording_ids(manifest)
     yield AssetCheckResult(check_name="unique_recording_ids", asset_key="manifest", passed=not duplicates,
                            severity=AssetCheckSeverity.ERROR,
                            metadata={"duplicates": MetadataValue.json(duplicates[:50])})
-    violations = domain_violations(build.manifest)
+    violations = domain_violations(manifest)
     yield AssetCheckResult(check_name="labels_in_domain", asset_key="manifest", passed=not violations,
                            severity=AssetCheckSeverity.ERROR, metadata={"violations": MetadataValue.json(violations)})
-    undecoded = undecoded_rows(build.manifest)
+    undecoded = undecoded_rows(manifest)
     yield AssetCheckResult(check_name="audio_decodable", asset_key="manifest", passed=undecoded.empty,
                            severity=AssetCheckSeverity.ERROR,
                            metadata={"undecoded": len(undecoded),
                                      "examples": MetadataValue.json(undecoded["recording_id"].head(20).tolist())})
     yield AssetCheckResult(
-        check_name="rows_accounted_for", asset_key="manifest", passed=build.accounted,
+        check_name="rows_accounted_for", asset_key="manifest", passed=rows_in == len(manifest) + len(quarantine),
         severity=AssetCheckSeverity.ERROR,
-        metadata={"rows_in": build.rows_in, "kept": len(build.manifest), "quarantined": len(build.quarantine)},
+        metadata={"rows_in": rows_in, "kept": len(manifest), "quarantined": len(quarantine)},
     )

@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
+from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
@@ -35,21 +36,28 @@ class CoughSegmentsConfig(Config):
     io_manager_key="table_io_manager",
     group_name="segmentation",
     compute_kind="numpy",
+    check_specs=[artefact_paths_spec("cough_segments")],
 )
 def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, manifest, data_roots: DataRoots,
                    storage: Storage):
-    """One row per detected cough (recording, method, start, end, WAV path), each cough also written as a WAV."""
+    """One row per detected cough (recording, method, start, end, WAV path), each cough also written as a WAV.
+
+    The WAVs go to a new generation folder ``segments/<dataset>/<generation>/<method>/``; the previous one is
+    deleted only once this table is committed."""
     dataset = context.partition_key
     settings = {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
-    run = SegmentationRun(
-        methods={m: settings[m] for m in config.methods},
-        output_dir=storage.fresh_artefact_dir("segments", dataset) if config.write_wavs else None,
-        relative_to=storage.root_path,
-        skip_exclude_reasons=tuple(config.skip_exclude_reasons),
-        workers=config.workers,
-    )
-    result = segment_recordings(manifest, data_roots.root_for(dataset), run,
-                                on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}"))
+    methods = {m: settings[m] for m in config.methods}
+    root = data_roots.root_for(dataset)
+    with storage.generation("segments", dataset, run_id=context.run.run_id) as folder:
+        run = SegmentationRun(
+            methods=methods,  # validated here, before anything is written
+            output_dir=folder if config.write_wavs else None,
+            relative_to=storage.root_path,
+            skip_exclude_reasons=tuple(config.skip_exclude_reasons),
+            workers=config.workers,
+        )
+        result = segment_recordings(manifest, root, run,
+                                    on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}"))
     per_recording = result.per_recording
     rate = per_recording.groupby("method")["coughs_per_minute"].describe()[["mean", "50%", "max"]].round(2)
     example = result.example
@@ -64,12 +72,15 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
         "coughs_per_minute": preview(rate.rename(columns={"50%": "median"}).reset_index()),
         "per_recording": preview(per_recording, rows=20),
         "preview": preview(result.segments),
+        "folder": MetadataValue.path(str(folder)),
     }
     if example is not None:
         metadata["example_plot"] = image(
             waveform_with_segments_png(example.samples, example.sample_rate, example.segments_by_method,
                                        f"{example.recording_id}: detected coughs"), "segments")
-    return Output(result.segments, metadata=metadata)
+    yield Output(result.segments, metadata=metadata)
+    storage.retire_generations("segments", dataset, keep=folder)
+    yield artefact_paths_check(result.segments, storage, ["path"])
 
 
 class SegmentationEvaluationConfig(Config):

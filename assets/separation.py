@@ -8,6 +8,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Asset
                      Config, MaterializeResult, MetadataValue, Output, asset, multi_asset)
 from torch.utils.data import DataLoader
 
+from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.metadata import column_schema, counts, image, preview
 from cough_pipeline.audio import load_mono
 from cough_pipeline.mixtures import SPLITS, generate_mixtures, held_out_noise
@@ -26,6 +27,7 @@ MIXTURES_FOLDER = ("mixtures", "separation")
 SOURCE_CACHE = ("mixtures", "source_cache")
 SEPARATOR_FOLDER = ("models", "separator")
 PRUNED_FOLDER = ("models", "separator_pruned")
+CLIPS_FOLDER = ("separated_clips",)
 
 
 class SubsetSplitConfig(Config):
@@ -66,6 +68,16 @@ class SeparationMixturesConfig(Config):
     segment_method: str = "rms"
 
 
+#: The file columns of a mixture table (all relative to the storage root once the table is stored).
+MIXTURE_FILES = ("mixture_path", "cough_path", "noise_path", "jams_path")
+
+
+def rooted(mixtures: pd.DataFrame, out_dir, storage: Storage) -> pd.DataFrame:
+    """``mixtures`` with its file columns made relative to the storage root instead of ``out_dir``."""
+    prefix = out_dir.relative_to(storage.root_path).as_posix()
+    return mixtures.assign(**{column: prefix + "/" + mixtures[column].astype(str) for column in MIXTURE_FILES})
+
+
 def mixtures_of(separation_mixtures: pd.DataFrame, split: str) -> pd.DataFrame:
     """The rows of one split (train / validation / test) of the mixture table."""
     return separation_mixtures[separation_mixtures["split"] == split]
@@ -92,27 +104,29 @@ def coughs_of(subset: str, split_table: pd.DataFrame, cough_segments: pd.DataFra
     group_name="separation",
     check_specs=[AssetCheckSpec("no_classification_coughs", asset="separation_mixtures", blocking=True,
                                 description="No cough or participant of the classification subset is in any "
-                                            "separator training, validation or test mixture.")],
+                                            "separator training, validation or test mixture."),
+                 artefact_paths_spec("separation_mixtures")],
 )
 def separation_mixtures(context: AssetExecutionContext, config: SeparationMixturesConfig, subset_split: pd.DataFrame,
                         cough_segments: pd.DataFrame, settings: PipelineSettings, noise_bank: NoiseBank,
                         storage: Storage):
     """5-second 44.1 kHz scaper soundscapes of separation-subset coughs over noise (train/validation/test, sizes
-    from the profile): the mixture, the isolated cough and noise, the JAMS file, and every sampled parameter."""
+    from the profile): the mixture, the isolated cough and noise, the JAMS file, and every sampled parameter.
+    Paths are relative to the storage root, in a new generation of ``mixtures/separation/``."""
+    profile = settings.scale()
     coughs = split_coughs(coughs_of(SEPARATION, subset_split, cough_segments, config.segment_method, storage),
                           settings.seed)
     bank = noise_bank.split_bank(settings.seed)
-    out_dir = storage.fresh_artefact_dir(*MIXTURES_FOLDER)
-    profile = settings.scale()
     tables, events, rejected = [], [], []
-    for split in SPLITS:
-        generated = generate_mixtures(
-            coughs[coughs["split"] == split], bank[bank["split"] == split], profile.mixtures.count(split), split, out_dir, seed=settings.seed,
-            workers=settings.workers, cache_dir=storage.artefact_dir(*SOURCE_CACHE),
-            on_progress=lambda done, total, split=split: context.log.info(f"{split}: {done}/{total} mixtures"))
-        tables.append(generated.mixtures)
-        events.append(generated.events)
-        rejected.append(generated.rejected)
+    with storage.generation(*MIXTURES_FOLDER, run_id=context.run.run_id) as out_dir:
+        for split in SPLITS:
+            generated = generate_mixtures(
+                coughs[coughs["split"] == split], bank[bank["split"] == split], profile.mixtures.count(split), split,
+                out_dir, seed=settings.seed, workers=settings.workers, cache_dir=storage.artefact_dir(*SOURCE_CACHE),
+                on_progress=lambda done, total, split=split: context.log.info(f"{split}: {done}/{total} mixtures"))
+            tables.append(rooted(generated.mixtures, out_dir, storage))
+            events.append(generated.events)
+            rejected.append(generated.rejected)
     events = pd.concat(events, ignore_index=True)
     table = pd.concat(tables, ignore_index=True).merge(
         events.groupby("mixture_id").agg(recording_ids=("recording_id", lambda s: ";".join(s)),
@@ -134,11 +148,13 @@ def separation_mixtures(context: AssetExecutionContext, config: SeparationMixtur
             counts(coughs["split"])),
         "noise_files_per_split": MetadataValue.json(counts(bank["split"])),
         "rejected_sources": preview(rejected),
-        "folder": str(out_dir),
+        "folder": MetadataValue.path(str(out_dir)),
         "preview": preview(table),
     })
+    storage.retire_generations(*MIXTURES_FOLDER, keep=out_dir)
     yield AssetCheckResult(check_name="no_classification_coughs", passed=not any(overlap.values()),
                            severity=AssetCheckSeverity.ERROR, metadata={"overlap": MetadataValue.json(overlap)})
+    yield artefact_paths_check(table, storage, list(MIXTURE_FILES))
 
 
 @asset(ins={"separation_mixtures": AssetIn()}, group_name="separation", compute_kind="pytorch")
@@ -147,16 +163,16 @@ def separator(context: AssetExecutionContext, separation_mixtures: pd.DataFrame,
     """The mask-based LSTM separator (STFT 512/128 → dB → BatchNorm → 2×LSTM(50) → linear → sigmoid mask → iSTFT),
     trained with L1 on magnitudes, Adam 1e-3, batch 32; the checkpoint with the best validation loss is kept."""
     profile = settings.scale()
-    root = storage.root_path.joinpath(*MIXTURES_FOLDER)
     splits = {s: mixtures_of(separation_mixtures, s) for s in ("train", "validation")}
     result = train_separator(
-        splits["train"], splits["validation"], root, epochs=profile.epochs, seed=settings.seed,
+        splits["train"], splits["validation"], storage.root_path, epochs=profile.epochs, seed=settings.seed,
         device=settings.torch_device(),
         on_epoch=epoch_logger(context))
     history = pd.DataFrame(result.history)
-    folder = storage.fresh_artefact_dir(*SEPARATOR_FOLDER)
-    result.model.save(folder, metadata={"best_epoch": result.best_epoch, "history": result.history,
-                                        "profile": profile.name, "seed": settings.seed})
+    with storage.generation(*SEPARATOR_FOLDER, run_id=context.run.run_id) as folder:
+        result.model.save(folder, metadata={"best_epoch": result.best_epoch, "history": result.history,
+                                            "profile": profile.name, "seed": settings.seed})
+    storage.publish_generation(folder)
     return MaterializeResult(metadata={
         "parameters": result.model.parameter_count(),
         "best_epoch": result.best_epoch,
@@ -187,8 +203,8 @@ def separator_pruned(context: AssetExecutionContext, config: SeparatorPrunedConf
     if config.start_from not in ("initialization", "trained"):
         raise ValueError(f"start_from must be 'initialization' or 'trained', not {config.start_from!r}")
     profile = settings.scale()
-    root = storage.root_path.joinpath(*MIXTURES_FOLDER)
-    dense = CoughSeparator.load(storage.root_path.joinpath(*SEPARATOR_FOLDER))
+    root = storage.root_path
+    dense = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator"))
     if config.start_from == "initialization":
         torch.manual_seed(settings.seed)
         dense = CoughSeparator(dense.config)
@@ -202,9 +218,10 @@ def separator_pruned(context: AssetExecutionContext, config: SeparatorPrunedConf
         apply_masks(dense, masks), masks, splits["train"], splits["validation"], root, epochs=profile.epochs,
         seed=settings.seed, device=settings.torch_device(),
         on_epoch=epoch_logger(context))
-    folder = storage.fresh_artefact_dir(*PRUNED_FOLDER)
-    save_pruned(result.model, masks, pruning, folder, metadata={"best_epoch": result.best_epoch,
-                                                                 "history": result.history})
+    with storage.generation(*PRUNED_FOLDER, run_id=context.run.run_id) as folder:
+        save_pruned(result.model, masks, pruning, folder, metadata={"best_epoch": result.best_epoch,
+                                                                     "history": result.history})
+    storage.publish_generation(folder)
     history = pd.DataFrame(result.history)
     return MaterializeResult(metadata={
         "masks": MetadataValue.json(mask_report(masks)),
@@ -240,9 +257,9 @@ def test_rows(separation_mixtures: pd.DataFrame, root) -> tuple[list[tuple[str, 
 def separation_report(context: AssetExecutionContext, separation_mixtures: pd.DataFrame,
                       settings: PipelineSettings, storage: Storage):
     """Quality and cost of the original and the pruned separator, side by side."""
-    root = storage.root_path.joinpath(*MIXTURES_FOLDER)
-    dense = CoughSeparator.load(storage.root_path.joinpath(*SEPARATOR_FOLDER))
-    pruned, _, _ = load_pruned(storage.root_path.joinpath(*PRUNED_FOLDER))
+    root = storage.root_path
+    dense = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator"))
+    pruned, _, _ = load_pruned(storage.current_generation(*PRUNED_FOLDER, what="separator_pruned"))
     # both through their inference paths (folded, CPU kernels; the pruned one with its sparse mask layer), so the
     # complexity rows compare the pruning, not the folding
     models = {"separator": dense.for_inference(), "separator_pruned": optimize_for_inference(pruned)}
@@ -271,41 +288,46 @@ class SeparatedClipsConfig(Config):
 
 
 @asset(ins={"subset_split": AssetIn(), "cough_segments": AssetIn()}, deps=[separator, separator_pruned],
-       io_manager_key="table_io_manager", group_name="separation", compute_kind="pytorch")
+       io_manager_key="table_io_manager", group_name="separation", compute_kind="pytorch",
+       check_specs=[artefact_paths_spec("separated_clips")])
 def separated_clips(context: AssetExecutionContext, config: SeparatedClipsConfig, subset_split: pd.DataFrame,
                     cough_segments: pd.DataFrame, settings: PipelineSettings, noise_bank: NoiseBank,
                     storage: Storage):
     """Classification-subset coughs mixed with held-out noise the same way (one mixture per cough), passed
-    through the chosen separator; the separated coughs are WAVs linked to their recording and label."""
+    through the chosen separator; the separated coughs are WAVs linked to their recording and label. Mixtures and
+    separated WAVs form one generation of ``separated_clips/``."""
     if config.use == "separator":
-        model = CoughSeparator.load(storage.root_path.joinpath(*SEPARATOR_FOLDER)).for_inference()
+        model = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator")).for_inference()
     elif config.use == "separator_pruned":
-        model = optimize_for_inference(load_pruned(storage.root_path.joinpath(*PRUNED_FOLDER))[0])
+        model = optimize_for_inference(load_pruned(storage.current_generation(*PRUNED_FOLDER,
+                                                                              what="separator_pruned"))[0])
     else:
         raise ValueError(f"use must be 'separator' or 'separator_pruned', not {config.use!r}")
     coughs = coughs_of(CLASSIFICATION, subset_split, cough_segments, config.segment_method, storage)
-    out_dir = storage.fresh_artefact_dir("mixtures", "classification")
-    generated = generate_mixtures(coughs, held_out_noise(noise_bank.split_bank(settings.seed)), 1, "classification",
-                                  out_dir, seed=settings.seed, workers=settings.workers,
-                                  cache_dir=storage.artefact_dir(*SOURCE_CACHE), one_per_cough=True)
-    table = generated.mixtures.merge(generated.events, on="mixture_id").merge(
-        subset_split[["recording_id", "covid_label"]], on="recording_id")
-    separated_dir = storage.fresh_artefact_dir("separated_clips")
+    noise = held_out_noise(noise_bank.split_bank(settings.seed))
     separate = model_separator(model, settings.torch_device())
-    paths = []
-    for mixture_id, mixture_path in zip(table["mixture_id"], table["mixture_path"]):
-        samples, rate = load_mono(out_dir / mixture_path)
-        path = separated_dir / f"{mixture_id}.wav"
-        sf.write(path, separate(samples), rate, subtype="PCM_16")
-        paths.append(path.relative_to(storage.root_path).as_posix())
-    table = table.assign(separated_path=paths, separator=config.use,
-                         mixture_path=[(out_dir / p).relative_to(storage.root_path).as_posix()
-                                       for p in table["mixture_path"]])
-    return Output(table, metadata={
+    with storage.generation(*CLIPS_FOLDER, run_id=context.run.run_id) as folder:
+        generated = generate_mixtures(coughs, noise, 1, "classification", folder / "mixtures", seed=settings.seed,
+                                      workers=settings.workers, cache_dir=storage.artefact_dir(*SOURCE_CACHE),
+                                      one_per_cough=True)
+        table = generated.mixtures.merge(generated.events, on="mixture_id").merge(
+            subset_split[["recording_id", "covid_label"]], on="recording_id")
+        (folder / "separated").mkdir()
+        paths = []
+        for mixture_id, mixture_path in zip(table["mixture_id"], table["mixture_path"]):
+            samples, rate = load_mono(folder / "mixtures" / mixture_path)
+            path = folder / "separated" / f"{mixture_id}.wav"
+            sf.write(path, separate(samples), rate, subtype="PCM_16")
+            paths.append(path.relative_to(storage.root_path).as_posix())
+        table = rooted(table, folder / "mixtures", storage).assign(separated_path=paths, separator=config.use)
+    yield Output(table, metadata={
         "dagster/row_count": len(table),
         "separator": config.use,
         "recordings": int(table["recording_id"].nunique()),
         "labels": MetadataValue.json(counts(table["covid_label"])),
         "rejected_sources": preview(generated.rejected),
+        "folder": MetadataValue.path(str(folder)),
         "preview": preview(table[["mixture_id", "recording_id", "covid_label", "snr_db", "separated_path"]]),
     })
+    storage.retire_generations(*CLIPS_FOLDER, keep=folder)
+    yield artefact_paths_check(table, storage, [*MIXTURE_FILES, "separated_path"])

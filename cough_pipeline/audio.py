@@ -155,7 +155,7 @@ def _flac_declared_frames(path: Path) -> int | None:
     return total or None
 
 
-def _declared_frames(path: Path) -> int | None:
+def declared_frames(path: Path) -> int | None:
     """Frames the container's header says the file holds, where that is cheap to read (WAV family, FLAC)."""
     declared = _wav_declared_frames(path)
     return declared if declared is not None else _flac_declared_frames(path)
@@ -228,7 +228,7 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             # Decoder messages repeat the absolute path; the manifest keeps paths relative, so drop it.
             detail = f"libsndfile: {soundfile_error}; {ffmpeg_error.detail}".replace(str(path), path.name)
             raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, detail) from None
-    declared, held, rate = _declared_frames(path), decoded.samples.shape[0], decoded.sample_rate
+    declared, held, rate = declared_frames(path), decoded.samples.shape[0], decoded.sample_rate
     if declared is not None and held < declared:
         raise AudioDecodeError(
             QuarantineReason.AUDIO_TRUNCATED,

@@ -36,7 +36,8 @@ import pandas as pd
 import soundfile as sf
 
 from cough_pipeline.icbhi.augmentation import AugmentConfig, augment_with_seed
-from cough_pipeline.icbhi.windows import ordered_bounded_map, safe_name, write_wav
+from cough_pipeline.icbhi.windows import ordered_bounded_map, write_wav
+from cough_pipeline.naming import artefact_stem
 
 STRATEGIES = ("original", "undersample", "oversample", "hybrid_anchor")
 PLAN_COLUMNS = ["window_id", "copy_index", "augmented", "augment_seed", "split", "label", "strategy",
@@ -214,7 +215,7 @@ def render_plan(plan: pd.DataFrame, windows: pd.DataFrame, window_dir: str | Pat
             return os.path.relpath(source, relative_to), None
         samples, rate = sf.read(str(source), dtype="float32")
         augmented, params = augment_with_seed(samples, rate, int(row["augment_seed"]), augment_config)
-        target = out_dir / f"{safe_name(row['window_id'])}_aug{int(row['copy_index']):03d}.wav"
+        target = out_dir / f"{artefact_stem(row['window_id'])}_aug{int(row['copy_index']):03d}.wav"
         write_wav(target, augmented, rate, wav_subtype)
         return os.path.relpath(target, relative_to), json.dumps(params, sort_keys=True)
 

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from cough_pipeline.audio import declared_frames
 from cough_pipeline.datasets.icbhi import (
     DIAGNOSES,
     NAME,
@@ -64,7 +65,7 @@ DURATION_TOLERANCE_S = 0.5
 DURATION_SOURCES = ("wav", "annotations")
 #: Quarantine reasons of a kept recording's unreadable WAV (the recording stays, its audio is excluded).
 AUDIO_REASONS = (QuarantineReason.AUDIO_UNREADABLE.value, QuarantineReason.AUDIO_EMPTY.value,
-                 QuarantineReason.AUDIO_NO_SAMPLES.value)
+                 QuarantineReason.AUDIO_NO_SAMPLES.value, QuarantineReason.AUDIO_TRUNCATED.value)
 
 #: Column -> pandas dtype of the recordings table, in order.
 RECORDING_COLUMNS: dict[str, str] = {
@@ -237,6 +238,11 @@ def _probe_wav(path: Path) -> tuple[int, float] | tuple[QuarantineReason, str]:
         if path.stat().st_size == 0:
             return QuarantineReason.AUDIO_EMPTY, "zero-byte file"
         return QuarantineReason.AUDIO_UNREADABLE, f"soundfile cannot read the header: {error}"
+    declared = declared_frames(path)
+    if declared is not None and info.samplerate > 0 and info.frames < declared:  # libsndfile counts what is there
+        return QuarantineReason.AUDIO_TRUNCATED, (f"header declares {declared} frames "
+                                                  f"({declared / info.samplerate:.3f} s), file holds {info.frames} "
+                                                  f"({info.frames / info.samplerate:.3f} s)")
     if info.frames <= 0 or info.samplerate <= 0:
         return QuarantineReason.AUDIO_NO_SAMPLES, f"header declares {info.frames} frames at {info.samplerate} Hz"
     return int(info.samplerate), info.frames / info.samplerate

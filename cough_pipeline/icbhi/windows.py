@@ -23,7 +23,6 @@ and writes each window as a WAV under ``out_dir/<W>s/``; every recording that yi
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pandas as pd
 import soundfile as sf
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
+from cough_pipeline.naming import artefact_stem
 
 WINDOW_COLUMNS = ["window_id", "recording_id", "patient_id", "lung_label", "diagnosis", "official_split",
                   "window_seconds", "window_index", "source_start_s", "source_end_s", "loop_padded", "repeats",
@@ -166,11 +166,6 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = 
     path.write_bytes(buffer.getbuffer())
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of an id (``101_1b1_Al_sc_Meditron:6s:003`` -> ``101_1b1_Al_sc_Meditron_6s_003``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
-
-
 def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfig | None, out_dir: str | Path,
                  workers: int = 1, progress: Callable[[int, int], None] | None = None
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -178,7 +173,7 @@ def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfi
 
     ``recordings`` needs ``recording_id``, ``stem``, ``patient_id``, ``lung_label``, ``diagnosis``,
     ``official_split``, ``audio_path`` (relative to ``root``) and ``audio_present``. WAVs go to
-    ``out_dir/<W>s/<stem>_<W>s_<index>.wav``; ``windows.audio_path`` is relative to ``out_dir``. Rows are ordered
+    ``out_dir/<W>s/<artefact stem of stem>_<W>s_<index>.wav``; ``windows.audio_path`` is relative to ``out_dir``. Rows are ordered
     by recording (table order), then window length (config order), then window index; ``window_id`` is
     ``<stem>:<W>s:<index>`` (3 digits). Every recording without a window is a ``problems`` row: ``audio_absent``
     (the table has no WAV for it) or the decoder's quarantine code (``audio_missing``, ``audio_empty``,
@@ -253,7 +248,7 @@ def _window_one(row: dict, root: Path, config: WindowConfig, out_dir: Path) -> l
     for window_s in config.window_seconds:
         label = window_label(window_s)
         for index, window in enumerate(slice_windows(samples, rate, window_s, config)):
-            relative = f"{label}/{safe_name(str(row['stem']))}_{label}_{index:03d}.wav"
+            relative = f"{label}/{artefact_stem(str(row['stem']))}_{label}_{index:03d}.wav"
             write_wav(out_dir / relative, window.samples, rate, config.wav_subtype)
             rows.append({
                 "window_id": f"{row['stem']}:{label}:{index:03d}", "recording_id": row["recording_id"],
@@ -282,5 +277,5 @@ def expected_window_count(duration_s: float, window_s: float, config: WindowConf
 
 
 __all__ = ["AUDIO_ABSENT", "PROBLEM_COLUMNS", "WINDOW_COLUMNS", "Window", "WindowConfig", "WindowError",
-           "expected_window_count", "loop_pad", "make_windows", "ordered_bounded_map", "safe_name", "slice_windows",
+           "expected_window_count", "loop_pad", "make_windows", "ordered_bounded_map", "slice_windows",
            "window_label", "window_samples", "write_wav"]

@@ -6,7 +6,6 @@ upstream, or not a cough sound) or ``failed`` (the audio could not be decoded no
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio
+from cough_pipeline.naming import artefact_stem
 from cough_pipeline.segmentation import Segment, coughs_per_minute, segment_file, write_recording_segments
 from cough_pipeline.segmentation.methods import resolve_method
 
@@ -59,11 +59,6 @@ class SegmentationResult:
     example: ExampleRecording | None = None
     skipped_counts: dict[str, int] = field(default_factory=dict)
     failed_counts: dict[str, int] = field(default_factory=dict)
-
-
-def safe_stem(recording_id: str) -> str:
-    """A file-name-safe stem for a recording id (``ccs:train_001`` -> ``ccs__train_001``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", recording_id.replace(":", "__"))
 
 
 def segment_recordings(manifest: pd.DataFrame, root: Path, run: SegmentationRun,
@@ -132,7 +127,7 @@ def _segment_one(row: dict, root: Path, run: SegmentationRun):
         by_method[method] = list(recording.segments)
         paths = [None] * len(recording.segments)
         if run.output_dir is not None:
-            written = write_recording_segments(recording, run.output_dir / method, safe_stem(row["recording_id"]))
+            written = write_recording_segments(recording, run.output_dir / method, artefact_stem(row["recording_id"]))
             paths = [_relative(p, run.relative_to) for p in written]
         for index, (item, path) in enumerate(zip(recording.segments, paths)):
             found.append({"dataset": row["dataset"], "recording_id": row["recording_id"],

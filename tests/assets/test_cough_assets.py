@@ -32,7 +32,7 @@ def test_the_cough_filter_model_is_trained_and_saved_without_pickles(resources):
     resources_, result = resources
     metadata = result.asset_materializations_for_node("cough_filter_model")[0].metadata
     assert metadata["cv_mean_roc_auc"].value > 0.8 and metadata["coughs"].value > 0
-    folder = resources_["storage"].root_path / "models" / "cough_filter"
+    folder = resources_["storage"].current_generation("models", "cough_filter")
     assert sorted(p.name for p in folder.iterdir()) == ["booster.json", "model_card.json", "scaler.json"]
     assert json.loads((folder / "model_card.json").read_text())["input_sample_rate"] == 48_000
 

@@ -31,7 +31,7 @@ def test_tables_and_eda_materialise_with_plots_and_passing_checks(demo_run):
     resources, result = demo_run
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"every_annotation_accounted": True, "labels_in_domain": True,
-                      "every_recording_windowed_or_reported": True}
+                      "every_recording_windowed_or_reported": True, "artefact_paths_unique_and_present": True}
     recordings = result.asset_materializations_for_node("icbhi_tables")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in recordings}
     assert plot_in(by_key["icbhi_recordings"], "labels_plot")
@@ -69,7 +69,7 @@ def test_balanced_training_sets_and_features_per_strategy(demo_run, strategy):
                          resources=resources)
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"test_split_untouched": True}
+    assert checks == {"test_split_untouched": True, "artefact_paths_unique_and_present": True}
     storage = resources["storage"]
     examples = storage.read_table("icbhi_training_set", partitions=[strategy])
     windows = storage.read_table("icbhi_windows")

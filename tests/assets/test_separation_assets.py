@@ -33,7 +33,8 @@ def test_every_separation_stage_materialises_and_its_checks_pass(separated):
     result, _ = separated
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"participant_disjoint": True, "no_classification_coughs": True}
+    assert checks == {"participant_disjoint": True, "no_classification_coughs": True,
+                      "artefact_paths_unique_and_present": True}
 
 
 def test_subsets_are_participant_disjoint_and_mixtures_use_only_separation_coughs(separated):
@@ -65,3 +66,16 @@ def test_separated_clips_link_back_to_classification_recordings(separated):
     assert len(clips) > 0 and (subsets.loc[clips["recording_id"], "subset"] == "classification").all()
     assert all((storage.root_path / p).is_file() for p in clips["separated_path"])
     assert set(clips["covid_label"]) <= {"positive", "negative", "unknown"}
+
+
+def test_a_mistyped_profile_fails_before_touching_the_mixtures(separated, monkeypatch):
+    result, storage = separated
+    before = storage.read_table("separation_mixtures")
+    monkeypatch.setenv("COUGH_PIPELINE_PROFILE", "papr")
+    failed = materialize([*SEPARATION, *UPSTREAM], selection=[separation_mixtures], raise_on_error=False,
+                         resources=build_resources(str(storage.root_path), str(storage.catalog_path)))
+    assert not failed.success
+    after = storage.read_table("separation_mixtures")
+    assert after.equals(before)
+    for column in ("mixture_path", "cough_path", "noise_path", "jams_path"):
+        assert all((storage.root_path / p).is_file() for p in after[column])

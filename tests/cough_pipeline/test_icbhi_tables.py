@@ -273,6 +273,17 @@ def test_unreadable_wav_keeps_the_recording_without_audio(tmp_path, content, rea
     assert tables.counts["recordings_quarantined"] == 0 and tables.accounted
 
 
+def test_a_truncated_wav_is_quarantined_with_both_frame_counts(tmp_path):
+    root = write_layout(tmp_path, {stem(101): annotation("NCC"), stem(102): annotation("N")},
+                        wavs={stem(101): 3.0, stem(102): 3.0})
+    path = root / "ICBHI_final_database" / f"{stem(101)}.wav"
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    tables = build_icbhi_tables(root)
+    assert not tables.recordings.set_index("stem").loc[stem(101), "audio_present"]
+    assert reasons(tables) == ["audio_truncated"]
+    assert "12000 frames" in tables.quarantine.iloc[0]["detail"] and tables.accounted
+
+
 def test_strict_reader_names_the_bad_line(tmp_path):
     path = tmp_path / "101_1b1_Al_sc_Litt3200.txt"
     path.write_text("0\t1\t0\t0\n\n1\t0.5\t0\t0\n")

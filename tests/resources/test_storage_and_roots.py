@@ -55,7 +55,33 @@ def test_a_configured_root_that_does_not_exist_is_an_error(storage, monkeypatch)
         DataRoots(storage=storage).root_for("ukcovid")
 
 
-def test_fresh_artefact_dirs_drop_stale_files(storage):
-    folder = storage.artefact_dir("segments", "ccs")
-    (folder / "stale.wav").write_bytes(b"x")
-    assert list(storage.fresh_artefact_dir("segments", "ccs").iterdir()) == []
+def test_a_generation_becomes_current_only_when_published(storage):
+    first = storage.new_generation("models", "m", run_id="run-one")
+    (first / "weights.json").write_text("1")
+    with pytest.raises(FileNotFoundError, match="materialise m first"):
+        storage.current_generation("models", "m")
+    storage.publish_generation(first)
+    assert storage.current_generation("models", "m") == first
+    second = storage.new_generation("models", "m", run_id="run-two")
+    assert storage.current_generation("models", "m") == first  # still the published one
+    storage.publish_generation(second)
+    assert storage.current_generation("models", "m") == second and not first.exists()
+
+
+def test_a_failed_block_deletes_its_generation_and_keeps_the_current_one(storage):
+    kept = storage.new_generation("segments", "ccs")
+    (kept / "a.wav").write_bytes(b"x")
+    with pytest.raises(RuntimeError):
+        with storage.generation("segments", "ccs") as folder:
+            (folder / "b.wav").write_bytes(b"y")
+            raise RuntimeError("the stage failed")
+    assert not folder.exists() and (kept / "a.wav").is_file()
+    assert storage.retire_generations("segments", "ccs", keep=kept) == []
+
+
+def test_retiring_keeps_caches_and_foreign_files(storage):
+    cache = storage.artefact_dir("mixtures", "source_cache")
+    old, new = storage.new_generation("mixtures"), storage.new_generation("mixtures")
+    (storage.root_path / "mixtures" / "notes.txt").write_text("mine")
+    assert storage.retire_generations("mixtures", keep=new) == [old.name]
+    assert cache.is_dir() and new.is_dir() and (storage.root_path / "mixtures" / "notes.txt").is_file()
