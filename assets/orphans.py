@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.events import JobFailureData, RunFailureReason
 
 from resources.environment import check_settings, prepare_dagster_home
+from resources.processes import process_alive, process_identity
 
 HOST_TAG = "cough_pipeline/host"
 PID_TAG = "cough_pipeline/pid"
@@ -29,21 +29,6 @@ PROCESS_TAG = "cough_pipeline/process"
 #: Statuses of a run whose process may have died without recording an end.
 UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
               DagsterRunStatus.CANCELING]
-PROC = Path("/proc")
-
-
-def process_identity(pid: int) -> str | None:
-    """``<boot id>:<start time>`` of a live process from ``/proc``; ``None`` when it does not exist (or is a
-    zombie); ``""`` where ``/proc`` is not available."""
-    if not (PROC / "self" / "stat").is_file():
-        return ""
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-        boot_id = (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime field 22
-    return None if fields[0] in ("Z", "X") else f"{boot_id}:{fields[19]}"
 
 
 def process_tags() -> dict[str, str]:
@@ -51,21 +36,6 @@ def process_tags() -> dict[str, str]:
     tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     identity = process_identity(os.getpid())
     return {**tags, PROCESS_TAG: identity} if identity else tags
-
-
-def process_alive(pid: int, identity: str) -> bool:
-    """Whether the process that had ``pid`` (and ``identity``, when recorded) still runs on this host."""
-    if identity:
-        current = process_identity(pid)
-        if current != "":
-            return current == identity
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def mark_orphaned_runs(instance: DagsterInstance, marked_by: str = "python -m assets.orphans") -> list[str]:
