@@ -6,8 +6,9 @@ boot id and process start time, so a recycled pid is not mistaken for the origin
 command fails the runs tagged with this host whose process no longer exists, with a message naming it.
 ``python -m assets.orphans`` does only that (``make ui`` runs it before starting the UI).
 
-Runs launched from the UI or by the daemon are watched by Dagster itself: the code server fails a run whose worker
-process died, and run monitoring (``dagster_home/dagster.yaml``) fails runs stuck starting or cancelling.
+Runs launched from the UI or by the daemon are watched by Dagster itself: run monitoring
+(``dagster_home/dagster.yaml``, with ``resources.run_launcher``) fails a run whose worker process is gone and runs
+stuck starting or cancelling.
 """
 
 from __future__ import annotations

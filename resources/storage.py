@@ -30,6 +30,7 @@ import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 
 from resources.catalog import Catalog
+from resources.processes import process_alive
 
 UNPARTITIONED = "__all__"
 STAGING = ".staging"
@@ -44,15 +45,7 @@ def default_dagster_home() -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    return pid == os.getpid() or process_alive(pid, "")
 
 
 def _owner_pid(name: str) -> int | None:
