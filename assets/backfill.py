@@ -42,8 +42,11 @@ def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, re
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--partition", required=True, help="dataset partition, e.g. coughvid")
-    parser.add_argument("--with-summaries", action="store_true",
-                        help="also re-materialise the unpartitioned assets downstream (retrains the separators)")
+    parser.add_argument(
+        "--with-summaries",
+        action="store_true",
+        help="also re-materialise the unpartitioned assets downstream (retrains the separators)",
+    )
     arguments = parser.parse_args(argv)
     check_settings()
     check_partition(arguments.partition)

@@ -6,6 +6,8 @@ import typing
 import pydantic
 from dagster import Config
 
+from cough_pipeline.bounds import bounds_of
+
 
 class LibraryConfig(Config):
     """A Dagster config whose fields are those of a library dataclass; ``library_config()`` builds that dataclass."""
@@ -21,18 +23,28 @@ class LibraryConfig(Config):
 
 
 def _config_type(hint):
-    """Dagster config has no tuples: ``tuple[float, ...]`` and ``tuple[float, float]`` become ``list[float]``."""
-    if typing.get_origin(hint) is tuple:
+    """The run-config type of a dataclass field's hint, and whether it was a tuple.
+
+    Dagster config has no tuples: ``tuple[X, ...]`` and ``tuple[X, X]`` become ``list[X]``. :class:`Bounds` in an
+    ``Annotated`` hint become the pydantic constraints of the config field.
+    """
+    bounds = bounds_of(hint)
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    is_tuple = typing.get_origin(hint) is tuple
+    if is_tuple:
         items = {arg for arg in typing.get_args(hint) if arg is not Ellipsis}
         if len(items) != 1:
             raise TypeError(f"cannot mirror {hint}: a tuple field needs one item type")
-        return list[items.pop()], True
-    return hint, False
+        hint = list[items.pop()]
+    if bounds is not None:
+        hint = typing.Annotated[hint, pydantic.Field(**bounds.as_dict())]
+    return hint, is_tuple
 
 
 def mirror(dataclass_type: type, description: str) -> type[LibraryConfig]:
     """A :class:`LibraryConfig` subclass with ``dataclass_type``'s fields, types and defaults (tuples as lists)."""
-    hints = typing.get_type_hints(dataclass_type)
+    hints = typing.get_type_hints(dataclass_type, include_extras=True)
     fields, tuples = {}, set()
     for field in dataclasses.fields(dataclass_type):
         hint, is_tuple = _config_type(hints[field.name])

@@ -1,12 +1,22 @@
 """The XGBoost cough filter: a model (pretrained or trained here), and per-dataset cough probabilities."""
 
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetIn, Config,
-                     MaterializeResult, MetadataValue, Output, asset)
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.cough_filter import CoughClassifier, TrainingSettings, esc50_clips, train_cough_classifier
-from cough_pipeline.cough_filter.batch import prepared_clips, classify_recordings
+from cough_pipeline.cough_filter.batch import classify_recordings, prepared_clips
 from cough_pipeline.demo_corpus.clips import CLIP_DATASETS, labelled_clips
 from cough_pipeline.plots import histogram_png
 from resources.cough_model import CoughModelSource
@@ -31,9 +41,13 @@ class CoughFilterModelConfig(Config):
 
 
 @asset(group_name="cough_filter", compute_kind="xgboost")
-def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelConfig,
-                       cough_model_source: CoughModelSource, data_roots: DataRoots,
-                       storage: Storage) -> MaterializeResult:
+def cough_filter_model(
+    context: AssetExecutionContext,
+    config: CoughFilterModelConfig,
+    cough_model_source: CoughModelSource,
+    data_roots: DataRoots,
+    storage: Storage,
+) -> MaterializeResult:
     """The cough/non-cough XGBoost model (native JSON booster + scaler + model card) the cough list uses, saved as
     a new generation of ``models/cough_filter/`` that becomes current only once it is complete."""
     pretrained = cough_model_source.pretrained_folder()
@@ -48,19 +62,31 @@ def cough_filter_model(context: AssetExecutionContext, config: CoughFilterModelC
         else:
             clips = esc50_clips(config.training_clips)
         clips = prepared_clips(clips, config.input_sample_rate or None)
-        settings = TrainingSettings(n_estimators=config.n_estimators, max_depth=config.max_depth,
-                                    n_splits=config.n_splits, threshold=config.threshold)
+        settings = TrainingSettings(
+            n_estimators=config.n_estimators,
+            max_depth=config.max_depth,
+            n_splits=config.n_splits,
+            threshold=config.threshold,
+        )
         classifier, report = train_cough_classifier(clips, seed=config.seed, settings=settings)
         cv = report["cross_validation"]
-        metadata.update({
-            "source": f"trained on {config.training_clips} clips",
-            "clips": report["n_clips"], "coughs": report["n_positive"], "groups": report["n_groups"],
-            "rejected_clips": MetadataValue.json(report["rejected"]),
-            "cv_mean_roc_auc": round(cv["mean_roc_auc"], 4) if cv["mean_roc_auc"] is not None else None,
-            "cv_pooled_roc_auc": round(cv["pooled_roc_auc"], 4),
-            "cv_folds": MetadataValue.json([{k: f[k] for k in ("fold", "n_train", "n_test", "n_test_positive",
-                                                                 "roc_auc")} for f in cv["folds"]]),
-        })
+        metadata.update(
+            {
+                "source": f"trained on {config.training_clips} clips",
+                "clips": report["n_clips"],
+                "coughs": report["n_positive"],
+                "groups": report["n_groups"],
+                "rejected_clips": MetadataValue.json(report["rejected"]),
+                "cv_mean_roc_auc": round(cv["mean_roc_auc"], 4) if cv["mean_roc_auc"] is not None else None,
+                "cv_pooled_roc_auc": round(cv["pooled_roc_auc"], 4),
+                "cv_folds": MetadataValue.json(
+                    [
+                        {k: f[k] for k in ("fold", "n_train", "n_test", "n_test_positive", "roc_auc")}
+                        for f in cv["folds"]
+                    ]
+                ),
+            }
+        )
     classifier.threshold = config.threshold
     classifier.input_sample_rate = config.input_sample_rate or None
     with storage.generation(*MODEL_FOLDER, run_id=context.run.run_id) as folder:
@@ -81,32 +107,60 @@ class CoughListConfig(Config):
     io_manager_key="table_io_manager",
     group_name="cough_filter",
     compute_kind="xgboost",
-    check_specs=[AssetCheckSpec("every_manifest_row_scored", asset="cough_list", blocking=True,
-                                description="One row per manifest row: rejected recordings stay, with a reason.")],
+    check_specs=[
+        AssetCheckSpec(
+            "every_manifest_row_scored",
+            asset="cough_list",
+            blocking=True,
+            description="One row per manifest row: rejected recordings stay, with a reason.",
+        )
+    ],
 )
-def cough_list(context: AssetExecutionContext, config: CoughListConfig, manifest, data_roots: DataRoots,
-               storage: Storage):
+def cough_list(
+    context: AssetExecutionContext, config: CoughListConfig, manifest, data_roots: DataRoots, storage: Storage
+):
     """Per recording: the cough probability and the decision at the model's threshold (COUGHVID: 0.80)."""
     dataset = context.partition_key
     model_folder = storage.current_generation(*MODEL_FOLDER, what="cough_filter_model")
     classifier = CoughClassifier.from_folder(model_folder)
-    table = classify_recordings(manifest, data_roots.root_for(dataset), classifier, classifier.threshold,
-                                workers=config.workers,
-                                on_progress=lambda done, total: context.log.info(f"scored {done}/{total}"))
+    table = classify_recordings(
+        manifest,
+        data_roots.root_for(dataset),
+        classifier,
+        classifier.threshold,
+        workers=config.workers,
+        on_progress=lambda done, total: context.log.info(f"scored {done}/{total}"),
+    )
     kept = int(table["is_cough"].sum())
-    yield Output(table, metadata={
-        "dagster/row_count": len(table),
-        "dagster/column_schema": column_schema(table),
-        "threshold": classifier.threshold,
-        "coughs_kept": kept,
-        "rejected": len(table) - kept,
-        "reasons": MetadataValue.json(counts(table["reason"])),
-        "probability_histogram": image(histogram_png(table["cough_probability"].dropna(), classifier.threshold,
-                                                     f"{dataset}: cough probability", "probability"), "histogram"),
-        "preview": preview(table),
-    })
+    yield Output(
+        table,
+        metadata={
+            "dagster/row_count": len(table),
+            "dagster/column_schema": column_schema(table),
+            "threshold": classifier.threshold,
+            "coughs_kept": kept,
+            "rejected": len(table) - kept,
+            "reasons": MetadataValue.json(counts(table["reason"])),
+            "probability_histogram": image(
+                histogram_png(
+                    table["cough_probability"].dropna(),
+                    classifier.threshold,
+                    f"{dataset}: cough probability",
+                    "probability",
+                ),
+                "histogram",
+            ),
+            "preview": preview(table),
+        },
+    )
     missing = sorted(set(manifest["recording_id"]) - set(table["recording_id"]))
-    yield AssetCheckResult(check_name="every_manifest_row_scored", passed=not missing and len(table) == len(manifest),
-                           severity=AssetCheckSeverity.ERROR,
-                           metadata={"manifest_rows": len(manifest), "scored_rows": len(table),
-                                     "missing": MetadataValue.json(missing[:20])})
+    yield AssetCheckResult(
+        check_name="every_manifest_row_scored",
+        passed=not missing and len(table) == len(manifest),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "manifest_rows": len(manifest),
+            "scored_rows": len(table),
+            "missing": MetadataValue.json(missing[:20]),
+        },
+    )

@@ -18,8 +18,9 @@ from resources.environment import check_settings, prepare_dagster_home
 from resources.storage import default_dagster_home
 
 
-def _assets_by_partitioning() -> tuple[dict[object, list[AssetsDefinition]], list[AssetsDefinition],
-                                       list[AssetsDefinition]]:
+def _assets_by_partitioning() -> tuple[
+    dict[object, list[AssetsDefinition]], list[AssetsDefinition], list[AssetsDefinition]
+]:
     """Partitioned assets grouped by partitions definition, then unpartitioned assets that must run before them
     (no partitioned ancestor, e.g. a model they use) and after them (they read partitioned tables)."""
     graph = defs.resolve_asset_graph()
@@ -51,14 +52,16 @@ def _closure(graph, keys) -> set:
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def run_assets(assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict,
-               **kwargs) -> bool:
+def run_assets(
+    assets: list[AssetsDefinition], label: str, instance: DagsterInstance, resources: dict, **kwargs
+) -> bool:
     """One in-process ``materialize`` run recorded in ``instance`` and tagged with this process (so a later command
     can tell when the process died mid-run); prints its outcome and time, returns success."""
     started = time.perf_counter()
     tags = {**process_tags(), **kwargs.pop("tags", {})}
-    result = materialize(assets, instance=instance, resources=resources, run_config=RUN_CONFIG,
-                         raise_on_error=False, tags=tags, **kwargs)
+    result = materialize(
+        assets, instance=instance, resources=resources, run_config=RUN_CONFIG, raise_on_error=False, tags=tags, **kwargs
+    )
     print(f"  {label:<24} {'ok' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f}s")
     return result.success
 
@@ -91,25 +94,29 @@ def summary(resources: dict) -> str:
         "SELECT dataset, count(*) FILTER (WHERE is_cough) AS coughs_kept, count(*) FILTER (WHERE NOT is_cough) "
         "AS rejected, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND method = 'hysteresis') "
         "AS hysteresis_segments, (SELECT count(*) FROM cough_segments s WHERE s.dataset = l.dataset AND "
-        "method = 'rms') AS rms_segments FROM cough_list l GROUP BY dataset ORDER BY dataset")
+        "method = 'rms') AS rms_segments FROM cough_list l GROUP BY dataset ORDER BY dataset"
+    )
     icbhi = storage.query(
         "SELECT level, variable || ' x ' || grouping AS test, n, df, round(statistic, 3) AS statistic, "
-        "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_eda")
+        "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_eda"
+    )
     home = default_dagster_home()
-    return "\n".join([
-        counts.to_string(index=False),
-        "",
-        coughs.to_string(index=False),
-        "",
-        "ICBHI association tests (icbhi_eda):",
-        icbhi.to_string(index=False),
-        "",
-        f"Tables (parquet): {storage.root_path / 'tables'}",
-        f"DuckDB catalog:   {storage.catalog_path}",
-        "  query it:       make sql Q=\"SELECT dataset, covid_label, count(*) FROM manifest GROUP BY ALL\"",
-        f"Demo corpus:      {storage.root_path / 'demo_corpus'}",
-        f"Dagster runs:     {home} — open the UI with `make ui`, then http://127.0.0.1:3000 (Assets tab)",
-    ])
+    return "\n".join(
+        [
+            counts.to_string(index=False),
+            "",
+            coughs.to_string(index=False),
+            "",
+            "ICBHI association tests (icbhi_eda):",
+            icbhi.to_string(index=False),
+            "",
+            f"Tables (parquet): {storage.root_path / 'tables'}",
+            f"DuckDB catalog:   {storage.catalog_path}",
+            '  query it:       make sql Q="SELECT dataset, covid_label, count(*) FROM manifest GROUP BY ALL"',
+            f"Demo corpus:      {storage.root_path / 'demo_corpus'}",
+            f"Dagster runs:     {home} — open the UI with `make ui`, then http://127.0.0.1:3000 (Assets tab)",
+        ]
+    )
 
 
 def main() -> int:

@@ -28,8 +28,12 @@ PID_TAG = "cough_pipeline/pid"
 #: ``<boot id>:<start time in clock ticks>``; absent where ``/proc`` is not available.
 PROCESS_TAG = "cough_pipeline/process"
 #: Statuses of a run whose process may have died without recording an end.
-UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
-              DagsterRunStatus.CANCELING]
+UNFINISHED = [
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def process_tags() -> dict[str, str]:
@@ -59,7 +63,8 @@ def mark_orphaned_runs(instance: DagsterInstance, marked_by: str = "python -m as
             instance.report_run_canceled(run, message)
         else:
             instance.report_run_failed(
-                run, message, JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION))
+                run, message, JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION)
+            )
         marked.append(f"run {run.run_id} ({_describe(run)}): {message}")
     return marked
 

@@ -13,11 +13,15 @@ from cough_pipeline.segmentation.virufy_evaluation import evaluate_virufy
 from resources.data_roots import DataRoots
 from resources.storage import Storage
 
-
-HysteresisSettings = mirror(HysteresisConfig, "The COUGHVID hysteresis comparator (thresholds are multiples of "
-                                              "the whole signal's RMS); defaults: the published configuration.")
-RmsSettings = mirror(RmsConfig, "The RMS-threshold method (librosa-style frames, min-max normalised RMS); "
-                                "defaults: the published configuration.")
+HysteresisSettings = mirror(
+    HysteresisConfig,
+    "The COUGHVID hysteresis comparator (thresholds are multiples of "
+    "the whole signal's RMS); defaults: the published configuration.",
+)
+RmsSettings = mirror(
+    RmsConfig,
+    "The RMS-threshold method (librosa-style frames, min-max normalised RMS); defaults: the published configuration.",
+)
 
 
 class CoughSegmentsConfig(Config):
@@ -38,8 +42,9 @@ class CoughSegmentsConfig(Config):
     compute_kind="numpy",
     check_specs=[artefact_paths_spec("cough_segments")],
 )
-def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, manifest, data_roots: DataRoots,
-                   storage: Storage):
+def cough_segments(
+    context: AssetExecutionContext, config: CoughSegmentsConfig, manifest, data_roots: DataRoots, storage: Storage
+):
     """One row per detected cough (recording, method, start, end, WAV path), each cough also written as a WAV.
 
     The WAVs go to a new generation folder ``segments/<dataset>/<generation>/<method>/``; the previous one is
@@ -56,8 +61,9 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
             skip_exclude_reasons=tuple(config.skip_exclude_reasons),
             workers=config.workers,
         )
-        result = segment_recordings(manifest, root, run,
-                                    on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}"))
+        result = segment_recordings(
+            manifest, root, run, on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}")
+        )
     per_recording = result.per_recording
     rate = per_recording.groupby("method")["coughs_per_minute"].describe()[["mean", "50%", "max"]].round(2)
     example = result.example
@@ -67,8 +73,7 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
         "recordings_segmented": int(per_recording["recording_id"].nunique()),
         "recordings_skipped": MetadataValue.json(result.skipped_counts),
         "recordings_failed": MetadataValue.json(result.failed_counts),
-        "segments_per_method": MetadataValue.json(
-            counts(result.segments["method"])),
+        "segments_per_method": MetadataValue.json(counts(result.segments["method"])),
         "coughs_per_minute": preview(rate.rename(columns={"50%": "median"}).reset_index()),
         "per_recording": preview(per_recording, rows=20),
         "preview": preview(result.segments),
@@ -76,8 +81,14 @@ def cough_segments(context: AssetExecutionContext, config: CoughSegmentsConfig, 
     }
     if example is not None:
         metadata["example_plot"] = image(
-            waveform_with_segments_png(example.samples, example.sample_rate, example.segments_by_method,
-                                       f"{example.recording_id}: detected coughs"), "segments")
+            waveform_with_segments_png(
+                example.samples,
+                example.sample_rate,
+                example.segments_by_method,
+                f"{example.recording_id}: detected coughs",
+            ),
+            "segments",
+        )
     yield Output(result.segments, metadata=metadata)
     storage.retire_generations("segments", dataset, keep=folder)
     yield artefact_paths_check(result.segments, storage, ["path"])
@@ -89,14 +100,16 @@ class SegmentationEvaluationConfig(Config):
 
 
 @asset(io_manager_key="table_io_manager", group_name="segmentation", compute_kind="numpy")
-def segmentation_evaluation(context: AssetExecutionContext, config: SegmentationEvaluationConfig,
-                            data_roots: DataRoots):
+def segmentation_evaluation(
+    context: AssetExecutionContext, config: SegmentationEvaluationConfig, data_roots: DataRoots
+):
     """Both methods on the Virufy clinical originals, against Virufy's manual single-cough segments: counts per
     file, the precision proxy, the published counts when known, and Fleiss' kappa over 50 ms frames."""
     root = data_roots.root_for("virufy")
     context.log.info(f"virufy: reading {data_roots.source('virufy')} ({root})")
-    evaluation = evaluate_virufy(root, {"hysteresis": config.hysteresis.library_config(),
-                                        "rms": config.rms.library_config()})
+    evaluation = evaluate_virufy(
+        root, {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
+    )
     metadata = {
         "dagster/row_count": len(evaluation.per_file),
         "source": data_roots.source("virufy"),
@@ -106,6 +119,7 @@ def segmentation_evaluation(context: AssetExecutionContext, config: Segmentation
     }
     if evaluation.example is not None:
         name, samples, rate, segments = evaluation.example
-        metadata["example_plot"] = image(waveform_with_segments_png(samples, rate, segments, f"{name}: manual vs "
-                                                                    "automatic segments"), "segments")
+        metadata["example_plot"] = image(
+            waveform_with_segments_png(samples, rate, segments, f"{name}: manual vs automatic segments"), "segments"
+        )
     return Output(evaluation.per_file, metadata=metadata)

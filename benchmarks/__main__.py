@@ -5,13 +5,28 @@ from __future__ import annotations
 import json
 import sys
 
-from benchmarks import (cough_filter_bench, icbhi_preprocessing_bench, icbhi_spectral_bench, manifest_bench,
-                        mixtures_bench, paper_memory_bench, pruning_bench, segmentation_bench, separation_bench)
+from benchmarks import (
+    cough_filter_bench,
+    icbhi_preprocessing_bench,
+    icbhi_spectral_bench,
+    manifest_bench,
+    mixtures_bench,
+    paper_memory_bench,
+    pruning_bench,
+    segmentation_bench,
+    separation_bench,
+)
 
-BENCHMARKS = {"manifest": manifest_bench.run, "segmentation": segmentation_bench.run,
-              "cough_filter": cough_filter_bench.run, "mixtures": mixtures_bench.run,
-              "separation": separation_bench.run, "pruning": pruning_bench.run,
-              "icbhi_spectral": icbhi_spectral_bench.run, "icbhi_preprocessing": icbhi_preprocessing_bench.run}
+BENCHMARKS = {
+    "manifest": manifest_bench.run,
+    "segmentation": segmentation_bench.run,
+    "cough_filter": cough_filter_bench.run,
+    "mixtures": mixtures_bench.run,
+    "separation": separation_bench.run,
+    "pruning": pruning_bench.run,
+    "icbhi_spectral": icbhi_spectral_bench.run,
+    "icbhi_preprocessing": icbhi_preprocessing_bench.run,
+}
 #: Long runs left out of a plain ``make bench`` (name them: ``make bench BENCH=paper_memory``).
 ON_REQUEST = {"paper_memory": paper_memory_bench.run}
 

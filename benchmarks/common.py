@@ -30,7 +30,11 @@ def write_result(name: str, figures: dict) -> Path:
     """Write ``benchmarks/results/<name>.json`` with the figures, the machine and the time of the run."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine(), "figures": figures}
+    payload = {
+        "benchmark": name,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "figures": figures,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

@@ -37,7 +37,10 @@ def synthetic_clip(rng: np.random.Generator, sample_rate: int, is_cough: bool) -
 
 
 def time_feature_extraction(sample_rate: int, n_clips: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Clips/s of :func:`extract_features` on ``n_clips`` alternating cough / non-cough clips; returns the features too."""
+    """Clips/s of :func:`extract_features` on ``n_clips`` alternating cough / non-cough clips.
+
+    Returns the timing row and the features too.
+    """
     rng = np.random.default_rng(seed)
     labels = np.arange(n_clips) % 2
     clips = [synthetic_clip(rng, sample_rate, bool(label)) for label in labels]
@@ -45,9 +48,14 @@ def time_feature_extraction(sample_rate: int, n_clips: int, seed: int) -> tuple[
     with stopwatch() as elapsed:
         matrix = np.stack([extract_features(clip, sample_rate) for clip in clips])
     seconds = elapsed()
-    figures = {"clips": n_clips, "clip_seconds": CLIP_SECONDS, "seconds": round(seconds, 3),
-               "clips_per_s": round(n_clips / seconds, 1), "ms_per_clip": round(1000 * seconds / n_clips, 2),
-               "audio_seconds_per_s": round(n_clips * CLIP_SECONDS / seconds, 1)}
+    figures = {
+        "clips": n_clips,
+        "clip_seconds": CLIP_SECONDS,
+        "seconds": round(seconds, 3),
+        "clips_per_s": round(n_clips / seconds, 1),
+        "ms_per_clip": round(1000 * seconds / n_clips, 2),
+        "audio_seconds_per_s": round(n_clips * CLIP_SECONDS / seconds, 1),
+    }
     return figures, matrix, labels
 
 
@@ -64,23 +72,35 @@ def time_inference(classifier: CoughClassifier, matrix: np.ndarray, clip: np.nda
     with stopwatch() as end_to_end:
         for _ in range(end_to_end_repeats):
             classifier.classify(clip, sample_rate)
-    return {"single_row_ms": round(1000 * single() / len(single_rows), 3),
-            "batch_rows": len(matrix), "batch_ms_per_row": round(1000 * batch() / len(matrix), 4),
-            "classify_clip_ms": round(1000 * end_to_end() / end_to_end_repeats, 2), "classify_clip_rate": sample_rate}
+    return {
+        "single_row_ms": round(1000 * single() / len(single_rows), 3),
+        "batch_rows": len(matrix),
+        "batch_ms_per_row": round(1000 * batch() / len(matrix), 4),
+        "classify_clip_ms": round(1000 * end_to_end() / end_to_end_repeats, 2),
+        "classify_clip_rate": sample_rate,
+    }
 
 
 def run(n_clips: int = 200, seed: int = 0) -> Path:
     """Time feature extraction at each rate, training on the 48 kHz features, and inference; write the JSON."""
     timed = {sample_rate: time_feature_extraction(sample_rate, n_clips, seed) for sample_rate in SAMPLE_RATES}
     _, matrix, labels = timed[48_000]
-    table = FeatureTable(matrix=matrix, labels=labels, groups=np.arange(len(labels)) // 4,
-                         clip_index=np.arange(len(labels)), rejected=[])
+    table = FeatureTable(
+        matrix=matrix, labels=labels, groups=np.arange(len(labels)) // 4, clip_index=np.arange(len(labels)), rejected=[]
+    )
     with stopwatch() as training:
         classifier, report = train_from_features(table, seed=seed)
     clip = synthetic_clip(np.random.default_rng(seed), 48_000, is_cough=True)
-    return write_result("cough_filter", {
-        "feature_extraction": {str(sample_rate): figures for sample_rate, (figures, _, _) in timed.items()},
-        "training": {"clips": len(labels), "folds": report["cross_validation"]["n_splits"],
-                     "seconds_with_cv": round(training(), 2), "n_estimators": report["settings"]["n_estimators"]},
-        "inference": time_inference(classifier, matrix, clip, 48_000),
-    })
+    return write_result(
+        "cough_filter",
+        {
+            "feature_extraction": {str(sample_rate): figures for sample_rate, (figures, _, _) in timed.items()},
+            "training": {
+                "clips": len(labels),
+                "folds": report["cross_validation"]["n_splits"],
+                "seconds_with_cv": round(training(), 2),
+                "n_estimators": report["settings"]["n_estimators"],
+            },
+            "inference": time_inference(classifier, matrix, clip, 48_000),
+        },
+    )

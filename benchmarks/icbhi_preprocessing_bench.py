@@ -59,10 +59,18 @@ def write_corpus(folder: Path) -> pd.DataFrame:
         samples, _ = synth.lung_sound_recording(np.random.default_rng(index), rate, RECORDING_S, 0.5, 0.5)
         name = f"{101 + index}_1b1_Al_sc_{'Meditron' if rate > 8_000 else 'Litt3200'}"
         sf.write(folder / f"{name}.wav", samples, rate, subtype="PCM_16")
-        rows.append({"recording_id": f"icbhi:{name}", "stem": name, "patient_id": str(101 + index),
-                     "lung_label": LABELS[index % 3 if index % 5 else 0], "diagnosis": "COPD",
-                     "official_split": "train" if index % 4 else "test", "audio_path": f"{name}.wav",
-                     "audio_present": True})
+        rows.append(
+            {
+                "recording_id": f"icbhi:{name}",
+                "stem": name,
+                "patient_id": str(101 + index),
+                "lung_label": LABELS[index % 3 if index % 5 else 0],
+                "diagnosis": "COPD",
+                "official_split": "train" if index % 4 else "test",
+                "audio_path": f"{name}.wav",
+                "audio_present": True,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -70,13 +78,17 @@ def measure_windows(recordings: pd.DataFrame, source: Path, out: Path) -> dict:
     figures = {}
     audio_s = RECORDINGS * RECORDING_S
     for workers in (1, 2):
+
         def task(workers=workers):
             return make_windows(recordings, source, WindowConfig(), out, workers=workers)
+
         seconds, (windows, problems) = best_of(REPEATS, task)
         assert problems.empty
         figures[f"workers_{workers}"] = {
-            "seconds": round(seconds, 4), "windows": len(windows),
-            "windows_per_s": round(len(windows) / seconds, 1), "audio_seconds_per_s": round(audio_s / seconds, 1),
+            "seconds": round(seconds, 4),
+            "windows": len(windows),
+            "windows_per_s": round(len(windows) / seconds, 1),
+            "audio_seconds_per_s": round(audio_s / seconds, 1),
             "recordings_per_s": round(RECORDINGS / seconds, 1),
         }
     figures["recordings"] = RECORDINGS
@@ -94,12 +106,16 @@ def measure_augmentation(windows: list[np.ndarray]) -> dict:
     configs["all_four_resample_pitch"] = AugmentConfig(**always, pitch_method="resample")
     configs["default_config"] = AugmentConfig()  # each transform with probability 0.5, librosa pitch shift
     for name, config in configs.items():
+
         def task(config=config):
             for index, window in enumerate(windows):
                 augment(window, 16_000, np.random.default_rng(index), config)
+
         seconds, _ = best_of(REPEATS, task)
-        figures[name] = {"windows_per_s": round(len(windows) / seconds, 1),
-                         "ms_per_window": round(1000 * seconds / len(windows), 2)}
+        figures[name] = {
+            "windows_per_s": round(len(windows) / seconds, 1),
+            "ms_per_window": round(1000 * seconds / len(windows), 2),
+        }
     figures["window_s"] = 6.0
     return figures
 
@@ -112,11 +128,15 @@ def measure_render(windows: pd.DataFrame, window_dir: Path, out: Path) -> dict:
     augmented = int(plan["augmented"].sum())
     figures = {"plan_rows": len(plan), "augmented_copies": augmented}
     for workers in (1, 2):
+
         def task(workers=workers):
             return render_plan(plan, windows, window_dir, out, AugmentConfig(), workers=workers)
+
         seconds, _ = best_of(REPEATS, task)
-        figures[f"workers_{workers}"] = {"seconds": round(seconds, 4),
-                                         "augmented_windows_per_s": round(augmented / seconds, 1)}
+        figures[f"workers_{workers}"] = {
+            "seconds": round(seconds, 4),
+            "augmented_windows_per_s": round(augmented / seconds, 1),
+        }
     return figures
 
 

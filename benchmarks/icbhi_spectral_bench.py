@@ -55,15 +55,29 @@ def best_of(repeats: int, task) -> float:
 
 
 def rate_figures(seconds: float, count: int) -> dict:
-    return {"recordings": count, "s": round(seconds, 4), "recordings_per_s": round(count / seconds, 1),
-            "ms_per_recording": round(1000 * seconds / count, 2)}
+    return {
+        "recordings": count,
+        "s": round(seconds, 4),
+        "recordings_per_s": round(count / seconds, 1),
+        "ms_per_recording": round(1000 * seconds / count, 2),
+    }
 
 
 def recordings_table(paths: list[Path], rows: int) -> pd.DataFrame:
     """A minimal ICBHI recordings table (the columns :func:`spectral_table` reads) cycling over ``paths``."""
-    return pd.DataFrame([{"recording_id": f"icbhi:bench_{index}", "lung_label": "both", "diagnosis": "COPD",
-                          "device": "bench", "audio_path": paths[index % len(paths)].name, "audio_present": True}
-                         for index in range(rows)])
+    return pd.DataFrame(
+        [
+            {
+                "recording_id": f"icbhi:bench_{index}",
+                "lung_label": "both",
+                "diagnosis": "COPD",
+                "device": "bench",
+                "audio_path": paths[index % len(paths)].name,
+                "audio_present": True,
+            }
+            for index in range(rows)
+        ]
+    )
 
 
 def measure_rate(sample_rate: int, folder: Path, config: SpectralConfig) -> dict:
@@ -80,23 +94,30 @@ def measure_rate(sample_rate: int, folder: Path, config: SpectralConfig) -> dict
     files_s = best_of(REPEATS, lambda: spectral_table(table, folder, config))
     start_s = best_of(REPEATS, lambda: spectral_table(tiny, folder, config, workers=2))
     pool_s = best_of(REPEATS, lambda: spectral_table(table, folder, config, workers=2))
-    return {"sample_rate": sample_rate, "recording_s": RECORDING_S,
-            "features_only": rate_figures(features_s, RECORDINGS),
-            "arrays_resample_and_features": rate_figures(arrays_s, RECORDINGS),
-            "files_workers_1": rate_figures(files_s, TABLE_ROWS),
-            "pool_start_s": round(start_s, 3),
-            "files_workers_2": rate_figures(pool_s, TABLE_ROWS),
-            "files_workers_2_after_start": rate_figures(max(pool_s - start_s, 1e-9), TABLE_ROWS),
-            "full_icbhi_s_workers_1": round(ICBHI_RECORDINGS * files_s / TABLE_ROWS, 1)}
+    return {
+        "sample_rate": sample_rate,
+        "recording_s": RECORDING_S,
+        "features_only": rate_figures(features_s, RECORDINGS),
+        "arrays_resample_and_features": rate_figures(arrays_s, RECORDINGS),
+        "files_workers_1": rate_figures(files_s, TABLE_ROWS),
+        "pool_start_s": round(start_s, 3),
+        "files_workers_2": rate_figures(pool_s, TABLE_ROWS),
+        "files_workers_2_after_start": rate_figures(max(pool_s - start_s, 1e-9), TABLE_ROWS),
+        "full_icbhi_s_workers_1": round(ICBHI_RECORDINGS * files_s / TABLE_ROWS, 1),
+    }
 
 
 def run() -> Path:
     config = SpectralConfig()
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as folder:
         figures = {f"{rate / 1000:g}kHz": measure_rate(rate, Path(folder), config) for rate in RATES}
-    figures["config"] = {"analysis_sample_rate": config.analysis_sample_rate, "n_fft": config.n_fft,
-                         "hop_length": config.hop_length, "window": config.window,
-                         "rolloff_percents": list(config.rolloff_percents)}
+    figures["config"] = {
+        "analysis_sample_rate": config.analysis_sample_rate,
+        "n_fft": config.n_fft,
+        "hop_length": config.hop_length,
+        "window": config.window,
+        "rolloff_percents": list(config.rolloff_percents),
+    }
     figures["threads"] = "1 in this process (threadpoolctl); workers=2 uses two spawned processes"
     return write_result("icbhi_spectral", figures)
 

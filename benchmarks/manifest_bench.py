@@ -25,14 +25,21 @@ def run(size: str = "medium") -> Path:
             files = len(build.manifest) + len(build.quarantine)
             audio_seconds = float(build.manifest["duration_s"].sum())
             per_dataset[dataset] = {
-                "files": files, "seconds": round(seconds, 3), "files_per_s": round(files / seconds, 1),
+                "files": files,
+                "seconds": round(seconds, 3),
+                "files_per_s": round(files / seconds, 1),
                 "audio_seconds_per_s": round(audio_seconds / seconds, 1),
                 "formats": sorted(set(build.manifest["audio_format"])),
             }
     total_files = sum(d["files"] for d in per_dataset.values())
     total_seconds = sum(d["seconds"] for d in per_dataset.values())
-    return write_result("manifest", {
-        "corpus_size": size, "demo_corpus_generation_s": round(generation(), 2),
-        "total_files": total_files, "total_files_per_s": round(total_files / total_seconds, 1),
-        "per_dataset": per_dataset,
-    })
+    return write_result(
+        "manifest",
+        {
+            "corpus_size": size,
+            "demo_corpus_generation_s": round(generation(), 2),
+            "total_files": total_files,
+            "total_files_per_s": round(total_files / total_seconds, 1),
+            "per_dataset": per_dataset,
+        },
+    )

@@ -54,9 +54,15 @@ def demo_sources(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(coughs, train noise) from a freshly generated demo corpus under ``root``."""
     generate_demo_corpus(root, datasets=("virufy", "ccs"))
     paths = sorted((root / "virufy" / "clinical" / "segmented").glob("*/*.mp3")) + sorted(
-        (root / "ccs" / "dist" / "wav").glob("*.wav"))
-    coughs = pd.DataFrame({"path": [str(p) for p in paths], "recording_id": [p.stem for p in paths],
-                           "participant_id": [p.stem for p in paths]})
+        (root / "ccs" / "dist" / "wav").glob("*.wav")
+    )
+    coughs = pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "recording_id": [p.stem for p in paths],
+            "participant_id": [p.stem for p in paths],
+        }
+    )
     bank = split_noise_bank(load_noise_bank(root / "noise"), seed=0)
     return coughs, bank[bank["split"] == "train"]
 
@@ -109,8 +115,11 @@ def cost_shares(profile: cProfile.Profile) -> dict[str, float]:
     total = max(cumulative for (_, _, name), (_, _, _, cumulative, _) in stats.items() if name == "generate_mixtures")
     shares = {}
     for figure, function, filename in COST_CENTRES:
-        seconds = sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
-                      if name == function and path.endswith(filename))
+        seconds = sum(
+            cumulative
+            for (path, _, name), (_, _, _, cumulative, _) in stats.items()
+            if name == function and path.endswith(filename)
+        )
         shares[figure] = round(seconds / total, 3)
     return shares
 
@@ -124,8 +133,9 @@ def run() -> Path:
         out_dir, cache = folder / "mixtures", folder / "cache"
 
         def generate(count: int, workers: int):
-            return generate_mixtures(coughs, noise, count=count, split="train", out_dir=out_dir, seed=0,
-                                     workers=workers, cache_dir=cache)
+            return generate_mixtures(
+                coughs, noise, count=count, split="train", out_dir=out_dir, seed=0, workers=workers, cache_dir=cache
+            )
 
         with stopwatch() as cold_start:
             generate(0, WORKERS)
@@ -144,8 +154,14 @@ def run() -> Path:
         profile.enable()
         generate(PROFILED_COUNT, 1)
         profile.disable()
-        bytes_per_mixture = sum(f.stat().st_size for f in (out_dir / "train").rglob("*") if f.is_file()
-                                and f.parent.name in ("mixture", "cough", "noise", "jams")) / PROFILED_COUNT
+        bytes_per_mixture = (
+            sum(
+                f.stat().st_size
+                for f in (out_dir / "train").rglob("*")
+                if f.is_file() and f.parent.name in ("mixture", "cough", "noise", "jams")
+            )
+            / PROFILED_COUNT
+        )
 
     steady_rate = COUNT / (parallel() - warm_start())
     cpu_per_mixture = workers_cpu / COUNT
@@ -153,11 +169,15 @@ def run() -> Path:
     paper_total = sum(PROFILES["paper"].count(split) for split in ("train", "validation", "test"))
     projected_s = 3 * warm_start() + paper_total / steady_rate
     figures = {
-        "mixtures": COUNT, "workers": WORKERS, "cough_files": len(coughs), "noise_files": len(noise),
+        "mixtures": COUNT,
+        "workers": WORKERS,
+        "cough_files": len(coughs),
+        "noise_files": len(noise),
         "rejected_coughs": len(result.rejected),
         "pitch_shifted_fraction": round(float(result.events["pitch_shift_applied"].mean()), 3),
         "time_stretched_fraction": round(float(result.events["time_stretch_applied"].mean()), 3),
-        "serial_s": round(serial(), 2), "serial_mixtures_per_s": round(COUNT / serial(), 2),
+        "serial_s": round(serial(), 2),
+        "serial_mixtures_per_s": round(COUNT / serial(), 2),
         "parallel_end_to_end_s": round(parallel(), 2),
         "parallel_end_to_end_mixtures_per_s": round(COUNT / parallel(), 2),
         "pool_start_and_cache_check_s": round(warm_start(), 2),
@@ -167,9 +187,11 @@ def run() -> Path:
         "serial_cpu_s_per_mixture": round(serial_cpu / COUNT, 4),
         "cpu_bound_mixtures_per_s_on_2_idle_cores": round(cpu_bound_rate, 2),
         "paper_profile_projected_min_on_2_idle_cores": round((3 * warm_start() + paper_total / cpu_bound_rate) / 60, 1),
-        "paper_profile_mixtures": paper_total, "paper_profile_projected_s": round(projected_s),
+        "paper_profile_mixtures": paper_total,
+        "paper_profile_projected_s": round(projected_s),
         "paper_profile_projected_min": round(projected_s / 60, 1),
-        "target_s": TARGET_S, "target_mixtures_per_s": round(paper_total / TARGET_S, 1),
+        "target_s": TARGET_S,
+        "target_mixtures_per_s": round(paper_total / TARGET_S, 1),
         "meets_target_as_measured": bool(projected_s <= TARGET_S),
         "meets_target_on_2_idle_cores": bool(3 * warm_start() + paper_total / cpu_bound_rate <= TARGET_S),
         "disk_mb_per_mixture": round(bytes_per_mixture / 2**20, 2),

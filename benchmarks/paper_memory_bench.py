@@ -88,9 +88,23 @@ def run() -> Path:
     if not (SHARED / "virufy").is_dir() or not (SHARED / "esc50").is_dir():
         raise SystemExit(f"paper_memory needs ../shared/data (virufy, esc50); not found at {SHARED}")
     scratch = Path(tempfile.mkdtemp(prefix="paper_memory_", dir=os.environ.get("COUGH_PIPELINE_SCRATCH")))
-    command = [sys.executable, "-m", "cough_pipeline.separation.experiment", "--virufy", str(SHARED / "virufy"),
-               "--esc50", str(SHARED / "esc50"), "--out", str(scratch), "--profile", "paper",
-               "--epochs", str(EPOCHS), "--test-limit", str(TEST_LIMIT)]
+    command = [
+        sys.executable,
+        "-m",
+        "cough_pipeline.separation.experiment",
+        "--virufy",
+        str(SHARED / "virufy"),
+        "--esc50",
+        str(SHARED / "esc50"),
+        "--out",
+        str(scratch),
+        "--profile",
+        "paper",
+        "--epochs",
+        str(EPOCHS),
+        "--test-limit",
+        str(TEST_LIMIT),
+    ]
     started = time.perf_counter()
     try:
         process = subprocess.Popen(command)
@@ -106,10 +120,14 @@ def run() -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
     mixtures = sum(report["mixtures_per_split"].values())
     figures = {
-        "profile": "paper", "epochs": EPOCHS, "test_mixtures_evaluated": report["test_mixtures_evaluated"],
+        "profile": "paper",
+        "epochs": EPOCHS,
+        "test_mixtures_evaluated": report["test_mixtures_evaluated"],
         "mixtures_per_split": report["mixtures_per_split"],
-        "peak_tree_rss_mb": round(sampler.peak_tree_mb), "peak_process_rss_mb": round(sampler.peak_process_mb),
-        "peak_processes": sampler.peak_processes, "limit_mb": LIMIT_MB,
+        "peak_tree_rss_mb": round(sampler.peak_tree_mb),
+        "peak_process_rss_mb": round(sampler.peak_process_mb),
+        "peak_processes": sampler.peak_processes,
+        "limit_mb": LIMIT_MB,
         "under_limit": sampler.peak_tree_mb < LIMIT_MB,
         "mixtures_on_disk_gb": round(disk_gb, 1),
         "mixture_generation_s": report["mixture_generation_s"],

@@ -51,8 +51,9 @@ MODEL_RUNS = {"single_clip": 20, "batch": 5}
 WARMUP_RUNS = 2
 
 
-def synthetic_pairs(batches: int, batch_size: int, samples: int, sample_rate: int,
-                    seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_pairs(
+    batches: int, batch_size: int, samples: int, sample_rate: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(mixture, cough)`` float32 ``(batch_size, samples)`` batches: a decaying noise burst per clip in noise."""
     generator = torch.Generator().manual_seed(seed)
     time_axis = torch.arange(samples) / sample_rate
@@ -97,7 +98,7 @@ def randomly_pruned(layer: nn.Linear, density: float, seed: int) -> nn.Linear:
     """A copy of ``layer`` keeping ``round(density * n)`` weights at random positions."""
     generator = torch.Generator().manual_seed(seed)
     pruned = copy.deepcopy(layer)
-    keep = torch.randperm(pruned.weight.numel(), generator=generator)[:round(density * pruned.weight.numel())]
+    keep = torch.randperm(pruned.weight.numel(), generator=generator)[: round(density * pruned.weight.numel())]
     mask = torch.zeros(pruned.weight.numel(), dtype=torch.bool)
     mask[keep] = True
     with torch.no_grad():
@@ -110,8 +111,9 @@ def time_layer(dense: nn.Linear, hidden: dict[str, torch.Tensor]) -> dict:
     sparse = SparseLinear.from_dense(dense)
     figures = {"nnz": sparse.nnz, "density": round(sparse.nnz / dense.weight.numel(), 4)}
     for case, features in hidden.items():
-        times = interleaved_ms({"dense": lambda x=features: dense(x), "sparse": lambda x=features: sparse(x)},
-                               LAYER_RUNS[case])
+        times = interleaved_ms(
+            {"dense": lambda x=features: dense(x), "sparse": lambda x=features: sparse(x)}, LAYER_RUNS[case]
+        )
         figures[case] = timing_figures(times, "dense", ("sparse",))
     return figures
 
@@ -123,12 +125,14 @@ def time_whole_model(models: dict[str, nn.Module], waves: dict[str, torch.Tensor
     """
     figures = {}
     for case, wave in waves.items():
-        times = interleaved_ms({name: (lambda m=model, x=wave: m(x)) for name, model in models.items()},
-                               MODEL_RUNS[case])
-        figures[case] = {"clips": wave.shape[0],
-                         **timing_figures(times, "reference", ("folded_dense", "folded_sparse")),
-                         "sparse_vs_folded_dense": timing_figures(times, "folded_dense", ("folded_sparse",))
-                         ["folded_sparse"]}
+        times = interleaved_ms(
+            {name: (lambda m=model, x=wave: m(x)) for name, model in models.items()}, MODEL_RUNS[case]
+        )
+        figures[case] = {
+            "clips": wave.shape[0],
+            **timing_figures(times, "reference", ("folded_dense", "folded_sparse")),
+            "sparse_vs_folded_dense": timing_figures(times, "folded_dense", ("folded_sparse",))["folded_sparse"],
+        }
     return figures
 
 
@@ -154,29 +158,51 @@ def run(seed: int = 0) -> Path:
         hidden, _ = pruned.masker.lstm(torch.randn(BATCH_SIZE, config.n_frames(samples), config.n_bins))
     hidden_inputs = {"single_clip": hidden[:1].contiguous(), "batch": hidden.contiguous()}
     snip_layer = time_layer(pruned.masker.output, hidden_inputs)
-    sweep = {str(density): time_layer(randomly_pruned(dense.masker.output, density, seed), hidden_inputs)
-             for density in SWEEP_DENSITIES}
+    sweep = {
+        str(density): time_layer(randomly_pruned(dense.masker.output, density, seed), hidden_inputs)
+        for density in SWEEP_DENSITIES
+    }
     whole_model = time_whole_model(models, waves)
 
-    table = complexity_table({"dense": dense, "dense folded": dense.for_inference(),
-                              "pruned 1% (dense kernels)": pruned, "pruned 1% folded + sparse": folded_sparse},
-                             clip_seconds=CLIP_SECONDS, sample_rate=config.sample_rate, batch_size=BATCH_SIZE,
-                             latency_runs=MODEL_RUNS["single_clip"], throughput_runs=MODEL_RUNS["batch"],
-                             seed=seed)
-    breakdown = {name: cost_breakdown(model, CLIP_SECONDS, config.sample_rate).round(4).to_dict(orient="index")
-                 for name, model in (("dense folded", models["folded_dense"]),
-                                     ("pruned folded + sparse", folded_sparse))}
-    return write_result("pruning", {
-        "clip_seconds": CLIP_SECONDS, "batch_size": BATCH_SIZE, "torch_threads": torch.get_num_threads(),
-        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "snip": {"config": pruning.to_dict(), "masks": mask_report(masks), "batches": SNIP_BATCHES,
-                 "clips_per_batch": SNIP_BATCH_SIZE, "seconds": round(snip_time(), 2)},
-        "max_abs_difference_sparse_vs_masked_reference": max_difference,
-        "layer": {"snip_mask": snip_layer, "random_mask_density_sweep": sweep},
-        "whole_model": whole_model,
-        "complexity": table.round(4).to_dict(orient="records"),
-        "flops_by_stage": breakdown,
-    })
+    table = complexity_table(
+        {
+            "dense": dense,
+            "dense folded": dense.for_inference(),
+            "pruned 1% (dense kernels)": pruned,
+            "pruned 1% folded + sparse": folded_sparse,
+        },
+        clip_seconds=CLIP_SECONDS,
+        sample_rate=config.sample_rate,
+        batch_size=BATCH_SIZE,
+        latency_runs=MODEL_RUNS["single_clip"],
+        throughput_runs=MODEL_RUNS["batch"],
+        seed=seed,
+    )
+    breakdown = {
+        name: cost_breakdown(model, CLIP_SECONDS, config.sample_rate).round(4).to_dict(orient="index")
+        for name, model in (("dense folded", models["folded_dense"]), ("pruned folded + sparse", folded_sparse))
+    }
+    return write_result(
+        "pruning",
+        {
+            "clip_seconds": CLIP_SECONDS,
+            "batch_size": BATCH_SIZE,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+            "snip": {
+                "config": pruning.to_dict(),
+                "masks": mask_report(masks),
+                "batches": SNIP_BATCHES,
+                "clips_per_batch": SNIP_BATCH_SIZE,
+                "seconds": round(snip_time(), 2),
+            },
+            "max_abs_difference_sparse_vs_masked_reference": max_difference,
+            "layer": {"snip_mask": snip_layer, "random_mask_density_sweep": sweep},
+            "whole_model": whole_model,
+            "complexity": table.round(4).to_dict(orient="records"),
+            "flops_by_stage": breakdown,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ REPEATS = 3
 def synthetic_recording(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
     """A demo-corpus recording (:func:`cough_pipeline.demo_corpus.synth.cough_recording`): one cough every
     ~2.5 s over room tone; ``(samples,)`` float32."""
-    samples, _ = synth.cough_recording(np.random.default_rng(seed), sample_rate, seconds, int(seconds / 2.5),
-                                       covid_positive=bool(seed % 2))
+    samples, _ = synth.cough_recording(
+        np.random.default_rng(seed), sample_rate, seconds, int(seconds / 2.5), covid_positive=bool(seed % 2)
+    )
     return samples.astype(np.float32)
 
 
@@ -56,13 +57,19 @@ def measure_method(method: str, folder: Path) -> dict:
     audio_s = RECORDINGS * RECORDING_S
     arrays_s, n_segments = best_of(REPEATS, lambda: sum(len(function(x, rate, config)) for x in recordings))
     files_s, _ = best_of(REPEATS, lambda: sum(len(segment_file(p, method, config).segments) for p in paths))
-    streamed_s, _ = best_of(REPEATS, lambda: sum(
-        len(segment_file(p, method, config, stream_above_s=0.0).segments) for p in paths))
+    streamed_s, _ = best_of(
+        REPEATS, lambda: sum(len(segment_file(p, method, config, stream_above_s=0.0).segments) for p in paths)
+    )
     return {
-        "sample_rate": rate, "audio_s": audio_s, "segments": n_segments,
-        "arrays_s": round(arrays_s, 4), "realtime_factor_arrays": round(audio_s / arrays_s),
-        "wav_files_s": round(files_s, 4), "realtime_factor_wav_decode_included": round(audio_s / files_s),
-        "streamed_wav_s": round(streamed_s, 4), "realtime_factor_streamed_wav": round(audio_s / streamed_s),
+        "sample_rate": rate,
+        "audio_s": audio_s,
+        "segments": n_segments,
+        "arrays_s": round(arrays_s, 4),
+        "realtime_factor_arrays": round(audio_s / arrays_s),
+        "wav_files_s": round(files_s, 4),
+        "realtime_factor_wav_decode_included": round(audio_s / files_s),
+        "streamed_wav_s": round(streamed_s, 4),
+        "realtime_factor_streamed_wav": round(audio_s / streamed_s),
     }
 
 

@@ -16,7 +16,8 @@ Each inference figure is one step of the optimisation ladder, so the JSON says w
 
 Latency is for one clip: plain, folded with torch's ops and folded with the kernels, at 2 and 1 intra-op threads.
 Training is one epoch of :func:`train_on_datasets` on
-synthetic in-memory mixtures (batch 32), with the default allocator and with retained memory. Streaming is :class:`StreamingSeparator` over one clip in chunks of 128,
+synthetic in-memory mixtures (batch 32), with the default allocator and with retained memory.
+Streaming is :class:`StreamingSeparator` over one clip in chunks of 128,
 441, 1024 and 4410 samples; RTF = processing seconds / audio seconds.
 
 The machine may be shared: every timing is repeated and both the best and the median are kept, and the load average
@@ -116,16 +117,21 @@ def time_training(seed: int) -> dict:
     train = TensorDataset(mixtures[:TRAIN_MIXTURES], coughs[:TRAIN_MIXTURES])
     val = TensorDataset(mixtures[TRAIN_MIXTURES:], coughs[TRAIN_MIXTURES:])
     figures: dict = {"mixtures": TRAIN_MIXTURES, "batch_size": 32, "epochs": 2}
-    runs = (("default_allocator_2_threads", _default_allocator, THREADS),
-            ("retain_freed_memory_2_threads", retain_freed_memory, THREADS),
-            ("retain_freed_memory_1_thread", retain_freed_memory, 1))
+    runs = (
+        ("default_allocator_2_threads", _default_allocator, THREADS),
+        ("retain_freed_memory_2_threads", retain_freed_memory, THREADS),
+        ("retain_freed_memory_1_thread", retain_freed_memory, 1),
+    )
     for label, allocator, threads in runs:
         allocator()
-        result = train_on_datasets(train, val, SeparatorConfig(), epochs=2, batch_size=32, seed=seed, device="cpu",
-                                   num_threads=threads)
-        figures[label] = {"mixtures_per_s": round(max(r["mixtures_per_s"] for r in result.history), 1),
-                          "per_epoch_mixtures_per_s": [round(r["mixtures_per_s"], 1) for r in result.history],
-                          "val_loss": [round(r["val_loss"], 5) for r in result.history]}
+        result = train_on_datasets(
+            train, val, SeparatorConfig(), epochs=2, batch_size=32, seed=seed, device="cpu", num_threads=threads
+        )
+        figures[label] = {
+            "mixtures_per_s": round(max(r["mixtures_per_s"] for r in result.history), 1),
+            "per_epoch_mixtures_per_s": [round(r["mixtures_per_s"], 1) for r in result.history],
+            "val_loss": [round(r["val_loss"], 5) for r in result.history],
+        }
     best = max(figures[label]["mixtures_per_s"] for label, _, _ in runs)
     figures["mixtures_per_s"] = best
     figures["epoch_minutes_at_paper_size_12000"] = round(12_000 / best / 60, 1)
@@ -153,8 +159,10 @@ def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
         ladder["3_retain_freed_memory_batch8"] = throughput(lambda: model(batch), 8)
         ladder["4_folded_batch8"] = throughput(lambda: fused(batch), 8)
         ladder["5_cpu_kernels_batch8"] = throughput(lambda: fast(batch), 8)
-        ladder["6_workers"] = {f"batch_{size}": throughput(lambda size=size: fast.separate(clips, size), len(clips))
-                               for size in BATCH_SIZES}
+        ladder["6_workers"] = {
+            f"batch_{size}": throughput(lambda size=size: fast.separate(clips, size), len(clips))
+            for size in BATCH_SIZES
+        }
     figures["ladder"] = ladder
     best_size, best = max(ladder["6_workers"].items(), key=lambda item: item[1]["clips_per_s"])
     figures["best"] = {"batch": best_size, **best, "target_clips_per_s": 150}
@@ -180,27 +188,33 @@ def time_streaming(model: CoughSeparator | InferenceSeparator, clip: torch.Tenso
     samples = clip.numpy()
     with torch.inference_mode():
         offline = model(clip.unsqueeze(0))[0].numpy()
-    figures: dict = {"latency_samples": model.config.n_fft - 1,
-                     "latency_ms": round(1000 * (model.config.n_fft - 1) / model.config.sample_rate, 2)}
+    figures: dict = {
+        "latency_samples": model.config.n_fft - 1,
+        "latency_ms": round(1000 * (model.config.n_fft - 1) / model.config.sample_rate, 2),
+    }
 
     def run_stream(streamer: StreamingSeparator, chunk: int) -> np.ndarray:
         streamer.reset()
-        pieces = [streamer.process(samples[start:start + chunk]) for start in range(0, len(samples), chunk)]
+        pieces = [streamer.process(samples[start : start + chunk]) for start in range(0, len(samples), chunk)]
         pieces.append(streamer.flush())
         return np.concatenate(pieces)
 
-    for label, single_threaded, threads in (("default_single_threaded", True, THREADS),
-                                            ("caller_2_threads", False, THREADS),
-                                            ("caller_1_thread", False, 1)):
+    for label, single_threaded, threads in (
+        ("default_single_threaded", True, THREADS),
+        ("caller_2_threads", False, THREADS),
+        ("caller_1_thread", False, 1),
+    ):
         torch.set_num_threads(threads)
         streamer = StreamingSeparator(model, single_threaded=single_threaded)
         for chunk in STREAM_CHUNKS:
             delayed = run_stream(streamer, chunk)
             times = timed(lambda streamer=streamer, chunk=chunk: run_stream(streamer, chunk), 3)
             figures[f"{label}_chunk_{chunk}"] = {
-                "rtf": round(times["best_s"] / CLIP_SECONDS, 4), "rtf_median": round(times["median_s"] / CLIP_SECONDS, 4),
+                "rtf": round(times["best_s"] / CLIP_SECONDS, 4),
+                "rtf_median": round(times["median_s"] / CLIP_SECONDS, 4),
                 "us_per_chunk": round(1e6 * times["best_s"] / -(-len(samples) // chunk), 1),
-                "max_abs_diff_vs_offline": float(np.abs(delayed[streamer.latency_samples:] - offline).max())}
+                "max_abs_diff_vs_offline": float(np.abs(delayed[streamer.latency_samples :] - offline).max()),
+            }
     torch.set_num_threads(THREADS)
     return figures
 
@@ -214,14 +228,18 @@ def run() -> Path:
         torch.manual_seed(0)
         model = realistic_untrained()
         clips, _ = synthetic_clips(THROUGHPUT_CLIPS, seed=1)
-        figures = {"threads": THREADS, "clip_seconds": CLIP_SECONDS, "sample_rate": RATE,
-                   "parameters": model.parameter_count(),
-                   "inference": time_inference(model, clips),
-                   "training": time_training(seed=0),
-                   "streaming": time_streaming(model, clips[0]),
-                   "load_average_before": [round(value, 2) for value in load_before],
-                   "load_average_after": [round(value, 2) for value in os.getloadavg()],
-                   "bench_seconds": round(time.perf_counter() - started, 1)}
+        figures = {
+            "threads": THREADS,
+            "clip_seconds": CLIP_SECONDS,
+            "sample_rate": RATE,
+            "parameters": model.parameter_count(),
+            "inference": time_inference(model, clips),
+            "training": time_training(seed=0),
+            "streaming": time_streaming(model, clips[0]),
+            "load_average_before": [round(value, 2) for value in load_before],
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+            "bench_seconds": round(time.perf_counter() - started, 1),
+        }
     finally:
         torch.set_num_threads(previous_threads)
     return write_result("separation", figures)

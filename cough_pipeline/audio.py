@@ -151,7 +151,7 @@ def _flac_declared_frames(path: Path) -> int | None:
     if len(head) < 26 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
         return None
     # STREAMINFO bytes 10-17: sample rate (20 bits), channels (3), bits per sample (5), total samples (36).
-    total = int.from_bytes(head[8 + 10:8 + 18], "big") & ((1 << 36) - 1)
+    total = int.from_bytes(head[8 + 10 : 8 + 18], "big") & ((1 << 36) - 1)
     return total or None
 
 
@@ -176,9 +176,21 @@ def _decode_with_soundfile(path: Path) -> DecodedAudio:
 def _ffprobe_stream(path: Path) -> tuple[str, int, int]:
     require_ffmpeg()
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=sample_rate,channels:format=format_name", "-of", "json", str(path)],
-        capture_output=True, text=True, check=False,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=sample_rate,channels:format=format_name",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"ffprobe: {result.stderr.strip()[:300]}")
@@ -193,12 +205,32 @@ def _ffprobe_stream(path: Path) -> tuple[str, int, int]:
 def _decode_with_ffmpeg(path: Path) -> DecodedAudio:
     container, rate, channels = _ffprobe_stream(path)
     result = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-         "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "-"],
-        capture_output=True, check=False,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ac",
+            str(channels),
+            "-ar",
+            str(rate),
+            "-",
+        ],
+        capture_output=True,
+        check=False,
     )
     if result.returncode != 0:
-        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"ffmpeg: {result.stderr.decode(errors='replace').strip()[:300]}")
+        raise AudioDecodeError(
+            QuarantineReason.AUDIO_UNREADABLE, f"ffmpeg: {result.stderr.decode(errors='replace').strip()[:300]}"
+        )
     samples = np.frombuffer(result.stdout, dtype="<f4").reshape(-1, channels).copy()
     return DecodedAudio(samples, rate, _format_from_suffix(path, container))
 
@@ -235,7 +267,9 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             f"header declares {declared} frames ({declared / rate:.3f} s), file holds {held} ({held / rate:.3f} s)",
         )
     if decoded.samples.shape[0] == 0:
-        raise AudioDecodeError(QuarantineReason.AUDIO_NO_SAMPLES, f"{path.stat().st_size}-byte file decodes to 0 samples")
+        raise AudioDecodeError(
+            QuarantineReason.AUDIO_NO_SAMPLES, f"{path.stat().st_size}-byte file decodes to 0 samples"
+        )
     if not np.isfinite(decoded.samples).all():
         raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, "decoded samples contain NaN or infinity")
     return decoded
@@ -284,4 +318,4 @@ def trim_digital_silence(samples: np.ndarray, floor: float = DIGITAL_SILENCE) ->
     an all-silent input gives an empty array."""
     loud = np.abs(samples).reshape(len(samples), -1).max(axis=1) > floor
     indices = np.flatnonzero(loud)
-    return samples[indices[0]:indices[-1] + 1] if indices.size else samples[:0]
+    return samples[indices[0] : indices[-1] + 1] if indices.size else samples[:0]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -41,8 +41,14 @@ class ManifestBuild:
         return self.rows_in == len(self.manifest) + len(self.quarantine)
 
 
-def build_manifest(dataset: str, root: str | Path, *, options: dict | None = None, workers: int = 4,
-                   on_progress: ProgressCallback | None = None) -> ManifestBuild:
+def build_manifest(
+    dataset: str,
+    root: str | Path,
+    *,
+    options: dict | None = None,
+    workers: int = 4,
+    on_progress: ProgressCallback | None = None,
+) -> ManifestBuild:
     """Read ``dataset`` from its native layout under ``root`` and return its manifest and quarantine."""
     started = time.perf_counter()
     root = Path(root)
@@ -70,10 +76,14 @@ def _split_duplicate_ids(dataset: str, read: MetadataRead) -> tuple[list[dict], 
             first_seen[row["recording_id"]] = row
             candidates.append(row)
             continue
-        quarantine.append(_quarantine_row(
-            dataset, row, QuarantineReason.DUPLICATE_ID,
-            f"recording id already given by {seen.get('_source_file')} row {seen.get('_source_row')}",
-        ))
+        quarantine.append(
+            _quarantine_row(
+                dataset,
+                row,
+                QuarantineReason.DUPLICATE_ID,
+                f"recording id already given by {seen.get('_source_file')} row {seen.get('_source_row')}",
+            )
+        )
     return candidates, quarantine
 
 
@@ -81,16 +91,26 @@ def _unlisted_files(dataset: str, read: MetadataRead) -> list[dict]:
     """Audio files in the layout that no metadata row (kept or quarantined) refers to."""
     referenced = {r.get("audio_path") for r in read.rows} | {r.get("audio_path") for r in read.quarantine}
     return [
-        {"dataset": dataset, "recording_id": None, "native_id": Path(path).stem, "audio_path": path,
-         "reason": QuarantineReason.UNLISTED_FILE.value, "detail": "audio file present but not listed in the metadata",
-         "source_file": None, "source_row": None}
-        for path in read.audio_files if path not in referenced
+        {
+            "dataset": dataset,
+            "recording_id": None,
+            "native_id": Path(path).stem,
+            "audio_path": path,
+            "reason": QuarantineReason.UNLISTED_FILE.value,
+            "detail": "audio file present but not listed in the metadata",
+            "source_file": None,
+            "source_row": None,
+        }
+        for path in read.audio_files
+        if path not in referenced
     ]
 
 
-def _probe_all(root: Path, candidates: list[dict], quarantine: list[dict], workers: int,
-               on_progress: ProgressCallback | None) -> list[dict]:
+def _probe_all(
+    root: Path, candidates: list[dict], quarantine: list[dict], workers: int, on_progress: ProgressCallback | None
+) -> list[dict]:
     """Decode every candidate's audio in parallel; failures move to ``quarantine``."""
+
     def probe(row: dict):
         try:
             return probe_audio(root / row["audio_path"])
@@ -104,9 +124,16 @@ def _probe_all(root: Path, candidates: list[dict], quarantine: list[dict], worke
             if isinstance(result, AudioDecodeError):
                 quarantine.append(_quarantine_row(row["dataset"], row, result.reason, result.detail))
             else:
-                kept.append({**_public(row), "audio_format": result.audio_format, "sample_rate": result.sample_rate,
-                             "channels": result.channels, "duration_s": result.duration_s,
-                             "content_hash": result.content_hash})
+                kept.append(
+                    {
+                        **_public(row),
+                        "audio_format": result.audio_format,
+                        "sample_rate": result.sample_rate,
+                        "channels": result.channels,
+                        "duration_s": result.duration_s,
+                        "content_hash": result.content_hash,
+                    }
+                )
             if on_progress is not None and (done == total or done % 200 == 0):
                 on_progress(done, total)
     return kept
@@ -140,9 +167,14 @@ def _public(row: dict) -> dict:
 
 def _quarantine_row(dataset: str, row: dict, reason: QuarantineReason, detail: str) -> dict:
     return {
-        "dataset": dataset, "recording_id": row.get("recording_id"), "native_id": row.get("native_id"),
-        "audio_path": row.get("audio_path"), "reason": reason.value, "detail": detail,
-        "source_file": row.get("_source_file"), "source_row": row.get("_source_row"),
+        "dataset": dataset,
+        "recording_id": row.get("recording_id"),
+        "native_id": row.get("native_id"),
+        "audio_path": row.get("audio_path"),
+        "reason": reason.value,
+        "detail": detail,
+        "source_file": row.get("_source_file"),
+        "source_row": row.get("_source_row"),
     }
 
 
@@ -155,9 +187,12 @@ def duplicate_recording_ids(manifest: pd.DataFrame) -> list[str]:
 def undecoded_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     """Kept rows whose audio was not fully decoded: no positive rate/channels/duration or no content hash."""
     bad = (
-        manifest["sample_rate"].isna() | (manifest["sample_rate"] <= 0)
-        | manifest["channels"].isna() | (manifest["channels"] <= 0)
-        | manifest["duration_s"].isna() | (manifest["duration_s"] <= 0)
+        manifest["sample_rate"].isna()
+        | (manifest["sample_rate"] <= 0)
+        | manifest["channels"].isna()
+        | (manifest["channels"] <= 0)
+        | manifest["duration_s"].isna()
+        | (manifest["duration_s"] <= 0)
         | manifest["content_hash"].isna()
     )
     return manifest[bad.fillna(True)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display: figures are only ever written to bytes
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,8 +19,9 @@ def to_png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def stacked_bar_png(counts: Mapping[str, Mapping[str, int]], title: str, xlabel: str = "",
-                    ylabel: str = "rows") -> bytes:
+def stacked_bar_png(
+    counts: Mapping[str, Mapping[str, int]], title: str, xlabel: str = "", ylabel: str = "rows"
+) -> bytes:
     """Bars per outer key, stacked by inner key: e.g. ``{"positive": {"usable": 5, "excluded": 2}}``."""
     categories = list(counts)
     stacks = sorted({inner for values in counts.values() for inner in values})
@@ -51,8 +53,14 @@ def waveform_with_segments_png(samples, sample_rate: int, segments_by_method: Ma
     for row, (method, segments) in enumerate(segments_by_method.items()):
         low = -peak + 2 * peak * row / rows
         for number, segment in enumerate(segments):
-            axis.fill_between([segment.start_s, segment.end_s], low, low + 2 * peak / rows, alpha=0.3,
-                              color=colours[row % len(colours)], label=method if number == 0 else None)
+            axis.fill_between(
+                [segment.start_s, segment.end_s],
+                low,
+                low + 2 * peak / rows,
+                alpha=0.3,
+                color=colours[row % len(colours)],
+                label=method if number == 0 else None,
+            )
     axis.set_xlabel("time (s)")
     axis.set_title(title)
     if segments_by_method:
@@ -85,8 +93,9 @@ def loss_curves_png(history, title: str = "separator training") -> bytes:
     return to_png(figure)
 
 
-def spectrogram_grid_png(images: Mapping[str, "np.ndarray"], sample_rate: int, hop_length: int, fmax: float,
-                         title: str) -> bytes:
+def spectrogram_grid_png(
+    images: Mapping[str, np.ndarray], sample_rate: int, hop_length: int, fmax: float, title: str
+) -> bytes:
     """One panel per ``(n_bands, frames)`` array (e.g. log-mel in dB), side by side with a shared colour scale;
     the y axis is band index (mel bands are not linear in Hz), the x axis seconds."""
     import numpy as np
@@ -97,8 +106,15 @@ def spectrogram_grid_png(images: Mapping[str, "np.ndarray"], sample_rate: int, h
     high = max((float(v.max()) for v in values), default=1.0)
     for axis, (name, array) in zip(axes[0], zip(images, values)):
         seconds = array.shape[1] * hop_length / sample_rate
-        shown = axis.imshow(array, origin="lower", aspect="auto", extent=(0, seconds, 0, array.shape[0]),
-                            vmin=low, vmax=high, cmap="magma")
+        shown = axis.imshow(
+            array,
+            origin="lower",
+            aspect="auto",
+            extent=(0, seconds, 0, array.shape[0]),
+            vmin=low,
+            vmax=high,
+            cmap="magma",
+        )
         axis.set_title(name, fontsize="small")
         axis.set_xlabel("time (s)")
     axes[0][0].set_ylabel(f"mel band (to {fmax / 1000:g} kHz)")

@@ -33,8 +33,10 @@ def quoted_glob(table: str, tables_root: Path) -> str:
 
 def view_statement(table: str, tables_root: Path) -> str:
     """The ``CREATE VIEW`` statement of ``table`` over all its partition files."""
-    return (f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM '
-            f"read_parquet({quoted_glob(table, tables_root)}, union_by_name = true)")
+    return (
+        f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM '
+        f"read_parquet({quoted_glob(table, tables_root)}, union_by_name = true)"
+    )
 
 
 class CatalogLockedError(RuntimeError):
@@ -54,8 +56,7 @@ class Catalog:
 
     def refresh_command(self, storage_root: Path) -> str:
         """The exact command that creates the missing views once the catalog is free."""
-        return (f"{sys.executable} -m resources.catalog --storage '{storage_root}' "
-                f"--catalog '{self.path}'")
+        return f"{sys.executable} -m resources.catalog --storage '{storage_root}' --catalog '{self.path}'"
 
     def ensure_views(self, tables: list[str], storage_root: Path, wait_s: float = LOCK_WAIT_S) -> list[str]:
         """Create the views of ``tables`` that do not exist yet; returns warnings (empty when every view is in
@@ -67,16 +68,24 @@ class Catalog:
         try:
             self._create(missing, wait_s)
         except CatalogLockedError as error:
-            return [f"DuckDB catalog view(s) {', '.join(sorted(missing))} not created: {error}. The tables are "
-                    f"written; run `{self.refresh_command(storage_root)}` once the other client has closed the "
-                    f"catalog to make them queryable there."]
+            return [
+                f"DuckDB catalog view(s) {', '.join(sorted(missing))} not created: {error}. The tables are "
+                f"written; run `{self.refresh_command(storage_root)}` once the other client has closed the "
+                f"catalog to make them queryable there."
+            ]
         return []
 
     def refresh_all(self, wait_s: float = 30.0) -> list[str]:
         """(Re)create the view of every table folder under the tables root; returns the table names."""
-        tables = sorted(p.name for p in self.tables_root.iterdir()
-                        if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.parquet"))) \
-            if self.tables_root.is_dir() else []
+        tables = (
+            sorted(
+                p.name
+                for p in self.tables_root.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.parquet"))
+            )
+            if self.tables_root.is_dir()
+            else []
+        )
         self._create({t: view_statement(t, self.tables_root) for t in tables}, wait_s, force=True)
         return tables
 
@@ -87,8 +96,9 @@ class Catalog:
         while True:
             try:
                 with duckdb.connect(str(self.path)) as connection:
-                    existing = dict(connection.execute(
-                        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
+                    existing = dict(
+                        connection.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+                    )
                     for table, statement in statements.items():
                         # DuckDB keeps its own rendering of the statement: compare the glob it reads
                         if force or quoted_glob(table, self.tables_root) not in existing.get(table, ""):
@@ -97,8 +107,9 @@ class Catalog:
                 return
             except duckdb.IOException as error:  # the catalog is open elsewhere (a parallel run, an analyst)
                 if time.monotonic() >= deadline:
-                    raise CatalogLockedError(f"{self.path} is locked by another process "
-                                             f"({str(error).splitlines()[0][:200]})") from None
+                    raise CatalogLockedError(
+                        f"{self.path} is locked by another process ({str(error).splitlines()[0][:200]})"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
@@ -128,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     from resources.storage import Storage  # the defaults ($COUGH_PIPELINE_STORAGE, $DAGSTER_HOME) live there
 
     parser = argparse.ArgumentParser(description="Create or repair the DuckDB view of every table.")
-    parser.add_argument("--storage", default="", help="storage root (default: $COUGH_PIPELINE_STORAGE or "
-                                                      "$DAGSTER_HOME/data)")
-    parser.add_argument("--catalog", default="", help="catalog file (default: $COUGH_PIPELINE_CATALOG or "
-                                                      "$DAGSTER_HOME/warehouse.duckdb)")
+    parser.add_argument(
+        "--storage", default="", help="storage root (default: $COUGH_PIPELINE_STORAGE or $DAGSTER_HOME/data)"
+    )
+    parser.add_argument(
+        "--catalog",
+        default="",
+        help="catalog file (default: $COUGH_PIPELINE_CATALOG or $DAGSTER_HOME/warehouse.duckdb)",
+    )
     arguments = parser.parse_args(argv)
     storage = Storage(root=arguments.storage, catalog=arguments.catalog)
     catalog = storage.catalog_handle()

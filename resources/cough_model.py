@@ -29,5 +29,6 @@ class CoughModelSource(ConfigurableResource):
         if not any(all((folder / name).is_file() for name in files) for files in (COUGHVID_FILES, SAVED_FILES)):
             raise FileNotFoundError(
                 f"cough model folder {folder} holds neither {' + '.join(COUGHVID_FILES)} nor "
-                f"{' + '.join(SAVED_FILES)} (set by config or $COUGH_PIPELINE_COUGH_MODEL_DIR)")
+                f"{' + '.join(SAVED_FILES)} (set by config or $COUGH_PIPELINE_COUGH_MODEL_DIR)"
+            )
         return folder

@@ -5,7 +5,6 @@ A root comes from (in order) this resource's config, the environment variable ``
 generated on first use under the storage root.
 """
 
-
 import os
 from pathlib import Path
 
@@ -56,11 +55,13 @@ class DataRoots(ConfigurableResource):
         if configured:
             root = Path(configured).expanduser()
             if not root.is_dir():
-                raise FileNotFoundError(f"{dataset}: configured root {root} is not a folder "
-                                        f"(set by config or ${env_var_for(dataset)})")
+                raise FileNotFoundError(
+                    f"{dataset}: configured root {root} is not a folder (set by config or ${env_var_for(dataset)})"
+                )
             return root
-        return generate_demo_corpus(self.demo_dir, size=self.demo_size, seed=self.demo_seed,
-                                    datasets=[dataset])[dataset]
+        return generate_demo_corpus(self.demo_dir, size=self.demo_size, seed=self.demo_seed, datasets=[dataset])[
+            dataset
+        ]
 
     def demo_corpus(self, datasets) -> Path:
         """The demo corpus root, with ``datasets`` generated (used for demo-only inputs such as training clips)."""
@@ -75,8 +76,10 @@ class DataRoots(ConfigurableResource):
         """Keyword options for ``cough_pipeline.datasets.get_loader(dataset, ...)``."""
         options = {
             "coughvid": {"cough_threshold": self.coughvid_cough_threshold},
-            "coswara": {"ambiguous_as_negative": self.coswara_ambiguous_as_negative,
-                        "include_non_cough": self.include_non_cough},
+            "coswara": {
+                "ambiguous_as_negative": self.coswara_ambiguous_as_negative,
+                "include_non_cough": self.include_non_cough,
+            },
             "ukcovid": {"include_non_cough": self.include_non_cough},
             "virufy": {"unit": self.virufy_unit},
         }

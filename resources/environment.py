@@ -36,8 +36,7 @@ ROOTS = {f"{PREFIX}{source.upper()}_ROOT": source for source in ROOT_SOURCES}
 EXEMPT = frozenset({"COUGH_PIPELINE_SHARED_DATA"})
 KNOWN = (PROFILE, STORAGE, CATALOG, COUGH_MODEL_DIR, SCRATCH, *ROOTS)
 #: The files a pretrained cough model folder holds: either set is enough (``resources.cough_model``).
-COUGH_MODEL_FILE_SETS = (("cough_classifier.json", "cough_classification_scaler.json"),
-                         ("booster.json", "scaler.json"))
+COUGH_MODEL_FILE_SETS = (("cough_classifier.json", "cough_classification_scaler.json"), ("booster.json", "scaler.json"))
 
 
 def profile_problem(setting: str, value: str) -> str | None:
@@ -79,8 +78,9 @@ def settings_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
         if catalog.is_dir():
             problems.append(f"{CATALOG}={catalog} is a folder; it names the DuckDB catalog file")
         else:
-            problems += _writable_folder(f"{CATALOG}={catalog}", catalog.parent,
-                                         what="is in a folder that is not writable")
+            problems += _writable_folder(
+                f"{CATALOG}={catalog}", catalog.parent, what="is in a folder that is not writable"
+            )
     if environ.get(SCRATCH):
         problems += _writable_folder(f"{SCRATCH}={environ[SCRATCH]}", Path(environ[SCRATCH]).expanduser())
     for name in ROOTS:
@@ -89,9 +89,11 @@ def settings_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
     if environ.get(COUGH_MODEL_DIR):
         folder = Path(environ[COUGH_MODEL_DIR]).expanduser()
         if not any(all((folder / name).is_file() for name in files) for files in COUGH_MODEL_FILE_SETS):
-            problems.append(f"{COUGH_MODEL_DIR}={folder} holds neither "
-                            + " nor ".join(" + ".join(files) for files in COUGH_MODEL_FILE_SETS)
-                            + " (unset it to train the cough filter)")
+            problems.append(
+                f"{COUGH_MODEL_DIR}={folder} holds neither "
+                + " nor ".join(" + ".join(files) for files in COUGH_MODEL_FILE_SETS)
+                + " (unset it to train the cough filter)"
+            )
     for name in sorted(environ):
         if name.startswith(PREFIX) and name not in KNOWN and name not in EXEMPT:
             close = difflib.get_close_matches(name, KNOWN, n=1)

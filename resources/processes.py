@@ -21,7 +21,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2:].split()  # state is the first of these fields, starttime the 20th
+    return stat[stat.rindex(")") + 2 :].split()  # state is the first of these fields, starttime the 20th
 
 
 def _has_proc() -> bool:

@@ -50,17 +50,21 @@ class LocalRunLauncher(DefaultRunLauncher):
         if not _on_this_host(json.loads(grpc_info)):
             return CheckRunHealthResult(WorkerStatus.RUNNING, "code server on another host; not checked")
         records = self._instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.RUN_START, limit=1, ascending=False).records
+            run.run_id, of_type=DagsterEventType.RUN_START, limit=1, ascending=False
+        ).records
         started = records[0].event_log_entry if records else None
         pid = started.dagster_event.pid if started is not None and started.dagster_event is not None else None
         if pid is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no run worker pid recorded; not checked")
         if process_running_since(pid, started.timestamp):
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker process {pid} is running",
-                                        run_worker_id=str(pid))
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, f"run worker process {pid} is running", run_worker_id=str(pid)
+            )
         return CheckRunHealthResult(
-            WorkerStatus.FAILED, f"run worker process {pid} on host {socket.gethostname()} is gone (killed or crashed)",
-            run_worker_id=str(pid))
+            WorkerStatus.FAILED,
+            f"run worker process {pid} on host {socket.gethostname()} is gone (killed or crashed)",
+            run_worker_id=str(pid),
+        )
 
 
 def _on_this_host(grpc_info: dict) -> bool:

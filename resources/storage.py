@@ -14,7 +14,6 @@ for a model, the ``CURRENT`` pointer file) is what makes a generation current; o
 deleted. A failed or killed stage therefore leaves the previous table and every file it lists intact.
 """
 
-
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, O
 
 from resources.catalog import Catalog
 from resources.processes import process_alive
+from resources.table_metadata import table_metadata
 
 UNPARTITIONED = "__all__"
 STAGING = ".staging"
@@ -69,8 +69,9 @@ class Storage(ConfigurableResource):
 
     @property
     def catalog_path(self) -> Path:
-        return Path(self.catalog or os.environ.get("COUGH_PIPELINE_CATALOG")
-                    or default_dagster_home() / "warehouse.duckdb")
+        return Path(
+            self.catalog or os.environ.get("COUGH_PIPELINE_CATALOG") or default_dagster_home() / "warehouse.duckdb"
+        )
 
     @property
     def tables_root(self) -> Path:
@@ -119,8 +120,12 @@ class Storage(ConfigurableResource):
         keep = Path(keep).resolve() if keep is not None else None
         retired = []
         for child in sorted(parent.iterdir()):
-            if child.is_dir() and not child.name.startswith(".") and child.resolve() != keep \
-                    and re.fullmatch(r"\d{8}T\d{6}-[A-Za-z0-9._-]+", child.name):
+            if (
+                child.is_dir()
+                and not child.name.startswith(".")
+                and child.resolve() != keep
+                and re.fullmatch(r"\d{8}T\d{6}-[A-Za-z0-9._-]+", child.name)
+            ):
                 shutil.rmtree(child, ignore_errors=True)
                 retired.append(child.name)
         return retired
@@ -185,14 +190,18 @@ class Storage(ConfigurableResource):
     def commit_batch(self, batch: str) -> tuple[list[Path], list[str]]:
         """Move every table staged in ``batch`` into place as one unit; returns the paths and catalog warnings."""
         folder = self._batch_dir(batch)
-        moves = [(staged, self.tables_root / staged.parent.name / staged.name)
-                 for staged in sorted(folder.glob("*/*.parquet"))]
+        moves = [
+            (staged, self.tables_root / staged.parent.name / staged.name)
+            for staged in sorted(folder.glob("*/*.parquet"))
+        ]
         if not moves:
             return [], []
         journal = self.tables_root / JOURNAL / f"{batch}.json"
         journal.parent.mkdir(parents=True, exist_ok=True)
-        record = [[staged.relative_to(self.tables_root).as_posix(), final.relative_to(self.tables_root).as_posix()]
-                  for staged, final in moves]
+        record = [
+            [staged.relative_to(self.tables_root).as_posix(), final.relative_to(self.tables_root).as_posix()]
+            for staged, final in moves
+        ]
         pending = journal.with_suffix(".tmp")
         pending.write_text(json.dumps(record), encoding="utf-8")
         pending.replace(journal)  # the commit point: from here on the batch is rolled forward, never back
@@ -241,8 +250,9 @@ class Storage(ConfigurableResource):
             paths = [self.table_path(table, p) for p in partitions]
         missing = [p for p in paths if not p.is_file()]
         if missing or not paths:
-            raise FileNotFoundError(f"table {table!r} has no materialised data at {missing or folder}; "
-                                    f"materialise it first")
+            raise FileNotFoundError(
+                f"table {table!r} has no materialised data at {missing or folder}; materialise it first"
+            )
         frames = [pd.read_parquet(p) for p in paths]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -277,7 +287,7 @@ class ParquetCatalogIOManager(ConfigurableIOManager):
             self.storage.discard_batch(batch)  # the step fails: none of its tables is committed
             raise
         path = self.storage.table_path(table, partition)
-        metadata = {"path": str(path), "catalog": str(self.storage.catalog_path)}
+        metadata = table_metadata(obj, path, table, self.storage.catalog_path)
         if self.storage.staged_count(batch) >= expected:
             _, warnings = self.storage.commit_batch(batch)
             for warning in warnings:

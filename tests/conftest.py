@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SHARED_DATA = Path(os.environ.get("COUGH_PIPELINE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("COUGH_PIPELINE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +22,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def write_tone(path: Path, seconds: float = 0.5, sample_rate: int = 16_000, frequency: float = 440.0,
-               subtype: str = "PCM_16") -> Path:
+def write_tone(
+    path: Path, seconds: float = 0.5, sample_rate: int = 16_000, frequency: float = 440.0, subtype: str = "PCM_16"
+) -> Path:
     """A short sine tone as a wav (distinct frequencies give distinct content hashes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * sample_rate)) / sample_rate

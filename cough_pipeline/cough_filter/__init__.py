@@ -26,7 +26,18 @@ from cough_pipeline.cough_filter.training import (
 )
 
 __all__ = [
-    "FEATURE_NAMES", "SignalIssue", "UnusableSignalError", "extract_features", "preprocess",
-    "CoughClassifier", "CoughDecision", "CoughModelError", "FeatureScaler", "clipping_fraction",
-    "LabelledClip", "TrainingSettings", "esc50_clips", "train_cough_classifier",
+    "FEATURE_NAMES",
+    "SignalIssue",
+    "UnusableSignalError",
+    "extract_features",
+    "preprocess",
+    "CoughClassifier",
+    "CoughDecision",
+    "CoughModelError",
+    "FeatureScaler",
+    "clipping_fraction",
+    "LabelledClip",
+    "TrainingSettings",
+    "esc50_clips",
+    "train_cough_classifier",
 ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -14,15 +14,31 @@ from cough_pipeline.audio import AudioDecodeError, resample
 from cough_pipeline.cough_filter.model import CoughClassifier
 from cough_pipeline.cough_filter.training import LabelledClip, clips_from_frame
 
-COUGH_LIST_COLUMNS = ["dataset", "recording_id", "participant_id", "covid_label", "upstream_exclude_reason",
-                      "cough_probability", "is_cough", "reason", "clipping_fraction", "threshold"]
+COUGH_LIST_COLUMNS = [
+    "dataset",
+    "recording_id",
+    "participant_id",
+    "covid_label",
+    "upstream_exclude_reason",
+    "cough_probability",
+    "is_cough",
+    "reason",
+    "clipping_fraction",
+    "threshold",
+]
 #: ``reason`` for a recording scored below the threshold (other reasons come from the classifier or decoder).
 BELOW_THRESHOLD = "below_threshold"
 NOT_A_COUGH_RECORDING = "not_a_cough_recording"
 
 
-def classify_recordings(manifest: pd.DataFrame, root: Path, classifier: CoughClassifier, threshold: float,
-                        workers: int = 2, on_progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+def classify_recordings(
+    manifest: pd.DataFrame,
+    root: Path,
+    classifier: CoughClassifier,
+    threshold: float,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
     """One row per manifest row: the cough probability and the decision at ``threshold``.
 
     A rejected recording keeps its row with ``is_cough=False`` and a reason: ``below_threshold``, a signal problem
@@ -32,10 +48,16 @@ def classify_recordings(manifest: pd.DataFrame, root: Path, classifier: CoughCla
     rows = manifest.to_dict("records")
 
     def score(row: dict) -> dict:
-        base = {"dataset": row["dataset"], "recording_id": row["recording_id"],
-                "participant_id": row["participant_id"], "covid_label": row["covid_label"],
-                "upstream_exclude_reason": row.get("exclude_reason"), "threshold": threshold,
-                "cough_probability": None, "clipping_fraction": None}
+        base = {
+            "dataset": row["dataset"],
+            "recording_id": row["recording_id"],
+            "participant_id": row["participant_id"],
+            "covid_label": row["covid_label"],
+            "upstream_exclude_reason": row.get("exclude_reason"),
+            "threshold": threshold,
+            "cough_probability": None,
+            "clipping_fraction": None,
+        }
         if row.get("sound_type") != "cough":
             return {**base, "is_cough": False, "reason": NOT_A_COUGH_RECORDING}
         try:
@@ -44,8 +66,13 @@ def classify_recordings(manifest: pd.DataFrame, root: Path, classifier: CoughCla
             return {**base, "is_cough": False, "reason": error.reason.value}
         is_cough = decision.reason is None and decision.probability >= threshold
         reason = decision.reason or (None if is_cough else BELOW_THRESHOLD)
-        return {**base, "cough_probability": round(float(decision.probability), 6), "is_cough": is_cough,
-                "reason": reason, "clipping_fraction": round(float(decision.clipping_fraction), 6)}
+        return {
+            **base,
+            "cough_probability": round(float(decision.probability), 6),
+            "is_cough": is_cough,
+            "reason": reason,
+            "clipping_fraction": round(float(decision.clipping_fraction), 6),
+        }
 
     scored = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -57,15 +84,23 @@ def classify_recordings(manifest: pd.DataFrame, root: Path, classifier: CoughCla
     return frame.astype({"cough_probability": "Float64", "clipping_fraction": "Float64", "is_cough": "boolean"})
 
 
-def prepared_clips(clips: list[LabelledClip] | pd.DataFrame, sample_rate: int | None,
-                   trim_silence: bool = True) -> list[LabelledClip]:
+def prepared_clips(
+    clips: list[LabelledClip] | pd.DataFrame, sample_rate: int | None, trim_silence: bool = True
+) -> list[LabelledClip]:
     """Training clips (a list or a ``source``/``label``/``group`` table) brought to ``sample_rate`` (files when
     their features are computed, samples now), as :meth:`CoughClassifier.classify_file` does with
     ``input_sample_rate``, and set to drop zero padding."""
     clip_list = clips_from_frame(clips) if isinstance(clips, pd.DataFrame) else list(clips)
     if sample_rate is None:
         return [replace(clip, trim_silence=trim_silence) for clip in clip_list]
-    return [replace(clip, trim_silence=trim_silence, sample_rate=sample_rate,
-                    source=resample(clip.source, clip.sample_rate, sample_rate)
-                    if isinstance(clip.source, np.ndarray) else clip.source)
-            for clip in clip_list]
+    return [
+        replace(
+            clip,
+            trim_silence=trim_silence,
+            sample_rate=sample_rate,
+            source=resample(clip.source, clip.sample_rate, sample_rate)
+            if isinstance(clip.source, np.ndarray)
+            else clip.source,
+        )
+        for clip in clip_list
+    ]

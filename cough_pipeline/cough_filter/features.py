@@ -37,7 +37,14 @@ ENVELOPE_BANDS_HZ: tuple[tuple[int, int], ...] = tuple((low, low + 50) for low i
 ENVELOPE_SMOOTHING_HZ = 10
 #: Bands whose share of the Welch power is a feature.
 POWER_BANDS_HZ: tuple[tuple[int, int], ...] = (
-    (0, 200), (300, 425), (500, 650), (950, 1150), (1400, 1800), (2300, 2400), (2850, 2950), (3800, 3900),
+    (0, 200),
+    (300, 425),
+    (500, 650),
+    (950, 1150),
+    (1400, 1800),
+    (2300, 2400),
+    (2850, 2950),
+    (3800, 3900),
 )
 #: Welch segment length and overlap of the flatness / band-power PSD (the reference's ``min(900, n)``,
 #: ``min(600, nperseg / 2)`` always resolve to these because shorter signals are rejected).
@@ -53,11 +60,23 @@ SILENCE_PEAK = 2.0**-15
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"EEPD{low}_{high}" for low, high in ENVELOPE_BANDS_HZ),
-    "Zero_Crossing_Rate", "RMS_Power", "Dominant_Freq",
-    "Spectral_Centroid", "Spectral_Rolloff", "Spectral_Spread", "Spectral_Skewness", "Spectral_Kurtosis",
-    "Spectral_Bandwidth", "Spectral_Flatness", "Spectral_StDev", "Spectral_Slope", "Spectral_Decrease",
-    *(f"MFCC_mean{i}" for i in range(N_MFCC)), *(f"MFCC_std{i}" for i in range(N_MFCC)),
-    "Crest_Factor", "Cough_Length",
+    "Zero_Crossing_Rate",
+    "RMS_Power",
+    "Dominant_Freq",
+    "Spectral_Centroid",
+    "Spectral_Rolloff",
+    "Spectral_Spread",
+    "Spectral_Skewness",
+    "Spectral_Kurtosis",
+    "Spectral_Bandwidth",
+    "Spectral_Flatness",
+    "Spectral_StDev",
+    "Spectral_Slope",
+    "Spectral_Decrease",
+    *(f"MFCC_mean{i}" for i in range(N_MFCC)),
+    *(f"MFCC_std{i}" for i in range(N_MFCC)),
+    "Crest_Factor",
+    "Cough_Length",
     *(f"PSD_{low}-{high}" for low, high in POWER_BANDS_HZ),
 )
 N_FEATURES = len(FEATURE_NAMES)
@@ -117,13 +136,16 @@ def validate_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise UnusableSignalError(SignalIssue.NON_FINITE, "the signal contains NaN or infinite samples")
     if sample_rate <= NOMINAL_SAMPLE_RATE:
-        raise UnusableSignalError(SignalIssue.SAMPLE_RATE_TOO_LOW,
-                                  f"{sample_rate} Hz; the features need more than {NOMINAL_SAMPLE_RATE} Hz")
+        raise UnusableSignalError(
+            SignalIssue.SAMPLE_RATE_TOO_LOW, f"{sample_rate} Hz; the features need more than {NOMINAL_SAMPLE_RATE} Hz"
+        )
     factor = decimation_factor(sample_rate)
     if -(-samples.shape[0] // factor) < MIN_PREPROCESSED_SAMPLES:
-        raise UnusableSignalError(SignalIssue.TOO_SHORT,
-                                  f"{samples.shape[0]} samples at {sample_rate} Hz; at least "
-                                  f"{(MIN_PREPROCESSED_SAMPLES - 1) * factor + 1} are needed")
+        raise UnusableSignalError(
+            SignalIssue.TOO_SHORT,
+            f"{samples.shape[0]} samples at {sample_rate} Hz; at least "
+            f"{(MIN_PREPROCESSED_SAMPLES - 1) * factor + 1} are needed",
+        )
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
     if np.max(np.abs(mono - mono.mean())) < SILENCE_PEAK:
         raise UnusableSignalError(SignalIssue.SILENT, "no sample deviates from the mean by one 16-bit step")
@@ -132,7 +154,10 @@ def validate_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def _preprocessing_lowpass(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(b, a) of the 4th-order Butterworth low-pass at 6 kHz for ``sample_rate`` (transfer-function form, as the reference)."""
+    """(b, a) of the 4th-order Butterworth low-pass at 6 kHz for ``sample_rate``.
+
+    Transfer-function form, as the reference implementation.
+    """
     return sps.butter(4, 2 * LOWPASS_CUTOFF_HZ / sample_rate, btype="lowpass")
 
 
@@ -279,8 +304,10 @@ def band_power_ratios(frequencies: np.ndarray, psd: np.ndarray) -> list[float]:
     """Share of the total Welch power (Simpson rule) in each of :data:`POWER_BANDS_HZ`."""
     step = frequencies[1] - frequencies[0]
     total_power = simpson(psd, dx=step)
-    return [simpson(psd[(frequencies >= low) & (frequencies <= high)], dx=step) / total_power
-            for low, high in POWER_BANDS_HZ]
+    return [
+        simpson(psd[(frequencies >= low) & (frequencies <= high)], dx=step) / total_power
+        for low, high in POWER_BANDS_HZ
+    ]
 
 
 def features_of_preprocessed(x: np.ndarray, fs: int = NOMINAL_SAMPLE_RATE) -> np.ndarray:
@@ -293,16 +320,18 @@ def features_of_preprocessed(x: np.ndarray, fs: int = NOMINAL_SAMPLE_RATE) -> np
     peak = np.max(np.abs(x))
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        values = np.concatenate([
-            envelope_peak_counts(x, fs),
-            [zero_crossing_rate(x), rms(x), dominant_frequency(x)],
-            spectral_shape(magnitudes, x.size, fs),
-            flatness_and_spread(psd),
-            slope_and_decrease(magnitudes, x.size, fs),
-            mfcc_summary(x, fs),
-            [peak / rms(x), x.size / fs],
-            band_power_ratios(frequencies, psd),
-        ]).astype(np.float64)
+        values = np.concatenate(
+            [
+                envelope_peak_counts(x, fs),
+                [zero_crossing_rate(x), rms(x), dominant_frequency(x)],
+                spectral_shape(magnitudes, x.size, fs),
+                flatness_and_spread(psd),
+                slope_and_decrease(magnitudes, x.size, fs),
+                mfcc_summary(x, fs),
+                [peak / rms(x), x.size / fs],
+                band_power_ratios(frequencies, psd),
+            ]
+        ).astype(np.float64)
     if not np.isfinite(values).all():
         undefined = [name for name, value in zip(FEATURE_NAMES, values) if not np.isfinite(value)]
         raise UnusableSignalError(SignalIssue.DEGENERATE, f"undefined features: {', '.join(undefined)}")

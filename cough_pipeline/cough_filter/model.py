@@ -69,7 +69,10 @@ class FeatureScaler:
 
     @classmethod
     def fit(cls, feature_matrix: np.ndarray) -> FeatureScaler:
-        """Mean and population variance per column of ``(n, 68)``; a zero-variance column gets scale 1, as in sklearn."""
+        """Mean and population variance per column of ``(n, 68)``.
+
+        A zero-variance column gets scale 1, as in sklearn.
+        """
         matrix = _checked_feature_matrix(feature_matrix)
         var = matrix.var(axis=0)
         scale = np.sqrt(var)
@@ -82,9 +85,15 @@ class FeatureScaler:
 
     def to_json_dict(self) -> dict:
         """The schema of ``cough_classification_scaler.json``."""
-        return {"feature_names": list(FEATURE_NAMES), "mean": self.mean.tolist(), "var": self.var.tolist(),
-                "scale": self.scale.tolist(), "n_samples_seen": self.n_samples_seen,
-                "with_mean": True, "with_std": True}
+        return {
+            "feature_names": list(FEATURE_NAMES),
+            "mean": self.mean.tolist(),
+            "var": self.var.tolist(),
+            "scale": self.scale.tolist(),
+            "n_samples_seen": self.n_samples_seen,
+            "with_mean": True,
+            "with_std": True,
+        }
 
     @classmethod
     def from_json_dict(cls, payload: dict, origin: str) -> FeatureScaler:
@@ -98,12 +107,16 @@ class FeatureScaler:
         if len(names) != N_FEATURES:
             raise CoughModelError(f"{origin}: has {len(names)} features, the cough filter needs {N_FEATURES}")
         if names != FEATURE_NAMES:
-            wrong = [f"{i}: {got!r} != {want!r}" for i, (got, want) in enumerate(zip(names, FEATURE_NAMES)) if got != want]
+            wrong = [
+                f"{i}: {got!r} != {want!r}" for i, (got, want) in enumerate(zip(names, FEATURE_NAMES)) if got != want
+            ]
             raise CoughModelError(f"{origin}: feature names differ from FEATURE_NAMES at {'; '.join(wrong[:3])}")
         vectors = {key: np.asarray(payload[key], dtype=np.float64) for key in ("mean", "var", "scale")}
         for key, vector in vectors.items():
             if vector.shape != (N_FEATURES,) or not np.isfinite(vector).all():
-                raise CoughModelError(f"{origin}: '{key}' must be {N_FEATURES} finite numbers, got shape {vector.shape}")
+                raise CoughModelError(
+                    f"{origin}: '{key}' must be {N_FEATURES} finite numbers, got shape {vector.shape}"
+                )
         if (vectors["scale"] <= 0).any():
             raise CoughModelError(f"{origin}: 'scale' must be positive")
         return cls(n_samples_seen=int(payload.get("n_samples_seen", 0)), **vectors)
@@ -134,21 +147,30 @@ class CoughClassifier:
         _check_booster(self.booster, "booster")
 
     @classmethod
-    def load(cls, booster_json: Path, scaler_json: Path, threshold: float = DEFAULT_THRESHOLD,
-             source: str | None = None) -> CoughClassifier:
+    def load(
+        cls, booster_json: Path, scaler_json: Path, threshold: float = DEFAULT_THRESHOLD, source: str | None = None
+    ) -> CoughClassifier:
         """Load an xgboost JSON booster and a scaler JSON; raises :class:`CoughModelError` naming the bad file."""
         booster_json, scaler_json = Path(booster_json), Path(scaler_json)
         scaler = FeatureScaler.from_json_dict(_read_json(scaler_json), scaler_json.name)
         booster = _load_booster(booster_json)
-        return cls(booster=booster, scaler=scaler, threshold=threshold,
-                   source=source or f"{booster_json.name} + {scaler_json.name}")
+        return cls(
+            booster=booster,
+            scaler=scaler,
+            threshold=threshold,
+            source=source or f"{booster_json.name} + {scaler_json.name}",
+        )
 
     @classmethod
     def from_coughvid_folder(cls, folder: Path, threshold: float = DEFAULT_THRESHOLD) -> CoughClassifier:
         """The pretrained COUGHVID model from the folder holding its two converted JSON files."""
         folder = Path(folder)
-        return cls.load(folder / COUGHVID_BOOSTER_FILE, folder / COUGHVID_SCALER_FILE, threshold,
-                        source="COUGHVID pretrained XGBoost cough classifier (EPFL ESL, Orlandic et al. 2021)")
+        return cls.load(
+            folder / COUGHVID_BOOSTER_FILE,
+            folder / COUGHVID_SCALER_FILE,
+            threshold,
+            source="COUGHVID pretrained XGBoost cough classifier (EPFL ESL, Orlandic et al. 2021)",
+        )
 
     @classmethod
     def from_folder(cls, folder: Path) -> CoughClassifier:
@@ -175,8 +197,10 @@ class CoughClassifier:
             return cls.from_folder(folder)
         if (folder / COUGHVID_BOOSTER_FILE).is_file() or (folder / COUGHVID_SCALER_FILE).is_file():
             return cls.from_coughvid_folder(folder)
-        raise CoughModelError(f"{folder} holds neither {MODEL_CARD_FILE} (a saved model) nor "
-                              f"{COUGHVID_BOOSTER_FILE} + {COUGHVID_SCALER_FILE} (the COUGHVID model)")
+        raise CoughModelError(
+            f"{folder} holds neither {MODEL_CARD_FILE} (a saved model) nor "
+            f"{COUGHVID_BOOSTER_FILE} + {COUGHVID_SCALER_FILE} (the COUGHVID model)"
+        )
 
     def save(self, folder: Path) -> Path:
         """Write ``booster.json`` (native xgboost JSON), ``scaler.json`` and ``model_card.json``; returns the folder."""
@@ -189,10 +213,17 @@ class CoughClassifier:
 
     def model_card(self) -> dict:
         """What the model is: features, threshold, where it came from, and its training report if any."""
-        return {"format": MODEL_CARD_FORMAT, "feature_names": list(self.feature_names), "threshold": self.threshold,
-                "source": self.source, "training": self.training, "xgboost_version": xgb.__version__,
-                "input_sample_rate": self.input_sample_rate,
-                "booster_file": BOOSTER_FILE, "scaler_file": SCALER_FILE}
+        return {
+            "format": MODEL_CARD_FORMAT,
+            "feature_names": list(self.feature_names),
+            "threshold": self.threshold,
+            "source": self.source,
+            "training": self.training,
+            "xgboost_version": xgb.__version__,
+            "input_sample_rate": self.input_sample_rate,
+            "booster_file": BOOSTER_FILE,
+            "scaler_file": SCALER_FILE,
+        }
 
     def probabilities(self, feature_matrix: np.ndarray) -> np.ndarray:
         """Cough probability per row of a ``(n, 68)`` feature matrix: float64 ``(n,)``."""
@@ -207,8 +238,9 @@ class CoughClassifier:
         except UnusableSignalError as error:
             return CoughDecision(probability=0.0, is_cough=False, reason=error.reason.value, clipping_fraction=clipped)
         probability = float(self.probabilities(features[np.newaxis, :])[0])
-        return CoughDecision(probability=probability, is_cough=probability >= self.threshold, reason=None,
-                             clipping_fraction=clipped)
+        return CoughDecision(
+            probability=probability, is_cough=probability >= self.threshold, reason=None, clipping_fraction=clipped
+        )
 
     def probability(self, samples: np.ndarray, sample_rate: int) -> float:
         """Cough probability of a raw clip (0 when its features cannot be computed, as in COUGHVID)."""
@@ -273,10 +305,14 @@ def _load_booster(path: Path) -> xgb.Booster:
 def _check_booster(booster: xgb.Booster, origin: str) -> None:
     """The booster must be a binary logistic model over exactly the 68 features."""
     if booster.num_features() != N_FEATURES:
-        raise CoughModelError(f"{origin}: the booster has {booster.num_features()} features, the cough filter needs {N_FEATURES}")
+        raise CoughModelError(
+            f"{origin}: the booster has {booster.num_features()} features, the cough filter needs {N_FEATURES}"
+        )
     names = tuple(booster.feature_names or ())
     if names and names not in (FEATURE_NAMES, _GENERIC_FEATURE_NAMES):
-        raise CoughModelError(f"{origin}: the booster's feature names are neither FEATURE_NAMES nor f0..f{N_FEATURES - 1}")
+        raise CoughModelError(
+            f"{origin}: the booster's feature names are neither FEATURE_NAMES nor f0..f{N_FEATURES - 1}"
+        )
     objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
     if objective != "binary:logistic":
         raise CoughModelError(f"{origin}: objective is {objective!r}, expected 'binary:logistic'")

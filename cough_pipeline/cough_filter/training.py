@@ -10,9 +10,9 @@ model JSON.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,14 +79,23 @@ class FeatureTable:
 
 
 def clips_from_frame(frame: pd.DataFrame) -> list[LabelledClip]:
-    """Clips from a DataFrame with columns ``source`` (path or samples), ``label``, ``group`` and optional ``sample_rate``."""
+    """Clips from a DataFrame.
+
+    Columns: ``source`` (path or samples), ``label``, ``group`` and optional ``sample_rate``.
+    """
     missing = {"source", "label", "group"} - set(frame.columns)
     if missing:
         raise ValueError(f"the clip table lacks columns {sorted(missing)}")
     rates = frame["sample_rate"] if "sample_rate" in frame.columns else [None] * len(frame)
-    return [LabelledClip(source=source if isinstance(source, np.ndarray) else Path(source), label=int(label),
-                         group=str(group), sample_rate=None if rate is None or pd.isna(rate) else int(rate))
-            for source, label, group, rate in zip(frame["source"], frame["label"], frame["group"], rates)]
+    return [
+        LabelledClip(
+            source=source if isinstance(source, np.ndarray) else Path(source),
+            label=int(label),
+            group=str(group),
+            sample_rate=None if rate is None or pd.isna(rate) else int(rate),
+        )
+        for source, label, group, rate in zip(frame["source"], frame["label"], frame["group"], rates)
+    ]
 
 
 def esc50_clips(root: Path, group_by: str = "src_file") -> list[LabelledClip]:
@@ -104,9 +113,15 @@ def esc50_clips(root: Path, group_by: str = "src_file") -> list[LabelledClip]:
         raise FileNotFoundError(f"no ESC-50 metadata at {table}")
     with table.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    clips = [LabelledClip(source=root / "audio" / row["filename"], label=int(row["category"] == ESC50_COUGH_CATEGORY),
-                          group=f"{group_by}:{row[group_by]}")
-             for row in rows if (root / "audio" / row["filename"]).is_file()]
+    clips = [
+        LabelledClip(
+            source=root / "audio" / row["filename"],
+            label=int(row["category"] == ESC50_COUGH_CATEGORY),
+            group=f"{group_by}:{row[group_by]}",
+        )
+        for row in rows
+        if (root / "audio" / row["filename"]).is_file()
+    ]
     if not clips:
         raise FileNotFoundError(f"none of the {len(rows)} clips listed in {table} is under {root / 'audio'}")
     return clips
@@ -135,24 +150,33 @@ def featurise(clips: Sequence[LabelledClip]) -> FeatureTable:
         else:
             kept.append(position)
     matrix = np.array(rows, dtype=np.float64).reshape(len(rows), -1)
-    return FeatureTable(matrix=matrix, labels=np.array([clips[i].label for i in kept], dtype=np.int64),
-                        groups=np.array([clips[i].group for i in kept], dtype=object),
-                        clip_index=np.array(kept, dtype=np.int64), rejected=rejected)
+    return FeatureTable(
+        matrix=matrix,
+        labels=np.array([clips[i].label for i in kept], dtype=np.int64),
+        groups=np.array([clips[i].group for i in kept], dtype=object),
+        clip_index=np.array(kept, dtype=np.int64),
+        rejected=rejected,
+    )
 
 
-def cross_validation_splits(labels: np.ndarray, groups: np.ndarray, n_splits: int,
-                            seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def cross_validation_splits(
+    labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeded ``StratifiedGroupKFold`` splits ``[(train_rows, test_rows), ...]``; no group is in both halves.
 
     Raises ValueError when the labels lack a class or there are fewer groups than splits.
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
     if set(np.unique(labels).tolist()) != {0, 1}:
-        raise ValueError(f"training needs both cough (1) and non-cough (0) clips, got labels {np.unique(labels).tolist()}")
+        raise ValueError(
+            f"training needs both cough (1) and non-cough (0) clips, got labels {np.unique(labels).tolist()}"
+        )
     for label in (0, 1):
         n_groups = len(np.unique(groups[labels == label]))
         if n_groups < n_splits:
-            raise ValueError(f"{n_groups} groups hold label {label}; {n_splits}-fold grouped CV needs at least {n_splits}")
+            raise ValueError(
+                f"{n_groups} groups hold label {label}; {n_splits}-fold grouped CV needs at least {n_splits}"
+            )
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
@@ -161,8 +185,13 @@ def fit_booster(standardised: np.ndarray, labels: np.ndarray, settings: Training
     """A seeded, single-process ``hist`` booster on standardised features ``(n, 68)`` and labels ``(n,)``."""
     n_positive = int(labels.sum())
     params = {
-        "objective": "binary:logistic", "eval_metric": "auc", "tree_method": "hist",
-        "max_depth": settings.max_depth, "eta": settings.learning_rate, "seed": seed, "nthread": settings.n_jobs,
+        "objective": "binary:logistic",
+        "eval_metric": "auc",
+        "tree_method": "hist",
+        "max_depth": settings.max_depth,
+        "eta": settings.learning_rate,
+        "seed": seed,
+        "nthread": settings.n_jobs,
         "scale_pos_weight": (len(labels) - n_positive) / n_positive if settings.balance_classes else 1.0,
     }
     return xgb.train(params, xgb.DMatrix(standardised, label=labels), num_boost_round=settings.n_estimators)
@@ -171,46 +200,64 @@ def fit_booster(standardised: np.ndarray, labels: np.ndarray, settings: Training
 def cross_validate(table: FeatureTable, settings: TrainingSettings, seed: int) -> dict:
     """Per-fold and mean ROC-AUC, with the scaler fitted on each training fold only."""
     folds, out_of_fold = [], np.zeros(len(table.labels))
-    for fold, (train_rows, test_rows) in enumerate(cross_validation_splits(table.labels, table.groups,
-                                                                           settings.n_splits, seed)):
+    for fold, (train_rows, test_rows) in enumerate(
+        cross_validation_splits(table.labels, table.groups, settings.n_splits, seed)
+    ):
         scaler = FeatureScaler.fit(table.matrix[train_rows])
         booster = fit_booster(scaler.transform(table.matrix[train_rows]), table.labels[train_rows], settings, seed)
         out_of_fold[test_rows] = booster.inplace_predict(scaler.transform(table.matrix[test_rows]))
         test_labels = table.labels[test_rows]
         both_classes = len(np.unique(test_labels)) == 2
-        folds.append({
-            "fold": fold, "n_train": len(train_rows), "n_test": len(test_rows),
-            "n_test_positive": int(test_labels.sum()),
-            "roc_auc": float(roc_auc_score(test_labels, out_of_fold[test_rows])) if both_classes else None,
-            "test_groups": sorted(str(group) for group in np.unique(table.groups[test_rows])),
-        })
+        folds.append(
+            {
+                "fold": fold,
+                "n_train": len(train_rows),
+                "n_test": len(test_rows),
+                "n_test_positive": int(test_labels.sum()),
+                "roc_auc": float(roc_auc_score(test_labels, out_of_fold[test_rows])) if both_classes else None,
+                "test_groups": sorted(str(group) for group in np.unique(table.groups[test_rows])),
+            }
+        )
     fold_aucs = [fold["roc_auc"] for fold in folds if fold["roc_auc"] is not None]
-    return {"splitter": "StratifiedGroupKFold", "n_splits": settings.n_splits, "folds": folds,
-            "mean_roc_auc": float(np.mean(fold_aucs)) if fold_aucs else None,
-            "pooled_roc_auc": float(roc_auc_score(table.labels, out_of_fold))}
+    return {
+        "splitter": "StratifiedGroupKFold",
+        "n_splits": settings.n_splits,
+        "folds": folds,
+        "mean_roc_auc": float(np.mean(fold_aucs)) if fold_aucs else None,
+        "pooled_roc_auc": float(roc_auc_score(table.labels, out_of_fold)),
+    }
 
 
-def train_from_features(table: FeatureTable, seed: int = 0,
-                        settings: TrainingSettings = TrainingSettings()) -> tuple[CoughClassifier, dict]:
+def train_from_features(
+    table: FeatureTable, seed: int = 0, settings: TrainingSettings = TrainingSettings()
+) -> tuple[CoughClassifier, dict]:
     """Cross-validate, then refit scaler and booster on all rows; returns the classifier and its report."""
     cv_report = cross_validate(table, settings, seed)
     scaler = FeatureScaler.fit(table.matrix)
     booster = fit_booster(scaler.transform(table.matrix), table.labels, settings, seed)
     report = {
-        "seed": seed, "settings": asdict(settings), "n_clips": len(table.labels) + len(table.rejected),
-        "n_used": len(table.labels), "n_positive": int(table.labels.sum()),
+        "seed": seed,
+        "settings": asdict(settings),
+        "n_clips": len(table.labels) + len(table.rejected),
+        "n_used": len(table.labels),
+        "n_positive": int(table.labels.sum()),
         "n_groups": len(np.unique(table.groups)),
         "rejected": [{"clip": position, "reason": reason} for position, reason in table.rejected],
         "cross_validation": cv_report,
     }
-    classifier = CoughClassifier(booster=booster, scaler=scaler, threshold=settings.threshold,
-                                 source=f"cough_pipeline.cough_filter.training on {len(table.labels)} clips",
-                                 training=report)
+    classifier = CoughClassifier(
+        booster=booster,
+        scaler=scaler,
+        threshold=settings.threshold,
+        source=f"cough_pipeline.cough_filter.training on {len(table.labels)} clips",
+        training=report,
+    )
     return classifier, report
 
 
-def train_cough_classifier(clips: Sequence[LabelledClip] | pd.DataFrame, seed: int = 0,
-                           settings: TrainingSettings = TrainingSettings()) -> tuple[CoughClassifier, dict]:
+def train_cough_classifier(
+    clips: Sequence[LabelledClip] | pd.DataFrame, seed: int = 0, settings: TrainingSettings = TrainingSettings()
+) -> tuple[CoughClassifier, dict]:
     """Featurise labelled clips (a list or a :func:`clips_from_frame` table) and train the filter on them."""
     clip_list = clips_from_frame(clips) if isinstance(clips, pd.DataFrame) else list(clips)
     return train_from_features(featurise(clip_list), seed, settings)

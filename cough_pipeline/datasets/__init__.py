@@ -28,8 +28,16 @@ class DatasetLoader(Protocol):
 
 LOADERS: dict[str, type] = {
     loader.name: loader
-    for loader in (CcsLoader, IatosLoader, CoswaraLoader, AicovidvnLoader, CoughvidLoader, UkcovidLoader,
-                   IcbhiLoader, VirufyLoader)
+    for loader in (
+        CcsLoader,
+        IatosLoader,
+        CoswaraLoader,
+        AicovidvnLoader,
+        CoughvidLoader,
+        UkcovidLoader,
+        IcbhiLoader,
+        VirufyLoader,
+    )
 }
 
 

@@ -10,8 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
-                                          list_audio, manifest_row, map_value, read_table)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    clean,
+    extra_json,
+    list_audio,
+    manifest_row,
+    map_value,
+    read_table,
+)
 from cough_pipeline.schema import QuarantineReason
 
 
@@ -28,13 +37,19 @@ class Subset:
 SUBSETS = (
     Subset("aicv115m_public_train", "metadata_train_challenge.csv", "train_audio_files_8k", "train", True),
     Subset("aicv115m_public_test", "metadata_public_test.csv", "public_test_audio_files_8k", "test", False),
-    Subset("aicv115m_final_public_train", "public_train_metadata.csv", "public_train_audio_files", "train", True,
-           medical="public_train_medical_condition.csv"),
-    Subset("aicv115m_extra_public_1235samples", "extra_public_train_1235samples.csv", "new_1235_audio_files",
-           "train", True),
+    Subset(
+        "aicv115m_final_public_train",
+        "public_train_metadata.csv",
+        "public_train_audio_files",
+        "train",
+        True,
+        medical="public_train_medical_condition.csv",
+    ),
+    Subset(
+        "aicv115m_extra_public_1235samples", "extra_public_train_1235samples.csv", "new_1235_audio_files", "train", True
+    ),
 )
-LABELS = {"1": "positive", "0": "negative", "1.0": "positive", "0.0": "negative", "unknown": "unknown",
-          None: "unknown"}
+LABELS = {"1": "positive", "0": "negative", "1.0": "positive", "0.0": "negative", "unknown": "unknown", None: "unknown"}
 GENDERS = {"male": "male", "female": "female", "other": "other", None: "unknown"}
 
 
@@ -45,8 +60,9 @@ class AicovidvnLoader:
     def read_metadata(self, root: Path) -> MetadataRead:
         present = [s for s in SUBSETS if (root / s.folder / s.metadata).is_file()]
         if not present:
-            raise LayoutError(self.name, root, [f"{s.folder}/{s.metadata} with {s.folder}/{s.audio}/<uuid>.wav"
-                                                for s in SUBSETS])
+            raise LayoutError(
+                self.name, root, [f"{s.folder}/{s.metadata} with {s.folder}/{s.audio}/<uuid>.wav" for s in SUBSETS]
+            )
         read = MetadataRead()
         for subset in present:
             read.audio_files += list_audio(root, root / subset.folder / subset.audio)
@@ -72,22 +88,48 @@ class AicovidvnLoader:
                 label = map_value(record.get("assessment_result"), LABELS, field_name="assessment_result")
                 gender = map_value(record.get("subject_gender"), GENDERS, field_name="subject_gender")
             except UnknownValueError as error:
-                reason = QuarantineReason.UNKNOWN_LABEL if "assessment_result" in str(error) \
+                reason = (
+                    QuarantineReason.UNKNOWN_LABEL
+                    if "assessment_result" in str(error)
                     else QuarantineReason.INVALID_VALUE
-                read.reject(reason, str(error), dataset=self.name, native_id=uuid, recording_id=f"{self.name}:{uuid}",
-                            audio_path=audio_path, **source)
+                )
+                read.reject(
+                    reason,
+                    str(error),
+                    dataset=self.name,
+                    native_id=uuid,
+                    recording_id=f"{self.name}:{uuid}",
+                    audio_path=audio_path,
+                    **source,
+                )
                 continue
             noise_note = clean(record.get("audio_noise_note"))
             exclude = "low_quality" if noise_note else ("no_label" if label == "unknown" else None)
-            extra = {k: v for k, v in record.items()
-                     if k not in ("uuid", "assessment_result", "subject_gender", "subject_age", "audio_noise_note",
-                                  "source_row")}
+            extra = {
+                k: v
+                for k, v in record.items()
+                if k
+                not in ("uuid", "assessment_result", "subject_gender", "subject_age", "audio_noise_note", "source_row")
+            }
             extra.update({k: v for k, v in medical.get(uuid, {}).items() if k not in ("uuid", "source_row")})
-            read.rows.append(manifest_row(
-                self.name, uuid, audio_path=audio_path, sound_type="cough", cough_type="unspecified",
-                covid_label=label, covid_label_raw=record.get("assessment_result"), label_source="unknown",
-                exclude_reason=exclude, age_group=clean(record.get("subject_age")), gender=gender,
-                quality=noise_note, official_split=subset.official_split, split_scheme="aicv115m",
-                extra=extra_json({**extra, "subset": subset.folder}),
-                _source_file=source_file, _source_row=record["source_row"],
-            ))
+            read.rows.append(
+                manifest_row(
+                    self.name,
+                    uuid,
+                    audio_path=audio_path,
+                    sound_type="cough",
+                    cough_type="unspecified",
+                    covid_label=label,
+                    covid_label_raw=record.get("assessment_result"),
+                    label_source="unknown",
+                    exclude_reason=exclude,
+                    age_group=clean(record.get("subject_age")),
+                    gender=gender,
+                    quality=noise_note,
+                    official_split=subset.official_split,
+                    split_scheme="aicv115m",
+                    extra=extra_json({**extra, "subset": subset.folder}),
+                    _source_file=source_file,
+                    _source_row=record["source_row"],
+                )
+            )

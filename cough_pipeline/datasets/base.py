@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -68,25 +69,50 @@ class MetadataRead:
     audio_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def reject(self, reason: QuarantineReason, detail: str, *, dataset: str, native_id: str | None,
-               recording_id: str | None = None, audio_path: str | None = None,
-               source_file: str | None = None, source_row: int | None = None) -> None:
-        self.quarantine.append({
-            "dataset": dataset, "recording_id": recording_id, "native_id": native_id, "audio_path": audio_path,
-            "reason": reason.value, "detail": detail, "source_file": source_file, "source_row": source_row,
-        })
+    def reject(
+        self,
+        reason: QuarantineReason,
+        detail: str,
+        *,
+        dataset: str,
+        native_id: str | None,
+        recording_id: str | None = None,
+        audio_path: str | None = None,
+        source_file: str | None = None,
+        source_row: int | None = None,
+    ) -> None:
+        self.quarantine.append(
+            {
+                "dataset": dataset,
+                "recording_id": recording_id,
+                "native_id": native_id,
+                "audio_path": audio_path,
+                "reason": reason.value,
+                "detail": detail,
+                "source_file": source_file,
+                "source_row": source_row,
+            }
+        )
 
 
-def read_table(path: Path, required: Iterable[str], *, dataset: str, sep: str | None = ",",
-               encoding: str = "utf-8", strip_header: bool = False) -> pd.DataFrame:
+def read_table(
+    path: Path,
+    required: Iterable[str],
+    *,
+    dataset: str,
+    sep: str | None = ",",
+    encoding: str = "utf-8",
+    strip_header: bool = False,
+) -> pd.DataFrame:
     """Read a metadata CSV as strings (blank -> None), failing clearly when required columns are missing.
 
     ``source_row`` (the 1-based data-line number) is added so quarantine rows point back to the file.
     """
     if not path.is_file():
         raise ManifestSchemaError(f"{dataset}: metadata file {path} is missing")
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding,
-                        engine="python" if sep is None else "c")
+    frame = pd.read_csv(
+        path, sep=sep, dtype=str, keep_default_na=False, encoding=encoding, engine="python" if sep is None else "c"
+    )
     if strip_header:
         frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]

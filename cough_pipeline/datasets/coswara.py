@@ -14,15 +14,31 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
-                                          join_tokens, list_audio, manifest_row, map_value, parse_float, read_table)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    clean,
+    extra_json,
+    join_tokens,
+    list_audio,
+    manifest_row,
+    map_value,
+    parse_float,
+    read_table,
+)
 from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
 
 REQUIRED_COLUMNS = ("id", "covid_status", "record_date", "a", "g", "l_c")
 COUGH_TASKS = {"cough-heavy": "heavy", "cough-shallow": "shallow"}
 OTHER_TASKS = {
-    "breathing-deep": "breath", "breathing-shallow": "breath", "counting-fast": "speech", "counting-normal": "speech",
-    "vowel-a": "speech", "vowel-e": "speech", "vowel-o": "speech",
+    "breathing-deep": "breath",
+    "breathing-shallow": "breath",
+    "counting-fast": "speech",
+    "counting-normal": "speech",
+    "vowel-a": "speech",
+    "vowel-e": "speech",
+    "vowel-o": "speech",
 }
 #: covid_status -> (covid_label, exclude_reason); the two exposed/unidentified states are switchable to negative.
 STATUS = {
@@ -71,8 +87,14 @@ class CoswaraLoader:
         participant = record["id"]
         provenance = {"_source_file": "combined_data.csv", "_source_row": record["source_row"]}
         if not participant:
-            read.reject(QuarantineReason.MISSING_ID, "blank id", dataset=self.name, native_id=None,
-                        source_file="combined_data.csv", source_row=record["source_row"])
+            read.reject(
+                QuarantineReason.MISSING_ID,
+                "blank id",
+                dataset=self.name,
+                native_id=None,
+                source_file="combined_data.csv",
+                source_row=record["source_row"],
+            )
             return
         default_folder = f"Extracted_data/{(record['record_date'] or 'unknown').replace('-', '')}/{participant}"
         folder = folders.get(participant, default_folder)
@@ -82,16 +104,27 @@ class CoswaraLoader:
         except UnknownValueError as error:
             reason = QuarantineReason.UNKNOWN_LABEL if "covid_status" in str(error) else QuarantineReason.INVALID_VALUE
             for task in tasks:
-                read.reject(reason, str(error), dataset=self.name, native_id=participant,
-                            recording_id=f"{self.name}:{participant}:{task}", audio_path=f"{folder}/{task}.wav",
-                            source_file="combined_data.csv", source_row=record["source_row"])
+                read.reject(
+                    reason,
+                    str(error),
+                    dataset=self.name,
+                    native_id=participant,
+                    recording_id=f"{self.name}:{participant}:{task}",
+                    audio_path=f"{folder}/{task}.wav",
+                    source_file="combined_data.csv",
+                    source_row=record["source_row"],
+                )
             return
         if exclude == "ambiguous_status" and self.ambiguous_as_negative:
             label, exclude = "negative", None
         shared = {
-            "participant": participant, "covid_label": label, "covid_label_raw": record["covid_status"],
+            "participant": participant,
+            "covid_label": label,
+            "covid_label_raw": record["covid_status"],
             "label_source": TEST_TYPES.get((clean(record.get("testType")) or "").lower(), "self_report"),
-            "age": parse_float(record["a"]), "gender": gender, "recording_date": record["record_date"],
+            "age": parse_float(record["a"]),
+            "gender": gender,
+            "recording_date": record["record_date"],
             "country": record["l_c"],
             "symptoms": join_tokens(f for f in SYMPTOM_FLAGS if clean(record.get(f)) == "True"),
             "respiratory_conditions": join_tokens(f for f in RESPIRATORY_FLAGS if clean(record.get(f)) == "True"),
@@ -101,14 +134,21 @@ class CoswaraLoader:
         for task, kind in tasks.items():
             quality = qualities.get(f"{participant}_{task}")
             row_exclude = exclude or ("low_quality" if quality == "0" else None)
-            read.rows.append(manifest_row(
-                self.name, participant, id_suffix=task, audio_path=f"{folder}/{task}.wav",
-                sound_type="cough" if task in COUGH_TASKS else kind,
-                cough_type=COUGH_TASKS.get(task), exclude_reason=row_exclude,
-                quality=QUALITY_CODES.get(quality) if quality is not None else None,
-                extra=extra_json({**native_extra, "task": task, "date_folder": Path(folder).parent.name}),
-                **shared, **provenance,
-            ))
+            read.rows.append(
+                manifest_row(
+                    self.name,
+                    participant,
+                    id_suffix=task,
+                    audio_path=f"{folder}/{task}.wav",
+                    sound_type="cough" if task in COUGH_TASKS else kind,
+                    cough_type=COUGH_TASKS.get(task),
+                    exclude_reason=row_exclude,
+                    quality=QUALITY_CODES.get(quality) if quality is not None else None,
+                    extra=extra_json({**native_extra, "task": task, "date_folder": Path(folder).parent.name}),
+                    **shared,
+                    **provenance,
+                )
+            )
 
     def _audio_root(self, root: Path) -> tuple[Path | None, list[str]]:
         """The folder holding ``<date>/<id>/<task>.wav``, extracting the split tarballs when needed."""
@@ -117,8 +157,10 @@ class CoswaraLoader:
                 return root / name, []
         archives = sorted(root.glob("2*/2*.tar.gz.*"))
         if not archives:
-            return None, ["no audio: neither Extracted_data/ nor <date>/<date>.tar.gz.* parts found; "
-                          "every recording is reported as audio_missing"]
+            return None, [
+                "no audio: neither Extracted_data/ nor <date>/<date>.tar.gz.* parts found; "
+                "every recording is reported as audio_missing"
+            ]
         return extract_archives(root), [f"extracted {len(archives)} tarball parts into Extracted_data/"]
 
     @staticmethod

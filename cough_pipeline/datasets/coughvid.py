@@ -10,8 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
-                                          join_tokens, list_audio, manifest_row, map_value, parse_float, read_table)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    clean,
+    extra_json,
+    join_tokens,
+    list_audio,
+    manifest_row,
+    map_value,
+    parse_float,
+    read_table,
+)
 from cough_pipeline.schema import QuarantineReason
 
 REQUIRED_COLUMNS = ("uuid", "cough_detected", "status")
@@ -37,8 +48,9 @@ class CoughvidLoader:
     def read_metadata(self, root: Path) -> MetadataRead:
         folder = next((root / p for p in LAYOUTS if (root / p / "metadata_compiled.csv").is_file()), None)
         if folder is None:
-            raise LayoutError(self.name, root, [f"{p}/metadata_compiled.csv with <uuid>.webm|.ogg and <uuid>.json"
-                                                for p in LAYOUTS])
+            raise LayoutError(
+                self.name, root, [f"{p}/metadata_compiled.csv with <uuid>.webm|.ogg and <uuid>.json" for p in LAYOUTS]
+            )
         table = read_table(folder / "metadata_compiled.csv", REQUIRED_COLUMNS, dataset=self.name)
         read = MetadataRead(audio_files=list_audio(root, folder, (".webm", ".ogg")))
         audio_by_uuid = {Path(p).stem: p for p in read.audio_files}
@@ -47,8 +59,14 @@ class CoughvidLoader:
         for record in table.to_dict("records"):
             uuid = record["uuid"]
             if not uuid:
-                read.reject(QuarantineReason.MISSING_ID, "blank uuid", dataset=self.name, native_id=None,
-                            source_file=source_file, source_row=record["source_row"])
+                read.reject(
+                    QuarantineReason.MISSING_ID,
+                    "blank uuid",
+                    dataset=self.name,
+                    native_id=None,
+                    source_file=source_file,
+                    source_row=record["source_row"],
+                )
                 continue
             fallback = f"{uuid}.webm" if prefix == "." else f"{prefix}/{uuid}.webm"
             self._add_row(read, record, audio_by_uuid.get(uuid, fallback), source_file)
@@ -61,8 +79,16 @@ class CoughvidLoader:
             gender = map_value(record.get("gender"), GENDERS, field_name="gender")
         except UnknownValueError as error:
             reason = QuarantineReason.UNKNOWN_LABEL if "status" in str(error) else QuarantineReason.INVALID_VALUE
-            read.reject(reason, str(error), dataset=self.name, native_id=uuid, recording_id=f"{self.name}:{uuid}",
-                        audio_path=audio_path, source_file=source_file, source_row=record["source_row"])
+            read.reject(
+                reason,
+                str(error),
+                dataset=self.name,
+                native_id=uuid,
+                recording_id=f"{self.name}:{uuid}",
+                audio_path=audio_path,
+                source_file=source_file,
+                source_row=record["source_row"],
+            )
             return
         if record["status"] == "symptomatic" and self.symptomatic_as != "unknown":
             label, exclude = self.symptomatic_as, None
@@ -71,18 +97,42 @@ class CoughvidLoader:
             exclude = "not_cough"
         qualities = [clean(record.get(f"quality_{k}")) for k in EXPERTS]
         datetime = clean(record.get("datetime"))
-        used = {"uuid", "status", "gender", "age", "cough_detected", "datetime", "source_row",
-                "respiratory_condition", "fever_muscle_pain", ""}
-        read.rows.append(manifest_row(
-            self.name, uuid, audio_path=audio_path, sound_type="cough", cough_type="unspecified",
-            covid_label=label, covid_label_raw=record["status"], label_source="self_report",
-            exclude_reason=exclude, age=parse_float(record.get("age")), gender=gender,
-            recording_date=datetime[:10] if datetime else None, cough_detected=cough_detected,
-            symptoms=join_tokens(["fever_muscle_pain"] if clean(record.get("fever_muscle_pain")) in ("True", "TRUE")
-                                 else []),
-            respiratory_conditions=join_tokens(
-                ["respiratory_condition"] if clean(record.get("respiratory_condition")) in ("True", "TRUE") else []),
-            quality=";".join(q for q in qualities if q) or None,
-            extra=extra_json({k: v for k, v in record.items() if k not in used and not k.startswith("Unnamed")}),
-            _source_file=source_file, _source_row=record["source_row"],
-        ))
+        used = {
+            "uuid",
+            "status",
+            "gender",
+            "age",
+            "cough_detected",
+            "datetime",
+            "source_row",
+            "respiratory_condition",
+            "fever_muscle_pain",
+            "",
+        }
+        read.rows.append(
+            manifest_row(
+                self.name,
+                uuid,
+                audio_path=audio_path,
+                sound_type="cough",
+                cough_type="unspecified",
+                covid_label=label,
+                covid_label_raw=record["status"],
+                label_source="self_report",
+                exclude_reason=exclude,
+                age=parse_float(record.get("age")),
+                gender=gender,
+                recording_date=datetime[:10] if datetime else None,
+                cough_detected=cough_detected,
+                symptoms=join_tokens(
+                    ["fever_muscle_pain"] if clean(record.get("fever_muscle_pain")) in ("True", "TRUE") else []
+                ),
+                respiratory_conditions=join_tokens(
+                    ["respiratory_condition"] if clean(record.get("respiratory_condition")) in ("True", "TRUE") else []
+                ),
+                quality=";".join(q for q in qualities if q) or None,
+                extra=extra_json({k: v for k, v in record.items() if k not in used and not k.startswith("Unnamed")}),
+                _source_file=source_file,
+                _source_row=record["source_row"],
+            )
+        )

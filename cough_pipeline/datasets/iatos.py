@@ -17,9 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
-                                          list_audio, manifest_row, map_value, parse_float, read_table,
-                                          sniff_delimiter)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    clean,
+    extra_json,
+    list_audio,
+    manifest_row,
+    map_value,
+    parse_float,
+    read_table,
+    sniff_delimiter,
+)
 from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
 
 AUDIO_FOLDERS = ("audios", "audio", "wav", "ogg", ".")
@@ -31,11 +41,31 @@ COLUMN_CANDIDATES = {
     "gender": ("sexo", "genero", "sex", "gender"),
     "age": ("edad", "rango_edad", "age", "age_group"),
 }
-LABELS = {"positivo": "positive", "negativo": "negative", "positive": "positive", "negative": "negative",
-          "1": "positive", "0": "negative", "detectable": "positive", "no detectable": "negative", None: "unknown"}
-GENDERS = {"masculino": "male", "femenino": "female", "m": "male", "f": "female", "hombre": "male",
-           "mujer": "female", "male": "male", "female": "female", "otro": "other", "other": "other",
-           "x": "other", None: "unknown"}
+LABELS = {
+    "positivo": "positive",
+    "negativo": "negative",
+    "positive": "positive",
+    "negative": "negative",
+    "1": "positive",
+    "0": "negative",
+    "detectable": "positive",
+    "no detectable": "negative",
+    None: "unknown",
+}
+GENDERS = {
+    "masculino": "male",
+    "femenino": "female",
+    "m": "male",
+    "f": "female",
+    "hombre": "male",
+    "mujer": "female",
+    "male": "male",
+    "female": "female",
+    "otro": "other",
+    "other": "other",
+    "x": "other",
+    None: "unknown",
+}
 
 
 @dataclass
@@ -47,20 +77,34 @@ class IatosLoader:
     def read_metadata(self, root: Path) -> MetadataRead:
         tables = sorted(root.glob("*.csv")) if root.is_dir() else []
         audio_dir = next((root / f for f in AUDIO_FOLDERS if list_audio(root, root / f, AUDIO_SUFFIXES)), None)
-        expected = [f"exactly one metadata table <root>/*.csv (found {len(tables)})",
-                    f"an audio folder {', '.join(f + '/' for f in AUDIO_FOLDERS[:-1])} or the root, holding "
-                    f"<id>{'|'.join(AUDIO_SUFFIXES)}"]
+        expected = [
+            f"exactly one metadata table <root>/*.csv (found {len(tables)})",
+            f"an audio folder {', '.join(f + '/' for f in AUDIO_FOLDERS[:-1])} or the root, holding "
+            f"<id>{'|'.join(AUDIO_SUFFIXES)}",
+        ]
         if len(tables) != 1 or audio_dir is None:
-            raise LayoutError(self.name, root, expected,
-                              hint="The IATos layout is unverified: inspect the download and pass `columns=` "
-                                   "or rename files to one of the variants above.")
+            raise LayoutError(
+                self.name,
+                root,
+                expected,
+                hint="The IATos layout is unverified: inspect the download and pass `columns=` "
+                "or rename files to one of the variants above.",
+            )
         table_path = tables[0]
         encoding = _encoding(table_path)
-        table = read_table(table_path, [], dataset=self.name, sep=sniff_delimiter(table_path, encoding),
-                           encoding=encoding, strip_header=True)
+        table = read_table(
+            table_path,
+            [],
+            dataset=self.name,
+            sep=sniff_delimiter(table_path, encoding),
+            encoding=encoding,
+            strip_header=True,
+        )
         roles = self._resolve_columns(table, table_path)
-        read = MetadataRead(audio_files=list_audio(root, audio_dir, AUDIO_SUFFIXES),
-                            notes=[f"read {table_path.name} as {encoding}; columns {roles}"])
+        read = MetadataRead(
+            audio_files=list_audio(root, audio_dir, AUDIO_SUFFIXES),
+            notes=[f"read {table_path.name} as {encoding}; columns {roles}"],
+        )
         by_stem = {Path(p).stem: p for p in read.audio_files}
         for record in table.to_dict("records"):
             self._add_row(read, record, roles, by_stem, audio_dir.relative_to(root), table_path.name)
@@ -73,24 +117,35 @@ class IatosLoader:
             if missing or not {"id", "label"} <= set(self.columns):
                 raise ManifestSchemaError(
                     f"iatos: configured columns {self.columns} need roles 'id' and 'label' present in "
-                    f"{table_path.name}; missing {missing or 'roles'}; found columns {list(headers.values())}")
+                    f"{table_path.name}; missing {missing or 'roles'}; found columns {list(headers.values())}"
+                )
             return dict(self.columns)
-        roles = {role: next((headers[c] for c in names if c in headers), None)
-                 for role, names in COLUMN_CANDIDATES.items()}
+        roles = {
+            role: next((headers[c] for c in names if c in headers), None) for role, names in COLUMN_CANDIDATES.items()
+        }
         if roles["id"] is None or roles["label"] is None:
             raise ManifestSchemaError(
                 f"iatos: {table_path.name} has no recognisable id/label columns. Expected an id column among "
                 f"{COLUMN_CANDIDATES['id']} and a label column among {COLUMN_CANDIDATES['label']}; found columns "
-                f"{list(headers.values())}. Pass columns={{'id': ..., 'label': ...}} after inspecting the file.")
+                f"{list(headers.values())}. Pass columns={{'id': ..., 'label': ...}} after inspecting the file."
+            )
         return {role: column for role, column in roles.items() if column is not None}
 
-    def _add_row(self, read: MetadataRead, record: dict, roles: dict[str, str], by_stem: dict[str, str],
-                 audio_dir: Path, source_file: str) -> None:
+    def _add_row(
+        self,
+        read: MetadataRead,
+        record: dict,
+        roles: dict[str, str],
+        by_stem: dict[str, str],
+        audio_dir: Path,
+        source_file: str,
+    ) -> None:
         raw_id = record[roles["id"]]
         source = {"source_file": source_file, "source_row": record["source_row"]}
         if not raw_id:
-            read.reject(QuarantineReason.MISSING_ID, f"blank {roles['id']}", dataset=self.name, native_id=None,
-                        **source)
+            read.reject(
+                QuarantineReason.MISSING_ID, f"blank {roles['id']}", dataset=self.name, native_id=None, **source
+            )
             return
         native_id = Path(raw_id).stem if Path(raw_id).suffix.lower() in AUDIO_SUFFIXES else raw_id
         audio_path = by_stem.get(native_id, (audio_dir / f"{native_id}.ogg").as_posix())
@@ -99,19 +154,37 @@ class IatosLoader:
             gender = map_value(record.get(roles.get("gender", "")), GENDERS, field_name=roles.get("gender", "sex"))
         except UnknownValueError as error:
             reason = QuarantineReason.UNKNOWN_LABEL if roles["label"] in str(error) else QuarantineReason.INVALID_VALUE
-            read.reject(reason, str(error), dataset=self.name, native_id=native_id,
-                        recording_id=f"{self.name}:{native_id}", audio_path=audio_path, **source)
+            read.reject(
+                reason,
+                str(error),
+                dataset=self.name,
+                native_id=native_id,
+                recording_id=f"{self.name}:{native_id}",
+                audio_path=audio_path,
+                **source,
+            )
             return
         age_raw = clean(record.get(roles.get("age", "")))
         age = parse_float(age_raw)
-        read.rows.append(manifest_row(
-            self.name, native_id, audio_path=audio_path, sound_type="cough", cough_type="unspecified",
-            covid_label=label, covid_label_raw=record[roles["label"]], label_source="pcr",
-            exclude_reason="no_label" if label == "unknown" else None, gender=gender,
-            age=age, age_group=age_raw if age is None else None,
-            extra=extra_json({k: v for k, v in record.items() if k not in (*roles.values(), "source_row")}),
-            _source_file=source_file, _source_row=record["source_row"],
-        ))
+        read.rows.append(
+            manifest_row(
+                self.name,
+                native_id,
+                audio_path=audio_path,
+                sound_type="cough",
+                cough_type="unspecified",
+                covid_label=label,
+                covid_label_raw=record[roles["label"]],
+                label_source="pcr",
+                exclude_reason="no_label" if label == "unknown" else None,
+                gender=gender,
+                age=age,
+                age_group=age_raw if age is None else None,
+                extra=extra_json({k: v for k, v in record.items() if k not in (*roles.values(), "source_row")}),
+                _source_file=source_file,
+                _source_row=record["source_row"],
+            )
+        )
 
 
 def _encoding(path: Path) -> str:

@@ -20,11 +20,17 @@ import pandas as pd
 from cough_pipeline.datasets.base import LayoutError, MetadataRead, extra_json, manifest_row
 from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
 
-NAME = re.compile(r"^(?P<patient>\d{3})_(?P<index>\w+?)_(?P<chest>Tc|Al|Ar|Pl|Pr|Ll|Lr)_(?P<mode>sc|mc)_"
-                  r"(?P<device>AKGC417L|LittC2SE|Litt3200|Meditron)$")
+NAME = re.compile(
+    r"^(?P<patient>\d{3})_(?P<index>\w+?)_(?P<chest>Tc|Al|Ar|Pl|Pr|Ll|Lr)_(?P<mode>sc|mc)_"
+    r"(?P<device>AKGC417L|LittC2SE|Litt3200|Meditron)$"
+)
 DIAGNOSES = ("URTI", "Healthy", "Asthma", "COPD", "LRTI", "Bronchiectasis", "Pneumonia", "Bronchiolitis")
 LAYOUTS = {
-    "official": ("ICBHI_final_database", "ICBHI_Challenge_diagnosis.txt", "ICBHI_Challenge_demographic_information.txt"),
+    "official": (
+        "ICBHI_final_database",
+        "ICBHI_Challenge_diagnosis.txt",
+        "ICBHI_Challenge_demographic_information.txt",
+    ),
     "kaggle": ("audio_and_txt_files", "patient_diagnosis.csv", "demographic_info.txt"),
 }
 CYCLE_COLUMNS = ("recording", "cycle", "onset_s", "offset_s", "crackles", "wheezes")
@@ -45,8 +51,9 @@ def find_layout(root: Path) -> IcbhiLayout:
         for folder, diagnosis, demographics in LAYOUTS.values():
             if (base / folder).is_dir() and (base / diagnosis).is_file() and (base / demographics).is_file():
                 split = base / "ICBHI_challenge_train_test.txt"
-                return IcbhiLayout(root, base / folder, base / diagnosis, base / demographics,
-                                   split if split.is_file() else None)
+                return IcbhiLayout(
+                    root, base / folder, base / diagnosis, base / demographics, split if split.is_file() else None
+                )
     raise LayoutError("icbhi", root, [" + ".join(files) for files in LAYOUTS.values()])
 
 
@@ -68,11 +75,14 @@ def read_demographics(path: Path) -> dict[str, dict]:
         if not fields:
             continue
         if len(fields) != 6:
-            raise ManifestSchemaError(f"icbhi: {path.name} line {line!r} has {len(fields)} fields, expected 6 "
-                                      "(patient, age, sex, adult BMI, child weight, child height)")
+            raise ManifestSchemaError(
+                f"icbhi: {path.name} line {line!r} has {len(fields)} fields, expected 6 "
+                "(patient, age, sex, adult BMI, child weight, child height)"
+            )
         values = [None if f == "NA" else f for f in fields]
         demographics[values[0]] = {
-            "age": float(values[1]) if values[1] else None, "sex": values[2],
+            "age": float(values[1]) if values[1] else None,
+            "sex": values[2],
             "adult_bmi": float(values[3]) if values[3] else None,
             "child_weight_kg": float(values[4]) if values[4] else None,
             "child_height_cm": float(values[5]) if values[5] else None,
@@ -115,17 +125,32 @@ class AnnotationLine:
 def _parse_line(cycle: int, line: int, text: str) -> AnnotationLine:
     fields = text.split()
     if len(fields) != 4:
-        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
-                              detail=f"{len(fields)} fields, expected 4 (onset offset crackles wheezes)")
+        return AnnotationLine(
+            cycle,
+            line,
+            text,
+            problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+            detail=f"{len(fields)} fields, expected 4 (onset offset crackles wheezes)",
+        )
     try:
         onset, offset = float(fields[0]), float(fields[1])
         crackles, wheezes = int(fields[2]), int(fields[3])
     except ValueError:
-        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
-                              detail="onset/offset are not numbers or the flags are not integers")
+        return AnnotationLine(
+            cycle,
+            line,
+            text,
+            problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+            detail="onset/offset are not numbers or the flags are not integers",
+        )
     if not (math.isfinite(onset) and math.isfinite(offset)):
-        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
-                              detail="onset/offset are not finite numbers")
+        return AnnotationLine(
+            cycle,
+            line,
+            text,
+            problem=QuarantineReason.ANNOTATION_UNPARSEABLE,
+            detail="onset/offset are not finite numbers",
+        )
     reasons = []
     if onset < 0:
         reasons.append(f"negative onset {onset}")
@@ -134,8 +159,9 @@ def _parse_line(cycle: int, line: int, text: str) -> AnnotationLine:
     if crackles not in (0, 1) or wheezes not in (0, 1):
         reasons.append(f"flags crackles={crackles} wheezes={wheezes} are not 0/1")
     if reasons:
-        return AnnotationLine(cycle, line, text, problem=QuarantineReason.ANNOTATION_OUT_OF_RANGE,
-                              detail="; ".join(reasons))
+        return AnnotationLine(
+            cycle, line, text, problem=QuarantineReason.ANNOTATION_OUT_OF_RANGE, detail="; ".join(reasons)
+        )
     return AnnotationLine(cycle, line, text, onset, offset, crackles, wheezes)
 
 
@@ -192,36 +218,72 @@ class IcbhiLoader:
         source = {"source_file": f"{folder}/{stem}.txt" if annotated else None, "source_row": None}
         name = NAME.match(stem)
         if name is None:
-            read.reject(QuarantineReason.INVALID_VALUE,
-                        "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>", dataset=self.name,
-                        native_id=stem, recording_id=f"{self.name}:{stem}", audio_path=audio_path, **source)
+            read.reject(
+                QuarantineReason.INVALID_VALUE,
+                "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>",
+                dataset=self.name,
+                native_id=stem,
+                recording_id=f"{self.name}:{stem}",
+                audio_path=audio_path,
+                **source,
+            )
             return
         patient = name["patient"]
         diagnosis = diagnoses.get(patient)
         if diagnosis not in DIAGNOSES:
-            read.reject(QuarantineReason.INVALID_VALUE, f"diagnosis={diagnosis!r} for patient {patient} is not one "
-                        f"of {list(DIAGNOSES)}", dataset=self.name, native_id=stem,
-                        recording_id=f"{self.name}:{stem}", audio_path=audio_path, **source)
+            read.reject(
+                QuarantineReason.INVALID_VALUE,
+                f"diagnosis={diagnosis!r} for patient {patient} is not one of {list(DIAGNOSES)}",
+                dataset=self.name,
+                native_id=stem,
+                recording_id=f"{self.name}:{stem}",
+                audio_path=audio_path,
+                **source,
+            )
             return
         person = demographics.get(patient, {})
         split = splits.get(stem) or splits.get(stem.rsplit("_", 1)[0])
         cycles = read_cycles(layout.recordings / f"{stem}.txt") if annotated else None
-        cycle_stats = {} if cycles is None else {
-            "cycles": len(cycles), "cycles_crackles": int(cycles.crackles.sum()),
-            "cycles_wheezes": int(cycles.wheezes.sum()),
-            "annotated_duration_s": float(cycles.offset_s.max()) if len(cycles) else 0.0,
-        }
-        read.rows.append(manifest_row(
-            self.name, stem, participant=patient, audio_path=audio_path, sound_type="lung_auscultation",
-            covid_label="negative", covid_label_raw=None, label_source="pre_pandemic", exclude_reason="not_cough",
-            age=person.get("age"), gender={"M": "male", "F": "female"}.get(person.get("sex"), "unknown"),
-            respiratory_conditions=None if diagnosis == "Healthy" else diagnosis.lower(),
-            official_split=split, split_scheme="icbhi2017" if split else None,
-            extra=extra_json({
-                "diagnosis": diagnosis, "recording_index": name["index"], "chest_location": name["chest"],
-                "acquisition_mode": name["mode"], "device": name["device"], "annotated": annotated,
-                "demographics_known": patient in demographics,
-                **{k: v for k, v in person.items() if k not in ("age", "sex")}, **cycle_stats,
-            }),
-            _source_file=source["source_file"], _source_row=None,
-        ))
+        cycle_stats = (
+            {}
+            if cycles is None
+            else {
+                "cycles": len(cycles),
+                "cycles_crackles": int(cycles.crackles.sum()),
+                "cycles_wheezes": int(cycles.wheezes.sum()),
+                "annotated_duration_s": float(cycles.offset_s.max()) if len(cycles) else 0.0,
+            }
+        )
+        read.rows.append(
+            manifest_row(
+                self.name,
+                stem,
+                participant=patient,
+                audio_path=audio_path,
+                sound_type="lung_auscultation",
+                covid_label="negative",
+                covid_label_raw=None,
+                label_source="pre_pandemic",
+                exclude_reason="not_cough",
+                age=person.get("age"),
+                gender={"M": "male", "F": "female"}.get(person.get("sex"), "unknown"),
+                respiratory_conditions=None if diagnosis == "Healthy" else diagnosis.lower(),
+                official_split=split,
+                split_scheme="icbhi2017" if split else None,
+                extra=extra_json(
+                    {
+                        "diagnosis": diagnosis,
+                        "recording_index": name["index"],
+                        "chest_location": name["chest"],
+                        "acquisition_mode": name["mode"],
+                        "device": name["device"],
+                        "annotated": annotated,
+                        "demographics_known": patient in demographics,
+                        **{k: v for k, v in person.items() if k not in ("age", "sex")},
+                        **cycle_stats,
+                    }
+                ),
+                _source_file=source["source_file"],
+                _source_row=None,
+            )
+        )

@@ -12,17 +12,41 @@ from pathlib import Path
 
 import pandas as pd
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, clean, extra_json,
-                                          join_tokens, list_audio, manifest_row, map_value, parse_float, read_table)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    clean,
+    extra_json,
+    join_tokens,
+    list_audio,
+    manifest_row,
+    map_value,
+    parse_float,
+    read_table,
+)
 from cough_pipeline.schema import QuarantineReason
 
 PARTICIPANT_COLUMNS = ("participant_identifier", "covid_test_result", "covid_test_method")
 AUDIO_COLUMNS = ("participant_identifier", "cough_file_name", "three_cough_file_name")
 SPLIT_COLUMNS = ("participant_identifier", "splits")
-RESULTS = {"positive": "positive", "negative": "negative", "unknown/void": "unknown", "unknown": "unknown",
-           "void": "unknown", "prefer not to say": "unknown", None: "unknown"}
-GENDERS = {"male": "male", "female": "female", "other": "other", "unknown": "unknown",
-           "prefer not to say": "unknown", None: "unknown"}
+RESULTS = {
+    "positive": "positive",
+    "negative": "negative",
+    "unknown/void": "unknown",
+    "unknown": "unknown",
+    "void": "unknown",
+    "prefer not to say": "unknown",
+    None: "unknown",
+}
+GENDERS = {
+    "male": "male",
+    "female": "female",
+    "other": "other",
+    "unknown": "unknown",
+    "prefer not to say": "unknown",
+    None: "unknown",
+}
 SPLITS = {"train": "train", "val": "dev", "test": "test", "long": "long_test", None: None}
 MODALITIES = {"cough": ("cough", "single"), "three_cough": ("cough", "three"), "exhalation": ("breath", None)}
 TRUE_VALUES = {"1", "1.0", "true", "yes", "y"}
@@ -54,8 +78,12 @@ class UkcovidLoader:
         split_by_participant = {r["participant_identifier"]: r for r in splits.to_dict("records")}
         modalities = {m: v for m, v in MODALITIES.items() if self.include_non_cough or v[0] == "cough"}
         # Files of modalities left out on purpose (exhalation by default) are out of scope, not "unlisted".
-        skipped = {f"audio/{name}" for m in MODALITIES if m not in modalities
-                   for name in audio.get(f"{m}_file_name", pd.Series(dtype=str)).dropna()}
+        skipped = {
+            f"audio/{name}"
+            for m in MODALITIES
+            if m not in modalities
+            for name in audio.get(f"{m}_file_name", pd.Series(dtype=str)).dropna()
+        }
         read = MetadataRead(audio_files=[p for p in list_audio(root, root / "audio") if p not in skipped])
         if skipped:
             read.notes.append(f"{len(skipped)} breath recordings left out (include_non_cough=False)")
@@ -67,12 +95,14 @@ class UkcovidLoader:
         participant = record["participant_identifier"]
         source = {"source_file": "audio_metadata.csv", "source_row": record["source_row"]}
         if not participant:
-            read.reject(QuarantineReason.MISSING_ID, "blank participant_identifier", dataset=self.name,
-                        native_id=None, **source)
+            read.reject(
+                QuarantineReason.MISSING_ID, "blank participant_identifier", dataset=self.name, native_id=None, **source
+            )
             return
         try:
-            values = self._participant_values(by_participant.get(participant),
-                                              split_by_participant.get(participant, {}))
+            values = self._participant_values(
+                by_participant.get(participant), split_by_participant.get(participant, {})
+            )
             problem = None
         except UnknownValueError as error:
             values, problem = {}, error
@@ -82,57 +112,101 @@ class UkcovidLoader:
             recording_id = f"{self.name}:{participant}:{modality}"
             size = parse_float(record.get(f"{modality}_size"))
             if file_name is None or (size is not None and size <= 44):
-                read.reject(QuarantineReason.AUDIO_NOT_PROVIDED,
-                            f"{modality}: {'no file name' if file_name is None else f'm_size={size:g} bytes'}",
-                            dataset=self.name, native_id=participant, recording_id=recording_id,
-                            audio_path=audio_path, **source)
+                read.reject(
+                    QuarantineReason.AUDIO_NOT_PROVIDED,
+                    f"{modality}: {'no file name' if file_name is None else f'm_size={size:g} bytes'}",
+                    dataset=self.name,
+                    native_id=participant,
+                    recording_id=recording_id,
+                    audio_path=audio_path,
+                    **source,
+                )
                 continue
             if problem is not None:
-                reason = QuarantineReason.UNKNOWN_LABEL if "covid_test_result" in str(problem) \
+                reason = (
+                    QuarantineReason.UNKNOWN_LABEL
+                    if "covid_test_result" in str(problem)
                     else QuarantineReason.INVALID_VALUE
-                read.reject(reason, str(problem), dataset=self.name, native_id=participant,
-                            recording_id=recording_id, audio_path=audio_path, **source)
+                )
+                read.reject(
+                    reason,
+                    str(problem),
+                    dataset=self.name,
+                    native_id=participant,
+                    recording_id=recording_id,
+                    audio_path=audio_path,
+                    **source,
+                )
                 continue
-            extra_fields = {**values["extra_fields"],
-                            **{k: v for k, v in record.items() if k.startswith(modality + "_")}}
-            read.rows.append(manifest_row(
-                self.name, participant, id_suffix=modality, participant=participant, audio_path=audio_path,
-                sound_type=sound_type, cough_type=cough_type, extra=extra_json(extra_fields),
-                **{k: v for k, v in values.items() if k != "extra_fields"},
-                _source_file="audio_metadata.csv", _source_row=record["source_row"],
-            ))
+            extra_fields = {
+                **values["extra_fields"],
+                **{k: v for k, v in record.items() if k.startswith(modality + "_")},
+            }
+            read.rows.append(
+                manifest_row(
+                    self.name,
+                    participant,
+                    id_suffix=modality,
+                    participant=participant,
+                    audio_path=audio_path,
+                    sound_type=sound_type,
+                    cough_type=cough_type,
+                    extra=extra_json(extra_fields),
+                    **{k: v for k, v in values.items() if k != "extra_fields"},
+                    _source_file="audio_metadata.csv",
+                    _source_row=record["source_row"],
+                )
+            )
 
     @staticmethod
     def _participant_values(meta: dict | None, split_row: dict) -> dict:
         """Label, demographics and split for one participant; raises on values outside the vocabulary."""
         official_split = map_value(split_row.get("splits"), SPLITS, field_name="splits")
-        split_extra = {k: v for k, v in split_row.items() if k not in ("participant_identifier", "splits",
-                                                                      "source_row")}
+        split_extra = {
+            k: v for k, v in split_row.items() if k not in ("participant_identifier", "splits", "source_row")
+        }
         if meta is None:
-            return {"covid_label": "unknown", "exclude_reason": "no_label", "official_split": official_split,
-                    "split_scheme": "ukhsa_standard" if official_split else None,
-                    "extra_fields": {"metadata": "participant absent from participant_metadata.csv", **split_extra}}
+            return {
+                "covid_label": "unknown",
+                "exclude_reason": "no_label",
+                "official_split": official_split,
+                "split_scheme": "ukhsa_standard" if official_split else None,
+                "extra_fields": {"metadata": "participant absent from participant_metadata.csv", **split_extra},
+            }
         label = map_value(meta["covid_test_result"], RESULTS, field_name="covid_test_result")
         age = clean(meta.get("age"))
         used = {"participant_identifier", "covid_test_result", "age", "gender", "submission_date", "source_row"}
         return {
-            "covid_label": label, "covid_label_raw": meta["covid_test_result"],
+            "covid_label": label,
+            "covid_label_raw": meta["covid_test_result"],
             "label_source": label_source(meta["covid_test_method"]),
             "exclude_reason": "no_label" if label == "unknown" else None,
             "age": parse_float(age) if age and age.replace(".", "", 1).isdigit() else None,
             "age_group": age if age and not age.replace(".", "", 1).isdigit() else None,
             "gender": map_value(meta.get("gender"), GENDERS, field_name="gender"),
             "recording_date": clean(meta.get("submission_date")),
-            "official_split": official_split, "split_scheme": "ukhsa_standard" if official_split else None,
-            "symptoms": join_tokens(k.removeprefix("symptom_") for k, v in meta.items()
-                                    if k.startswith("symptom_") and k not in ("symptom_none", "symptom_onset",
-                                                                              "symptom_prefer_not_to_say")
-                                    and (clean(v) or "").lower() in TRUE_VALUES),
+            "official_split": official_split,
+            "split_scheme": "ukhsa_standard" if official_split else None,
+            "symptoms": join_tokens(
+                k.removeprefix("symptom_")
+                for k, v in meta.items()
+                if k.startswith("symptom_")
+                and k not in ("symptom_none", "symptom_onset", "symptom_prefer_not_to_say")
+                and (clean(v) or "").lower() in TRUE_VALUES
+            ),
             "respiratory_conditions": join_tokens(
-                k.removeprefix("respiratory_condition_") for k, v in meta.items()
+                k.removeprefix("respiratory_condition_")
+                for k, v in meta.items()
                 if k.startswith("respiratory_condition_")
                 and k not in ("respiratory_condition_none", "respiratory_condition_prefer_not_to_say")
-                and (clean(v) or "").lower() in TRUE_VALUES),
-            "extra_fields": {**{k: v for k, v in meta.items() if k not in used and not k.startswith("symptom_")
-                                and not k.startswith("respiratory_condition_")}, **split_extra},
+                and (clean(v) or "").lower() in TRUE_VALUES
+            ),
+            "extra_fields": {
+                **{
+                    k: v
+                    for k, v in meta.items()
+                    if k not in used and not k.startswith("symptom_") and not k.startswith("respiratory_condition_")
+                },
+                **split_extra,
+            },
         }

@@ -11,8 +11,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cough_pipeline.datasets.base import (LayoutError, MetadataRead, UnknownValueError, extra_json, join_tokens,
-                                          list_audio, manifest_row, map_value, parse_float, read_table)
+from cough_pipeline.datasets.base import (
+    LayoutError,
+    MetadataRead,
+    UnknownValueError,
+    extra_json,
+    join_tokens,
+    list_audio,
+    manifest_row,
+    map_value,
+    parse_float,
+    read_table,
+)
 from cough_pipeline.schema import QuarantineReason
 
 REQUIRED_COLUMNS = ("date", "corona_test", "age", "gender", "cough_filename")
@@ -37,8 +47,11 @@ class VirufyLoader:
             raise ValueError(f"virufy: unit must be one of {sorted(UNITS)}, not {self.unit!r}")
         clinical = root / "clinical" if (root / "clinical").is_dir() else root
         if not (clinical / "labels.csv").is_file():
-            raise LayoutError(self.name, root, ["clinical/labels.csv with clinical/original/{pos,neg}/*.mp3 and "
-                                                "clinical/segmented/{pos,neg}/*.mp3"])
+            raise LayoutError(
+                self.name,
+                root,
+                ["clinical/labels.csv with clinical/original/{pos,neg}/*.mp3 and clinical/segmented/{pos,neg}/*.mp3"],
+            )
         folder, cough_type = UNITS[self.unit]
         table = read_table(clinical / "labels.csv", REQUIRED_COLUMNS, dataset=self.name)
         read = MetadataRead(audio_files=list_audio(root, clinical / folder, (".mp3",)))
@@ -47,36 +60,63 @@ class VirufyLoader:
             stem = Path(record["cough_filename"] or "").stem
             source = {"source_file": source_file, "source_row": record["source_row"]}
             if not stem:
-                read.reject(QuarantineReason.MISSING_ID, "blank cough_filename", dataset=self.name, native_id=None,
-                            **source)
+                read.reject(
+                    QuarantineReason.MISSING_ID, "blank cough_filename", dataset=self.name, native_id=None, **source
+                )
                 continue
             files = self._files_for(read.audio_files, stem, folder)
             if not files:
-                read.reject(QuarantineReason.AUDIO_MISSING, f"no {folder} audio for patient {stem}",
-                            dataset=self.name, native_id=stem, recording_id=f"{self.name}:{stem}",
-                            audio_path=f"{clinical.relative_to(root).as_posix()}/{folder}/{stem}.mp3", **source)
+                read.reject(
+                    QuarantineReason.AUDIO_MISSING,
+                    f"no {folder} audio for patient {stem}",
+                    dataset=self.name,
+                    native_id=stem,
+                    recording_id=f"{self.name}:{stem}",
+                    audio_path=f"{clinical.relative_to(root).as_posix()}/{folder}/{stem}.mp3",
+                    **source,
+                )
                 continue
             try:
                 label = map_value(record["corona_test"], LABELS, field_name="corona_test")
                 gender = map_value(record["gender"], GENDERS, field_name="gender")
             except UnknownValueError as error:
-                reason = QuarantineReason.UNKNOWN_LABEL if "corona_test" in str(error) else QuarantineReason.INVALID_VALUE
+                reason = (
+                    QuarantineReason.UNKNOWN_LABEL if "corona_test" in str(error) else QuarantineReason.INVALID_VALUE
+                )
                 for path in files:
-                    read.reject(reason, str(error), dataset=self.name, native_id=Path(path).stem,
-                                recording_id=f"{self.name}:{Path(path).stem}", audio_path=path, **source)
+                    read.reject(
+                        reason,
+                        str(error),
+                        dataset=self.name,
+                        native_id=Path(path).stem,
+                        recording_id=f"{self.name}:{Path(path).stem}",
+                        audio_path=path,
+                        **source,
+                    )
                 continue
             shared = self._patient_values(record, stem, label, gender)
             for path in files:
-                read.rows.append(manifest_row(
-                    self.name, Path(path).stem, participant=stem, audio_path=path, cough_type=cough_type,
-                    _source_file=source_file, _source_row=record["source_row"], **shared,
-                ))
+                read.rows.append(
+                    manifest_row(
+                        self.name,
+                        Path(path).stem,
+                        participant=stem,
+                        audio_path=path,
+                        cough_type=cough_type,
+                        _source_file=source_file,
+                        _source_row=record["source_row"],
+                        **shared,
+                    )
+                )
         return read
 
     @staticmethod
     def _files_for(audio_files: list[str], stem: str, folder: str) -> list[str]:
-        pattern = re.compile(rf"/{folder}/(pos|neg)/{re.escape(stem)}(-\d+)?\.mp3$" if folder == "segmented"
-                             else rf"/{folder}/(pos|neg)/{re.escape(stem)}\.mp3$")
+        pattern = re.compile(
+            rf"/{folder}/(pos|neg)/{re.escape(stem)}(-\d+)?\.mp3$"
+            if folder == "segmented"
+            else rf"/{folder}/(pos|neg)/{re.escape(stem)}\.mp3$"
+        )
         return [p for p in audio_files if pattern.search("/" + p)]
 
     @staticmethod
@@ -84,16 +124,26 @@ class VirufyLoader:
         month, day = (record["date"] or "").split("/") if "/" in (record["date"] or "") else (None, None)
         name = STEM.match(stem)
         age = parse_float(record["age"])
-        consistent = bool(name) and name["label"] == label[:3] and name["sex"] == gender[:1] \
-            and age == float(name["age"])
+        consistent = (
+            bool(name) and name["label"] == label[:3] and name["sex"] == gender[:1] and age == float(name["age"])
+        )
         return {
-            "sound_type": "cough", "covid_label": label, "covid_label_raw": record["corona_test"],
-            "label_source": "pcr", "age": age, "gender": gender,
+            "sound_type": "cough",
+            "covid_label": label,
+            "covid_label_raw": record["corona_test"],
+            "label_source": "pcr",
+            "age": age,
+            "gender": gender,
             # The date has no year; the clinical collection was in April 2020.
             "recording_date": f"2020-{int(month):02d}-{int(day):02d}" if month else None,
             "symptoms": join_tokens(_tokens(record.get("patient_reported_symptoms"))),
             "respiratory_conditions": join_tokens(_tokens(record.get("medical_history"))),
             "quality": None if consistent else "file_name_disagrees_with_labels_csv",
-            "extra": extra_json({"smoker": record.get("smoker"), "date_raw": record["date"],
-                                 "medical_history": record.get("medical_history")}),
+            "extra": extra_json(
+                {
+                    "smoker": record.get("smoker"),
+                    "date_raw": record["date"],
+                    "medical_history": record.get("medical_history"),
+                }
+            ),
         }

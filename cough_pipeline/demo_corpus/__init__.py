@@ -28,7 +28,13 @@ from cough_pipeline.demo_corpus.layouts import WRITERS
 from cough_pipeline.demo_corpus.sizes import SIZES, CorpusSize
 
 __all__ = [
-    "CORPUS_VERSION", "DEMO_DATASETS", "NOISE_FOLDER", "PLANTED_DEFECTS", "SIZES", "CorpusSize", "generate_demo_corpus",
+    "CORPUS_VERSION",
+    "DEMO_DATASETS",
+    "NOISE_FOLDER",
+    "PLANTED_DEFECTS",
+    "SIZES",
+    "CorpusSize",
+    "generate_demo_corpus",
 ]
 
 CORPUS_VERSION = 5

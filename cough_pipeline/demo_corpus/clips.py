@@ -33,14 +33,20 @@ def labelled_clips(root: Path, seed: int = 0) -> pd.DataFrame:
     root = Path(root)
     virufy = root / "virufy" / "clinical"
     rows = [(str(p), None, 1, f"virufy:{p.stem}", "virufy:original") for p in sorted(virufy.glob("original/*/*.mp3"))]
-    rows += [(str(p), None, 1, f"virufy:{p.stem.rsplit('-', 1)[0]}", "virufy:segment")
-             for p in sorted(virufy.glob("segmented/*/*.mp3"))]
-    rows += [(str(p), None, 0, f"ukcovid:{p.stem.partition('_')[0]}", "ukcovid:exhalation")
-             for p in sorted((root / "ukcovid" / "audio").glob("*_exhalation.wav"))
-             if p.stat().st_size > HEADER_ONLY_BYTES]
+    rows += [
+        (str(p), None, 1, f"virufy:{p.stem.rsplit('-', 1)[0]}", "virufy:segment")
+        for p in sorted(virufy.glob("segmented/*/*.mp3"))
+    ]
+    rows += [
+        (str(p), None, 0, f"ukcovid:{p.stem.partition('_')[0]}", "ukcovid:exhalation")
+        for p in sorted((root / "ukcovid" / "audio").glob("*_exhalation.wav"))
+        if p.stat().st_size > HEADER_ONLY_BYTES
+    ]
     for path in sorted((root / NOISE_FOLDER).glob("*/*.wav")):
-        rows += [(excerpt, rate, 0, f"noise:{path.stem}", f"noise:{path.parent.name}")
-                 for excerpt, rate in _excerpts(path, seed)]
+        rows += [
+            (excerpt, rate, 0, f"noise:{path.stem}", f"noise:{path.parent.name}")
+            for excerpt, rate in _excerpts(path, seed)
+        ]
     return pd.DataFrame(rows, columns=["source", "sample_rate", "label", "group", "kind"])
 
 
@@ -52,5 +58,5 @@ def _excerpts(path: Path, seed: int) -> list[tuple[np.ndarray, int]]:
     for _ in range(NOISE_EXCERPTS_PER_FILE):
         length = min(samples.size, round(rng.uniform(*NOISE_EXCERPT_S) * rate))
         start = int(rng.integers(0, samples.size - length + 1))
-        excerpts.append((samples[start:start + length], rate))
+        excerpts.append((samples[start : start + length], rate))
     return excerpts

@@ -154,8 +154,9 @@ def _as_mono(samples: np.ndarray) -> np.ndarray:
     return samples
 
 
-def frame_features(samples: np.ndarray, sample_rate: int,
-                   config: SpectralConfig = SpectralConfig()) -> dict[str, np.ndarray]:
+def frame_features(
+    samples: np.ndarray, sample_rate: int, config: SpectralConfig = SpectralConfig()
+) -> dict[str, np.ndarray]:
     """Frame-wise spectral features of a mono signal (resampled to the analysis rate first when it differs).
 
     ``samples``: ``(n,)`` float at ``sample_rate`` Hz. Returns arrays of shape ``(n_frames,)``: ``times_s`` (frame
@@ -179,7 +180,7 @@ def frame_features(samples: np.ndarray, sample_rate: int,
     # for malloc to map and unmap them on every call, and the page faults then cost more than the FFT itself.
     block = max(8, _BLOCK_VALUES // n_fft)
     for start in range(0, n_frames, block):
-        chunk = frames[start:start + block]
+        chunk = frames[start : start + block]
         rows = slice(start, start + chunk.shape[0])
         out["rms"][rows] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk) / n_fft)
         magnitude = np.abs(np.fft.rfft(chunk * window, axis=1))  # (frames in block, n_fft // 2 + 1)
@@ -215,8 +216,12 @@ def recording_features(samples: np.ndarray, sample_rate: int, config: SpectralCo
     active = ~frames["silent"]
     flux_active = active.copy()
     flux_active[0] = False
-    summary: dict = {"duration_s": samples.size / sample_rate, "analysis_sample_rate": config.rate_for(sample_rate),
-                     "n_frames": int(active.size), "n_silent_frames": int((~active).sum())}
+    summary: dict = {
+        "duration_s": samples.size / sample_rate,
+        "analysis_sample_rate": config.rate_for(sample_rate),
+        "n_frames": int(active.size),
+        "n_silent_frames": int((~active).sum()),
+    }
     for name in config.features:
         values = frames[name][flux_active if name == "flux" else active]
         summary[f"{name}_mean"] = float(values.mean()) if values.size else float("nan")
@@ -263,9 +268,13 @@ def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> No
         raise ValueError(f"{what} lacks column(s) {missing}; it has {list(table.columns)}")
 
 
-def spectral_table(recordings: pd.DataFrame, root: str | Path, config: SpectralConfig = SpectralConfig(),
-                   workers: int = 1, progress: Callable[[int, int], None] | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def spectral_table(
+    recordings: pd.DataFrame,
+    root: str | Path,
+    config: SpectralConfig = SpectralConfig(),
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-recording spectral summaries of every recording with audio, and the recordings that could not be analysed.
 
     ``recordings``: the ICBHI recordings table (needs :data:`REQUIRED_COLUMNS`; ``audio_path`` is relative to
@@ -305,18 +314,41 @@ def spectral_table(recordings: pd.DataFrame, root: str | Path, config: SpectralC
             if isinstance(result, tuple):
                 problems.append(_problem(row, *result))
             else:
-                rows.append({"recording_id": row.recording_id, "lung_label": row.lung_label,
-                             "diagnosis": row.diagnosis, "device": row.device, **result})
+                rows.append(
+                    {
+                        "recording_id": row.recording_id,
+                        "lung_label": row.lung_label,
+                        "diagnosis": row.diagnosis,
+                        "device": row.device,
+                        **result,
+                    }
+                )
             done += 1
             if progress is not None:
                 progress(done, total)
-    leading = ["recording_id", "lung_label", "diagnosis", "device", "sample_rate", "analysis_sample_rate",
-               "duration_s", "n_frames", "n_silent_frames"]
+    leading = [
+        "recording_id",
+        "lung_label",
+        "diagnosis",
+        "device",
+        "sample_rate",
+        "analysis_sample_rate",
+        "duration_s",
+        "n_frames",
+        "n_silent_frames",
+    ]
     table = pd.DataFrame(rows, columns=[*leading, *config.summary_columns])
-    table = table.astype({"sample_rate": "Int64", "analysis_sample_rate": "Int64", "n_frames": "int64",
-                          "n_silent_frames": "int64", "duration_s": "float64",
-                          **{column: "float64" for column in config.summary_columns},
-                          **{column: "string" for column in ("recording_id", "lung_label", "diagnosis", "device")}})
+    table = table.astype(
+        {
+            "sample_rate": "Int64",
+            "analysis_sample_rate": "Int64",
+            "n_frames": "int64",
+            "n_silent_frames": "int64",
+            "duration_s": "float64",
+            **{column: "float64" for column in config.summary_columns},
+            **{column: "string" for column in ("recording_id", "lung_label", "diagnosis", "device")},
+        }
+    )
     return table, _problems_frame(problems)
 
 
@@ -326,8 +358,13 @@ def _problems_frame(problems: list[dict]) -> pd.DataFrame:
 
 
 def _problem(row, reason: str, detail: str) -> dict:
-    return {"recording_id": row.recording_id, "lung_label": row.lung_label, "audio_path": row.audio_path,
-            "reason": reason, "detail": detail}
+    return {
+        "recording_id": row.recording_id,
+        "lung_label": row.lung_label,
+        "audio_path": row.audio_path,
+        "reason": reason,
+        "detail": detail,
+    }
 
 
 def _group_order(values: pd.Series, by: str) -> list:
@@ -345,19 +382,28 @@ def median_table(table: pd.DataFrame, by: str = "lung_label", features: Sequence
     :data:`LUNG_LABELS` (all four, an empty one with ``n = 0`` and NaN medians) or the sorted values of ``by``.
     """
     _check_columns(table, [by], "table")
-    features = list(features) if features is not None else [
-        c for c in table.columns if c.endswith(("_mean", "_median")) and pd.api.types.is_numeric_dtype(table[c])]
+    features = (
+        list(features)
+        if features is not None
+        else [c for c in table.columns if c.endswith(("_mean", "_median")) and pd.api.types.is_numeric_dtype(table[c])]
+    )
     _check_columns(table, features, "table")
     out = []
     for group in _group_order(table[by], by):
         members = table[table[by] == group]
-        out.append({by: group, "n": len(members),
-                    **{name: float(members[name].median()) if len(members) else float("nan") for name in features}})
+        out.append(
+            {
+                by: group,
+                "n": len(members),
+                **{name: float(members[name].median()) if len(members) else float("nan") for name in features},
+            }
+        )
     return pd.DataFrame(out, columns=[by, "n", *features]).astype({"n": "int64"})
 
 
-def rms_envelope(samples: np.ndarray, sample_rate: int, frame_s: float = 0.05,
-                 hop_s: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def rms_envelope(
+    samples: np.ndarray, sample_rate: int, frame_s: float = 0.05, hop_s: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
     """RMS-energy envelope: ``(times_s, rms)``, both ``(n_frames,)``.
 
     Centred rectangular frames of ``frame_s`` seconds every ``hop_s`` seconds (zero-padded at the ends, as
@@ -384,17 +430,31 @@ def pick_envelope_recordings(recordings: pd.DataFrame, by: str = "lung_label") -
         members = recordings[recordings[by] == group]
         audible = members[has_audio.loc[members.index]].sort_values("recording_id", kind="stable")
         pick = audible.iloc[0] if len(audible) else None
-        rows.append({by: group, "recording_id": None if pick is None else pick["recording_id"],
-                     "audio_path": None if pick is None else pick["audio_path"],
-                     "n_recordings": len(members), "n_with_audio": len(audible),
-                     "status": "picked" if pick is not None else ("no_audio" if len(members) else "no_recordings")})
+        rows.append(
+            {
+                by: group,
+                "recording_id": None if pick is None else pick["recording_id"],
+                "audio_path": None if pick is None else pick["audio_path"],
+                "n_recordings": len(members),
+                "n_with_audio": len(audible),
+                "status": "picked" if pick is not None else ("no_audio" if len(members) else "no_recordings"),
+            }
+        )
     picks = pd.DataFrame(rows, columns=[by, "recording_id", "audio_path", "n_recordings", "n_with_audio", "status"])
-    return picks.astype({"recording_id": "string", "audio_path": "string", "n_recordings": "int64",
-                         "n_with_audio": "int64", "status": "string"})
+    return picks.astype(
+        {
+            "recording_id": "string",
+            "audio_path": "string",
+            "n_recordings": "int64",
+            "n_with_audio": "int64",
+            "status": "string",
+        }
+    )
 
 
-def load_envelopes(picks: pd.DataFrame, root: str | Path, by: str = "lung_label", frame_s: float = 0.05,
-                   hop_s: float = 0.01) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, str]], pd.DataFrame]:
+def load_envelopes(
+    picks: pd.DataFrame, root: str | Path, by: str = "lung_label", frame_s: float = 0.05, hop_s: float = 0.01
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, str]], pd.DataFrame]:
     """RMS envelopes of the picked recordings (:func:`pick_envelope_recordings`) at their native rate.
 
     Returns ``({group: (times_s, rms, recording_id)}, problems)``; a pick that fails to decode is a problems row
@@ -406,16 +466,28 @@ def load_envelopes(picks: pd.DataFrame, root: str | Path, by: str = "lung_label"
         try:
             decoded = decode_audio(Path(root) / str(row.audio_path))
         except AudioDecodeError as error:
-            problems.append({"recording_id": row.recording_id, "lung_label": group, "audio_path": row.audio_path,
-                             "reason": error.reason.value, "detail": error.detail})
+            problems.append(
+                {
+                    "recording_id": row.recording_id,
+                    "lung_label": group,
+                    "audio_path": row.audio_path,
+                    "reason": error.reason.value,
+                    "detail": error.detail,
+                }
+            )
             continue
         times, rms = rms_envelope(decoded.mono(), decoded.sample_rate, frame_s, hop_s)
         envelopes[group] = (times, rms, row.recording_id)
     return envelopes, _problems_frame(problems)
 
 
-def feature_box_plots_png(table: pd.DataFrame, features: Sequence[str] | None = None, by: str = "lung_label",
-                          title: str | None = None, seed: int = 0) -> bytes:
+def feature_box_plots_png(
+    table: pd.DataFrame,
+    features: Sequence[str] | None = None,
+    by: str = "lung_label",
+    title: str | None = None,
+    seed: int = 0,
+) -> bytes:
     """Box plots, one subplot per feature column, one box per group with ``n`` in its tick label.
 
     Groups follow :data:`LUNG_LABELS` for lung labels (an empty group is drawn empty with ``n=0``), else sorted.
@@ -441,15 +513,18 @@ def feature_box_plots_png(table: pd.DataFrame, features: Sequence[str] | None = 
             axis.scatter(position + rng.uniform(-0.12, 0.12, values.size), values, s=9, alpha=0.6, color="tab:blue")
         axis.set_xticks(range(1, len(groups) + 1), [f"{g}\nn={len(v)}" for g, v in zip(groups, data)], fontsize=8)
         axis.set_title(feature, fontsize=10)
-    for axis in list(axes.flat)[len(features):]:
+    for axis in list(axes.flat)[len(features) :]:
         axis.set_visible(False)
     figure.suptitle(title or f"per-recording features by {by}")
     figure.tight_layout()
     return to_png(figure)
 
 
-def rms_envelopes_png(envelopes: Mapping[str, tuple[np.ndarray, np.ndarray, str]], missing: Sequence[str] = (),
-                      title: str = "RMS-energy envelope per lung-sound pattern") -> bytes:
+def rms_envelopes_png(
+    envelopes: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
+    missing: Sequence[str] = (),
+    title: str = "RMS-energy envelope per lung-sound pattern",
+) -> bytes:
     """One row per pattern (:data:`LUNG_LABELS` order first), shared time axis, recording id in each row's title.
 
     ``envelopes``: ``{label: (times_s, rms, recording_id)}`` (:func:`load_envelopes`); each label in ``missing``

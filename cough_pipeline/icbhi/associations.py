@@ -55,9 +55,13 @@ def observations(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str = "r
         raise ValueError(f"recordings mix label rules {sorted(rules)}; build them with one rule")
     rule = rules[0] if len(rules) else "any"
     per_patient = recordings.groupby("patient_id", sort=True).agg(
-        age=("age", "first"), sex=("sex", "first"), diagnosis=("diagnosis", "first"),
-        normal=("n_normal", "sum"), crackles_only=("n_crackles_only", "sum"),
-        wheezes_only=("n_wheezes_only", "sum"), both=("n_both", "sum"),
+        age=("age", "first"),
+        sex=("sex", "first"),
+        diagnosis=("diagnosis", "first"),
+        normal=("n_normal", "sum"),
+        crackles_only=("n_crackles_only", "sum"),
+        wheezes_only=("n_wheezes_only", "sum"),
+        both=("n_both", "sum"),
     )
     per_patient["lung_label"] = [
         lung_label(CycleCounts(int(r.normal), int(r.crackles_only), int(r.wheezes_only), int(r.both)), rule)
@@ -84,10 +88,24 @@ def association_tests(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str
             rows.append({**head, **result.as_row(), "note": None})
         except StatsError as error:
             missing = (pd.isna(x) | pd.isna(groups)).to_numpy()
-            rows.append({**head, "test": test, "n": int((~missing).sum()), "n_excluded": int(missing.sum()),
-                         "groups": int(groups[~missing].nunique()), "df1": None, "df2": None, "df": None,
-                         "statistic": np.nan, "p_value": np.nan, "effect_name": _EFFECT_NAMES[test],
-                         "effect": np.nan, "effect_squared": np.nan, "note": str(error)})
+            rows.append(
+                {
+                    **head,
+                    "test": test,
+                    "n": int((~missing).sum()),
+                    "n_excluded": int(missing.sum()),
+                    "groups": int(groups[~missing].nunique()),
+                    "df1": None,
+                    "df2": None,
+                    "df": None,
+                    "statistic": np.nan,
+                    "p_value": np.nan,
+                    "effect_name": _EFFECT_NAMES[test],
+                    "effect": np.nan,
+                    "effect_squared": np.nan,
+                    "note": str(error),
+                }
+            )
     frame = results_frame(rows)
     for column in ("level", "variable", "grouping", "test", "df", "effect_name", "note"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None).astype("string")
@@ -103,8 +121,12 @@ def duration_summary(recordings: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataF
     A label without recordings has zero counts and null durations.
     """
     label_of = recordings.set_index("recording_id")["lung_label"]
-    cycle_frame = pd.DataFrame({"lung_label": cycles["recording_id"].map(label_of).astype(object),
-                                "duration_s": cycles["duration_s"].to_numpy(dtype=np.float64)})
+    cycle_frame = pd.DataFrame(
+        {
+            "lung_label": cycles["recording_id"].map(label_of).astype(object),
+            "duration_s": cycles["duration_s"].to_numpy(dtype=np.float64),
+        }
+    )
     rows = []
     for label in (*LUNG_LABELS, "all"):
         chosen = recordings if label == "all" else recordings[recordings["lung_label"] == label]
@@ -112,11 +134,16 @@ def duration_summary(recordings: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataF
         durations = chosen["duration_s"].to_numpy(dtype=np.float64)
         cycle_durations = chosen_cycles["duration_s"].to_numpy()
         sources = chosen["duration_source"].value_counts()
-        rows.append({
-            "lung_label": label, "recordings": len(chosen), **_spread(durations, "duration"),
-            "cycles": len(chosen_cycles), **_spread(cycle_durations, "cycle_duration"),
-            **{f"duration_from_{source}": int(sources.get(source, 0)) for source in DURATION_SOURCES},
-        })
+        rows.append(
+            {
+                "lung_label": label,
+                "recordings": len(chosen),
+                **_spread(durations, "duration"),
+                "cycles": len(chosen_cycles),
+                **_spread(cycle_durations, "cycle_duration"),
+                **{f"duration_from_{source}": int(sources.get(source, 0)) for source in DURATION_SOURCES},
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["lung_label"] = frame["lung_label"].astype("string")
     return frame
@@ -126,5 +153,8 @@ def _spread(values: np.ndarray, prefix: str) -> dict[str, float]:
     """Mean, min and max of ``values`` (NaN when empty)."""
     if len(values) == 0:
         return {f"{prefix}_{stat}_s": np.nan for stat in ("mean", "min", "max")}
-    return {f"{prefix}_mean_s": float(values.mean()), f"{prefix}_min_s": float(values.min()),
-            f"{prefix}_max_s": float(values.max())}
+    return {
+        f"{prefix}_mean_s": float(values.mean()),
+        f"{prefix}_min_s": float(values.min()),
+        f"{prefix}_max_s": float(values.max()),
+    }

@@ -81,8 +81,12 @@ class AugmentConfig:
         """A config applying just ``transform`` (probability 1, every other probability 0), e.g. to benchmark it."""
         if transform not in TRANSFORMS:
             raise AugmentError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
-        names = {"pitch_shift": "pitch_probability", "time_shift": "shift_probability",
-                 "noise": "noise_probability", "gain": "gain_probability"}
+        names = {
+            "pitch_shift": "pitch_probability",
+            "time_shift": "shift_probability",
+            "noise": "noise_probability",
+            "gain": "gain_probability",
+        }
         probabilities = {name: float(t == transform) for t, name in names.items()}
         return cls(**{**probabilities, **overrides})
 
@@ -91,8 +95,9 @@ def pitch_shift(samples: np.ndarray, sample_rate: int, semitones: float, method:
     """``samples`` ``(n,)`` shifted by ``semitones``, still ``(n,)`` (float64); see the module docstring."""
     if method == "librosa":
         # float32 in: librosa's STFT / phase vocoder then run in complex64, ~30 % faster than float64.
-        shifted = librosa.effects.pitch_shift(np.asarray(samples, dtype=np.float32), sr=sample_rate,
-                                              n_steps=float(semitones), res_type="soxr_hq")
+        shifted = librosa.effects.pitch_shift(
+            np.asarray(samples, dtype=np.float32), sr=sample_rate, n_steps=float(semitones), res_type="soxr_hq"
+        )
         return np.asarray(shifted, dtype=np.float64)
     if method == "resample":
         # Reading the signal as if recorded at sr * ratio and resampling to sr plays it ratio times faster.
@@ -102,8 +107,9 @@ def pitch_shift(samples: np.ndarray, sample_rate: int, semitones: float, method:
     raise AugmentError(f"pitch method must be one of {PITCH_METHODS}, got {method!r}")
 
 
-def augment(samples: np.ndarray, sample_rate: int, rng: np.random.Generator,
-            config: AugmentConfig | None = None) -> tuple[np.ndarray, dict]:
+def augment(
+    samples: np.ndarray, sample_rate: int, rng: np.random.Generator, config: AugmentConfig | None = None
+) -> tuple[np.ndarray, dict]:
     """Augment one window ``samples`` ``(n,)``; returns ``(float32 (n,), params)``.
 
     ``params["applied"]`` lists the transforms applied, in order; each applied transform adds its values
@@ -132,8 +138,9 @@ def augment(samples: np.ndarray, sample_rate: int, rng: np.random.Generator,
     if do_pitch:
         out = pitch_shift(out, sample_rate, semitones, config.pitch_method)
         tempo = 2.0 ** (semitones / 12.0) if config.pitch_method == "resample" else 1.0
-        params.update(pitch_shift_semitones=semitones, pitch_shift_method=config.pitch_method,
-                      pitch_shift_tempo_factor=tempo)
+        params.update(
+            pitch_shift_semitones=semitones, pitch_shift_method=config.pitch_method, pitch_shift_tempo_factor=tempo
+        )
         params["applied"].append("pitch_shift")
     if do_shift:
         out = np.roll(out, shift)
@@ -157,8 +164,9 @@ def augment(samples: np.ndarray, sample_rate: int, rng: np.random.Generator,
     return out.astype(np.float32), params
 
 
-def augment_with_seed(samples: np.ndarray, sample_rate: int, seed: int,
-                      config: AugmentConfig | None = None) -> tuple[np.ndarray, dict]:
+def augment_with_seed(
+    samples: np.ndarray, sample_rate: int, seed: int, config: AugmentConfig | None = None
+) -> tuple[np.ndarray, dict]:
     """:func:`augment` with ``numpy.random.default_rng(seed)``; ``params["seed"]`` records the seed."""
     out, params = augment(samples, sample_rate, np.random.default_rng(seed), config)
     return out, {"seed": int(seed), **params}

@@ -40,8 +40,17 @@ from cough_pipeline.icbhi.windows import ordered_bounded_map, write_wav
 from cough_pipeline.naming import artefact_stem
 
 STRATEGIES = ("original", "undersample", "oversample", "hybrid_anchor")
-PLAN_COLUMNS = ["window_id", "copy_index", "augmented", "augment_seed", "split", "label", "strategy",
-                "class_size_before", "class_size_after"]
+PLAN_COLUMNS = [
+    "window_id",
+    "copy_index",
+    "augmented",
+    "augment_seed",
+    "split",
+    "label",
+    "strategy",
+    "class_size_before",
+    "class_size_after",
+]
 COUNT_COLUMNS = ["split", "label", "before", "after", "augmented", "warning"]
 #: Order used for labels when no ``classes`` are given (ICBHI lung-sound labels first, then any other, sorted).
 PREFERRED_ORDER = ("normal", "crackles", "wheezes", "both")
@@ -71,14 +80,23 @@ def _targets(counts: dict[str, int], strategy: str) -> dict[str, int]:
     sizes = [n for n in counts.values() if n > 0]
     if strategy == "original":
         return dict(counts)
-    target = {"undersample": min(sizes), "oversample": max(sizes),
-              "hybrid_anchor": int(np.floor(np.mean(sizes) + 0.5))}[strategy]
+    target = {
+        "undersample": min(sizes),
+        "oversample": max(sizes),
+        "hybrid_anchor": int(np.floor(np.mean(sizes) + 0.5)),
+    }[strategy]
     return {label: (target if n > 0 else 0) for label, n in counts.items()}
 
 
-def balance_plan(windows: pd.DataFrame, strategy: str, seed: int, label_column: str = "lung_label",
-                 split_column: str = "official_split", train_split: str = "train",
-                 classes: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+def balance_plan(
+    windows: pd.DataFrame,
+    strategy: str,
+    seed: int,
+    label_column: str = "lung_label",
+    split_column: str = "official_split",
+    train_split: str = "train",
+    classes: list[str] | tuple[str, ...] | None = None,
+) -> pd.DataFrame:
     """One row per output example (columns :data:`PLAN_COLUMNS`) for ``strategy`` (see the module docstring).
 
     Rows keep the table order; a window's augmented copies follow it. ``class_size_before`` /
@@ -135,21 +153,40 @@ def balance_plan(windows: pd.DataFrame, strategy: str, seed: int, label_column: 
         label = labels[position]
         before = counts[str(label)] if is_train else None
         after = targets[str(label)] if is_train else None
-        base = {"window_id": ids[position], "split": splits[position], "label": label, "strategy": strategy,
-                "class_size_before": before, "class_size_after": after}
+        base = {
+            "window_id": ids[position],
+            "split": splits[position],
+            "label": label,
+            "strategy": strategy,
+            "class_size_before": before,
+            "class_size_after": after,
+        }
         rows.append({**base, "copy_index": 0, "augmented": False, "augment_seed": None})
         for copy_index in sorted(copies.get(int(position), [])):
-            rows.append({**base, "copy_index": copy_index, "augmented": True,
-                         "augment_seed": augment_seed(seed, ids[position], copy_index)})
+            rows.append(
+                {
+                    **base,
+                    "copy_index": copy_index,
+                    "augmented": True,
+                    "augment_seed": augment_seed(seed, ids[position], copy_index),
+                }
+            )
     plan = pd.DataFrame(rows, columns=PLAN_COLUMNS).astype(
-        {"copy_index": "int64", "augmented": "bool", "augment_seed": "Int64", "class_size_before": "Int64",
-         "class_size_after": "Int64"})
+        {
+            "copy_index": "int64",
+            "augmented": "bool",
+            "augment_seed": "Int64",
+            "class_size_before": "Int64",
+            "class_size_after": "Int64",
+        }
+    )
     plan.attrs.update(classes=classes, empty_train_classes=empty, train_split=train_split, seed=int(seed))
     return plan
 
 
-def class_counts(plan: pd.DataFrame, classes: list[str] | tuple[str, ...] | None = None,
-                 train_split: str | None = None) -> pd.DataFrame:
+def class_counts(
+    plan: pd.DataFrame, classes: list[str] | tuple[str, ...] | None = None, train_split: str | None = None
+) -> pd.DataFrame:
     """Examples per (split, class) before and after balancing (columns :data:`COUNT_COLUMNS`).
 
     ``before`` is the training class size from the plan (for other splits: their unchanged count), ``after`` the
@@ -174,19 +211,47 @@ def class_counts(plan: pd.DataFrame, classes: list[str] | tuple[str, ...] | None
                 warning = "empty_in_train" if before == 0 else None
             else:
                 before, warning = after, None
-            rows.append({"split": split, "label": label, "before": before, "after": after, "augmented": augmented,
-                         "warning": warning})
-    return pd.DataFrame(rows, columns=COUNT_COLUMNS).astype({"before": "int64", "after": "int64",
-                                                             "augmented": "int64", "warning": "string"})
+            rows.append(
+                {
+                    "split": split,
+                    "label": label,
+                    "before": before,
+                    "after": after,
+                    "augmented": augmented,
+                    "warning": warning,
+                }
+            )
+    return pd.DataFrame(rows, columns=COUNT_COLUMNS).astype(
+        {"before": "int64", "after": "int64", "augmented": "int64", "warning": "string"}
+    )
 
 
-RENDER_META_COLUMNS = ["recording_id", "patient_id", "lung_label", "diagnosis", "official_split", "window_seconds",
-                       "window_index", "source_start_s", "source_end_s", "loop_padded", "repeats", "sample_rate"]
+RENDER_META_COLUMNS = [
+    "recording_id",
+    "patient_id",
+    "lung_label",
+    "diagnosis",
+    "official_split",
+    "window_seconds",
+    "window_index",
+    "source_start_s",
+    "source_end_s",
+    "loop_padded",
+    "repeats",
+    "sample_rate",
+]
 
 
-def render_plan(plan: pd.DataFrame, windows: pd.DataFrame, window_dir: str | Path, out_dir: str | Path,
-                augment_config: AugmentConfig | None = None, relative_to: str | Path | None = None,
-                workers: int = 1, wav_subtype: str = "PCM_16") -> pd.DataFrame:
+def render_plan(
+    plan: pd.DataFrame,
+    windows: pd.DataFrame,
+    window_dir: str | Path,
+    out_dir: str | Path,
+    augment_config: AugmentConfig | None = None,
+    relative_to: str | Path | None = None,
+    workers: int = 1,
+    wav_subtype: str = "PCM_16",
+) -> pd.DataFrame:
     """Write the plan's augmented copies as WAVs and return the plan with window metadata and audio paths.
 
     ``windows.audio_path`` is relative to ``window_dir``. Each augmented copy is the window's WAV through
@@ -203,8 +268,12 @@ def render_plan(plan: pd.DataFrame, windows: pd.DataFrame, window_dir: str | Pat
     if unknown:
         raise BalancingError(f"{len(unknown)} plan windows are not in the windows table, e.g. {unknown[:3]}")
     meta = [c for c in RENDER_META_COLUMNS if c in windows.columns]
-    table = plan.merge(windows[["window_id", *meta, "audio_path"]].rename(columns={"audio_path": "window_path"}),
-                       on="window_id", how="left", validate="many_to_one")
+    table = plan.merge(
+        windows[["window_id", *meta, "audio_path"]].rename(columns={"audio_path": "window_path"}),
+        on="window_id",
+        how="left",
+        validate="many_to_one",
+    )
     if out_dir.is_dir():
         for stale in out_dir.glob("*_aug[0-9][0-9][0-9].wav"):
             stale.unlink()

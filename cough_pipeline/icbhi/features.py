@@ -28,8 +28,20 @@ import soundfile as sf
 from cough_pipeline.icbhi.windows import ordered_bounded_map
 
 #: Columns copied from the input table into the MFCC summary table when present.
-ID_COLUMNS = ("window_id", "copy_index", "augmented", "recording_id", "patient_id", "label", "lung_label",
-              "diagnosis", "split", "official_split", "strategy", "window_seconds")
+ID_COLUMNS = (
+    "window_id",
+    "copy_index",
+    "augmented",
+    "recording_id",
+    "patient_id",
+    "label",
+    "lung_label",
+    "diagnosis",
+    "split",
+    "official_split",
+    "strategy",
+    "window_seconds",
+)
 FEATURE_DTYPES = ("float32", "float16")
 
 
@@ -56,8 +68,10 @@ class FeatureConfig:
 
     def __post_init__(self):
         if self.fmax > self.sample_rate / 2 or not 0 <= self.fmin < self.fmax:
-            raise FeatureError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}, "
-                               f"sample_rate={self.sample_rate}")
+            raise FeatureError(
+                f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}, "
+                f"sample_rate={self.sample_rate}"
+            )
         if min(self.n_mels, self.n_fft, self.hop_length, self.n_mfcc) <= 0 or self.n_mfcc > self.n_mels:
             raise FeatureError("n_mels, n_fft, hop_length and n_mfcc must be positive and n_mfcc <= n_mels")
         if self.dtype not in FEATURE_DTYPES:
@@ -81,8 +95,9 @@ def log_mel_and_mfcc(samples: np.ndarray, config: FeatureConfig | None = None) -
     y = np.asarray(samples, dtype=np.float32)
     if y.ndim != 1 or y.size == 0:
         raise FeatureError(f"expected a non-empty 1-D signal, got shape {y.shape}")
-    spectrum = librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length, window="hann", center=True,
-                            pad_mode="constant")
+    spectrum = librosa.stft(
+        y, n_fft=config.n_fft, hop_length=config.hop_length, window="hann", center=True, pad_mode="constant"
+    )
     power = spectrum.real**2 + spectrum.imag**2
     mel = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax) @ power
     log_mel_db = librosa.power_to_db(mel, ref=config.ref, amin=config.amin, top_db=config.top_db)
@@ -90,20 +105,37 @@ def log_mel_and_mfcc(samples: np.ndarray, config: FeatureConfig | None = None) -
     return log_mel_db.astype(np.float32, copy=False), coefficients.astype(np.float32, copy=False)
 
 
-def log_mel(samples: np.ndarray, sample_rate: int = 16_000, n_mels: int = 128, fmax: float = 8_000.0,
-            n_fft: int = 1024, hop_length: int = 512, **settings) -> np.ndarray:
+def log_mel(
+    samples: np.ndarray,
+    sample_rate: int = 16_000,
+    n_mels: int = 128,
+    fmax: float = 8_000.0,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    **settings,
+) -> np.ndarray:
     """Log-mel spectrogram ``(n_mels, frames)`` float32 in dB (ref 1.0); ``settings``: other
     :class:`FeatureConfig` fields (``fmin``, ``ref``, ``amin``, ``top_db``)."""
-    config = FeatureConfig(sample_rate=sample_rate, n_mels=n_mels, fmax=fmax, n_fft=n_fft, hop_length=hop_length,
-                           **settings)
+    config = FeatureConfig(
+        sample_rate=sample_rate, n_mels=n_mels, fmax=fmax, n_fft=n_fft, hop_length=hop_length, **settings
+    )
     return log_mel_and_mfcc(samples, config)[0]
 
 
-def mfcc(samples: np.ndarray, sample_rate: int = 16_000, n_mfcc: int = 20, n_mels: int = 128,
-         fmax: float = 8_000.0, n_fft: int = 1024, hop_length: int = 512, **settings) -> np.ndarray:
+def mfcc(
+    samples: np.ndarray,
+    sample_rate: int = 16_000,
+    n_mfcc: int = 20,
+    n_mels: int = 128,
+    fmax: float = 8_000.0,
+    n_fft: int = 1024,
+    hop_length: int = 512,
+    **settings,
+) -> np.ndarray:
     """MFCCs ``(n_mfcc, frames)`` float32 from the same log-mel as :func:`log_mel`."""
-    config = FeatureConfig(sample_rate=sample_rate, n_mels=n_mels, fmax=fmax, n_fft=n_fft, hop_length=hop_length,
-                           n_mfcc=n_mfcc, **settings)
+    config = FeatureConfig(
+        sample_rate=sample_rate, n_mels=n_mels, fmax=fmax, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc, **settings
+    )
     return log_mel_and_mfcc(samples, config)[1]
 
 
@@ -112,8 +144,13 @@ def mfcc_columns(n_mfcc: int) -> list[str]:
     return [f"mfcc_{stat}_{k:02d}" for stat in ("mean", "std") for k in range(1, n_mfcc + 1)]
 
 
-def feature_arrays(table: pd.DataFrame, audio_root: str | Path, config: FeatureConfig | None = None,
-                   out_path: str | Path | None = None, workers: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
+def feature_arrays(
+    table: pd.DataFrame,
+    audio_root: str | Path,
+    config: FeatureConfig | None = None,
+    out_path: str | Path | None = None,
+    workers: int = 1,
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Log-mel of every window of ``table`` stacked as ``(N, n_mels, frames)`` and an MFCC summary table.
 
     ``table`` has an ``audio_path`` column (relative to ``audio_root``) of windows that all have the same length
@@ -130,8 +167,10 @@ def feature_arrays(table: pd.DataFrame, audio_root: str | Path, config: FeatureC
     if table.empty:
         raise FeatureError("table has no windows")
     if "window_seconds" in table.columns and table["window_seconds"].nunique() > 1:
-        raise FeatureError(f"one window length per call; table has {sorted(table['window_seconds'].unique())} "
-                           "(use feature_arrays_by_length)")
+        raise FeatureError(
+            f"one window length per call; table has {sorted(table['window_seconds'].unique())} "
+            "(use feature_arrays_by_length)"
+        )
     audio_root = Path(audio_root)
     paths = [audio_root / path for path in table["audio_path"]]
     n_samples = sf.info(str(paths[0])).frames
@@ -147,8 +186,10 @@ def feature_arrays(table: pd.DataFrame, audio_root: str | Path, config: FeatureC
         index, path = item
         samples, rate = sf.read(str(path), dtype="float32")
         if samples.ndim != 1 or rate != config.sample_rate or samples.shape[0] != n_samples:
-            raise FeatureError(f"{path.name}: expected mono {n_samples} samples at {config.sample_rate} Hz, got "
-                               f"shape {samples.shape} at {rate} Hz")
+            raise FeatureError(
+                f"{path.name}: expected mono {n_samples} samples at {config.sample_rate} Hz, got "
+                f"shape {samples.shape} at {rate} Hz"
+            )
         log_mel_db, coefficients = log_mel_and_mfcc(samples, config)
         array[index] = log_mel_db
         summary[index] = np.concatenate([coefficients.mean(axis=1), coefficients.std(axis=1)])
@@ -168,9 +209,13 @@ def logmel_file(out_dir: str | Path, window_s: float) -> Path:
     return Path(out_dir) / f"logmel_{float(window_s):g}s.npy"
 
 
-def feature_arrays_by_length(table: pd.DataFrame, audio_root: str | Path, config: FeatureConfig | None = None,
-                             out_dir: str | Path | None = None, workers: int = 1
-                             ) -> dict[float, tuple[np.ndarray, pd.DataFrame]]:
+def feature_arrays_by_length(
+    table: pd.DataFrame,
+    audio_root: str | Path,
+    config: FeatureConfig | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 1,
+) -> dict[float, tuple[np.ndarray, pd.DataFrame]]:
     """:func:`feature_arrays` per ``window_seconds`` (rows kept in table order within each length); with
     ``out_dir`` each array is ``out_dir/logmel_<W>s.npy``."""
     if "window_seconds" not in table.columns:

@@ -64,25 +64,59 @@ LUNG_LABELS: tuple[str, ...] = ("normal", "crackles", "wheezes", "both")
 DURATION_TOLERANCE_S = 0.5
 DURATION_SOURCES = ("wav", "annotations")
 #: Quarantine reasons of a kept recording's unreadable WAV (the recording stays, its audio is excluded).
-AUDIO_REASONS = (QuarantineReason.AUDIO_UNREADABLE.value, QuarantineReason.AUDIO_EMPTY.value,
-                 QuarantineReason.AUDIO_NO_SAMPLES.value, QuarantineReason.AUDIO_TRUNCATED.value)
+AUDIO_REASONS = (
+    QuarantineReason.AUDIO_UNREADABLE.value,
+    QuarantineReason.AUDIO_EMPTY.value,
+    QuarantineReason.AUDIO_NO_SAMPLES.value,
+    QuarantineReason.AUDIO_TRUNCATED.value,
+)
 
 #: Column -> pandas dtype of the recordings table, in order.
 RECORDING_COLUMNS: dict[str, str] = {
-    "recording_id": "string", "stem": "string", "patient_id": "string", "diagnosis": "string",
-    "age": "float64", "sex": "string", "adult_bmi": "float64", "child_weight_kg": "float64",
-    "child_height_cm": "float64", "demographics_known": "bool", "recording_index": "string",
-    "chest_location": "string", "acquisition_mode": "string", "device": "string", "official_split": "string",
-    "audio_path": "string", "audio_present": "bool", "sample_rate": "Int64", "duration_s": "float64",
-    "duration_source": "string", "n_cycles": "int64", "n_normal": "int64", "n_crackles_only": "int64",
-    "n_wheezes_only": "int64", "n_both": "int64", "cycles_quarantined": "int64", "lung_label": "string",
+    "recording_id": "string",
+    "stem": "string",
+    "patient_id": "string",
+    "diagnosis": "string",
+    "age": "float64",
+    "sex": "string",
+    "adult_bmi": "float64",
+    "child_weight_kg": "float64",
+    "child_height_cm": "float64",
+    "demographics_known": "bool",
+    "recording_index": "string",
+    "chest_location": "string",
+    "acquisition_mode": "string",
+    "device": "string",
+    "official_split": "string",
+    "audio_path": "string",
+    "audio_present": "bool",
+    "sample_rate": "Int64",
+    "duration_s": "float64",
+    "duration_source": "string",
+    "n_cycles": "int64",
+    "n_normal": "int64",
+    "n_crackles_only": "int64",
+    "n_wheezes_only": "int64",
+    "n_both": "int64",
+    "cycles_quarantined": "int64",
+    "lung_label": "string",
     "label_rule": "string",
 }
 #: Column -> pandas dtype of the cycles table, in order.
 CYCLE_COLUMNS: dict[str, str] = {
-    "recording_id": "string", "patient_id": "string", "cycle": "int64", "onset_s": "float64",
-    "offset_s": "float64", "duration_s": "float64", "crackles": "int64", "wheezes": "int64",
-    "cycle_label": "string", "diagnosis": "string", "age": "float64", "sex": "string", "official_split": "string",
+    "recording_id": "string",
+    "patient_id": "string",
+    "cycle": "int64",
+    "onset_s": "float64",
+    "offset_s": "float64",
+    "duration_s": "float64",
+    "crackles": "int64",
+    "wheezes": "int64",
+    "cycle_label": "string",
+    "diagnosis": "string",
+    "age": "float64",
+    "sex": "string",
+    "official_split": "string",
 }
 
 
@@ -116,8 +150,12 @@ class CycleCounts:
         return cls(int((~c & ~w).sum()), int((c & ~w).sum()), int((~c & w).sum()), int((c & w).sum()))
 
     def __add__(self, other: CycleCounts) -> CycleCounts:
-        return CycleCounts(self.normal + other.normal, self.crackles_only + other.crackles_only,
-                           self.wheezes_only + other.wheezes_only, self.both + other.both)
+        return CycleCounts(
+            self.normal + other.normal,
+            self.crackles_only + other.crackles_only,
+            self.wheezes_only + other.wheezes_only,
+            self.both + other.both,
+        )
 
 
 def flags_label(crackles: bool, wheezes: bool) -> str:
@@ -132,7 +170,7 @@ def cycle_labels(crackles, wheezes) -> np.ndarray:
 
 
 def label_any(counts: CycleCounts) -> str:
-    """"any": crackles if any cycle has crackles, wheezes if any has wheezes, both if both flags are set.
+    """ "any": crackles if any cycle has crackles, wheezes if any has wheezes, both if both flags are set.
 
     This is the convention of the ICBHI literature and SOURCE.md (Crackles 297, Normal 287, Both 202,
     Wheezes 134 on the 920 recordings)."""
@@ -140,7 +178,7 @@ def label_any(counts: CycleCounts) -> str:
 
 
 def label_majority(counts: CycleCounts) -> str:
-    """"majority": a flag is set when strictly more than half of the cycles carry that sound (a "both" cycle
+    """ "majority": a flag is set when strictly more than half of the cycles carry that sound (a "both" cycle
     counts for crackles and for wheezes); both flags set gives both."""
     return flags_label(2 * counts.with_crackles > counts.total, 2 * counts.with_wheezes > counts.total)
 
@@ -151,7 +189,7 @@ DOMINANT_PRIORITY: tuple[str, ...] = ("both", "crackles", "wheezes")
 
 
 def label_dominant(counts: CycleCounts) -> str:
-    """"dominant": the most frequent abnormal cycle label among crackles-only, wheezes-only and both cycles;
+    """ "dominant": the most frequent abnormal cycle label among crackles-only, wheezes-only and both cycles;
     normal when no cycle is abnormal. Ties go to the first in :data:`DOMINANT_PRIORITY`."""
     tally = {"both": counts.both, "crackles": counts.crackles_only, "wheezes": counts.wheezes_only}
     if not any(tally.values()):
@@ -200,10 +238,12 @@ class IcbhiTables:
         line."""
         c, q = self.counts, self.quarantine
         file_rows = q["source_row"].isna() & q["source_file"].notna() & ~q["reason"].isin(AUDIO_REASONS)
-        return (c["annotation_files"] == len(self.recordings) + c["recordings_quarantined"]
-                and c["recordings_quarantined"] == int(file_rows.sum())
-                and c["annotation_lines"] == len(self.cycles) + c["cycles_quarantined"]
-                and c["cycles_quarantined"] == int(q["source_row"].notna().sum()))
+        return (
+            c["annotation_files"] == len(self.recordings) + c["recordings_quarantined"]
+            and c["recordings_quarantined"] == int(file_rows.sum())
+            and c["annotation_lines"] == len(self.cycles) + c["cycles_quarantined"]
+            and c["cycles_quarantined"] == int(q["source_row"].notna().sum())
+        )
 
 
 @dataclass
@@ -215,19 +255,36 @@ class _Build:
     cycles: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
 
-    def reject(self, stem: str, reason: QuarantineReason, detail: str, *, audio_path: str | None,
-               annotated: bool, line: int | None = None) -> None:
-        self.quarantine.append({
-            "dataset": DATASET, "recording_id": f"{DATASET}:{stem}", "native_id": stem, "audio_path": audio_path,
-            "reason": reason.value, "detail": detail,
-            "source_file": f"{self.folder}/{stem}.txt" if annotated else None, "source_row": line,
-        })
+    def reject(
+        self,
+        stem: str,
+        reason: QuarantineReason,
+        detail: str,
+        *,
+        audio_path: str | None,
+        annotated: bool,
+        line: int | None = None,
+    ) -> None:
+        self.quarantine.append(
+            {
+                "dataset": DATASET,
+                "recording_id": f"{DATASET}:{stem}",
+                "native_id": stem,
+                "audio_path": audio_path,
+                "reason": reason.value,
+                "detail": detail,
+                "source_file": f"{self.folder}/{stem}.txt" if annotated else None,
+                "source_row": line,
+            }
+        )
 
-    def reject_line(self, stem: str, line: AnnotationLine, reason: QuarantineReason, detail: str,
-                    audio_path: str | None) -> None:
+    def reject_line(
+        self, stem: str, line: AnnotationLine, reason: QuarantineReason, detail: str, audio_path: str | None
+    ) -> None:
         where = f"{self.folder}/{stem}.txt line {line.line}"
-        self.reject(stem, reason, f"{where}: {detail}: {line.text!r}", audio_path=audio_path, annotated=True,
-                    line=line.line)
+        self.reject(
+            stem, reason, f"{where}: {detail}: {line.text!r}", audio_path=audio_path, annotated=True, line=line.line
+        )
 
 
 def _probe_wav(path: Path) -> tuple[int, float] | tuple[QuarantineReason, str]:
@@ -240,9 +297,11 @@ def _probe_wav(path: Path) -> tuple[int, float] | tuple[QuarantineReason, str]:
         return QuarantineReason.AUDIO_UNREADABLE, f"soundfile cannot read the header: {error}"
     declared = declared_frames(path)
     if declared is not None and info.samplerate > 0 and info.frames < declared:  # libsndfile counts what is there
-        return QuarantineReason.AUDIO_TRUNCATED, (f"header declares {declared} frames "
-                                                  f"({declared / info.samplerate:.3f} s), file holds {info.frames} "
-                                                  f"({info.frames / info.samplerate:.3f} s)")
+        return QuarantineReason.AUDIO_TRUNCATED, (
+            f"header declares {declared} frames "
+            f"({declared / info.samplerate:.3f} s), file holds {info.frames} "
+            f"({info.frames / info.samplerate:.3f} s)"
+        )
     if info.frames <= 0 or info.samplerate <= 0:
         return QuarantineReason.AUDIO_NO_SAMPLES, f"header declares {info.frames} frames at {info.samplerate} Hz"
     return int(info.samplerate), info.frames / info.samplerate
@@ -257,8 +316,11 @@ def _person(patient: str, demographics: dict[str, dict], source: str) -> dict:
         if sex not in ("M", "F"):
             raise ManifestSchemaError(f"icbhi: {source}: sex {person['sex']!r} for patient {patient} is not M/F/NA")
     return {
-        "age": person.get("age"), "sex": sex, "adult_bmi": person.get("adult_bmi"),
-        "child_weight_kg": person.get("child_weight_kg"), "child_height_cm": person.get("child_height_cm"),
+        "age": person.get("age"),
+        "sex": sex,
+        "adult_bmi": person.get("adult_bmi"),
+        "child_weight_kg": person.get("child_weight_kg"),
+        "child_height_cm": person.get("child_height_cm"),
         # Known means usable by every demographic test: age and sex both present (patient 223 has a line of NAs).
         "demographics_known": person.get("age") is not None and sex is not None,
     }
@@ -282,31 +344,62 @@ def build_icbhi_tables(root: str | Path, label_rule: str = "any", read_audio: bo
     wavs = {path.stem for path in layout.recordings.glob("*.wav")}
     # Other .txt files (the official second release's <name>_events.txt) are not cycle annotations.
     annotated = {path.stem for path in layout.recordings.glob("*.txt") if NAME.match(path.stem) or path.stem in wavs}
-    counts = dict.fromkeys(("annotation_files", "recordings_kept", "recordings_quarantined", "annotation_lines",
-                            "cycles_kept", "cycles_quarantined", "wav_files", "wavs_without_annotation",
-                            "audio_read", "audio_quarantined"), 0)
+    counts = dict.fromkeys(
+        (
+            "annotation_files",
+            "recordings_kept",
+            "recordings_quarantined",
+            "annotation_lines",
+            "cycles_kept",
+            "cycles_quarantined",
+            "wav_files",
+            "wavs_without_annotation",
+            "audio_read",
+            "audio_quarantined",
+        ),
+        0,
+    )
     counts.update(annotation_files=len(annotated), wav_files=len(wavs))
     for stem in sorted(wavs - annotated):
         wav = f"{build.folder}/{stem}.wav"
-        build.reject(stem, QuarantineReason.ANNOTATION_MISSING, f"{wav} has no annotation file {stem}.txt",
-                     audio_path=wav, annotated=False)
+        build.reject(
+            stem,
+            QuarantineReason.ANNOTATION_MISSING,
+            f"{wav} has no annotation file {stem}.txt",
+            audio_path=wav,
+            annotated=False,
+        )
         counts["wavs_without_annotation"] += 1
     for stem in sorted(annotated):
-        _add_recording(build, layout, stem, stem in wavs, read_audio, rule, label_rule, diagnoses, demographics,
-                       splits, counts)
+        _add_recording(
+            build, layout, stem, stem in wavs, read_audio, rule, label_rule, diagnoses, demographics, splits, counts
+        )
     recordings = _typed(build.recordings, RECORDING_COLUMNS)
     cycles = _typed(build.cycles, CYCLE_COLUMNS)
     quarantine = quarantine_frame(build.quarantine)
-    counts.update(recordings_kept=len(recordings), cycles_kept=len(cycles),
-                  cycles_quarantined=int(quarantine["source_row"].notna().sum()),
-                  patients=int(recordings["patient_id"].nunique()),
-                  recordings_without_demographics=int((~recordings["demographics_known"]).sum()))
+    counts.update(
+        recordings_kept=len(recordings),
+        cycles_kept=len(cycles),
+        cycles_quarantined=int(quarantine["source_row"].notna().sum()),
+        patients=int(recordings["patient_id"].nunique()),
+        recordings_without_demographics=int((~recordings["demographics_known"]).sum()),
+    )
     return IcbhiTables(recordings, cycles, quarantine, counts)
 
 
-def _add_recording(build: _Build, layout, stem: str, has_wav: bool, read_audio: bool, rule, label_rule: str,
-                   diagnoses: dict[str, str], demographics: dict[str, dict], splits: dict[str, str],
-                   counts: dict[str, int]) -> None:
+def _add_recording(
+    build: _Build,
+    layout,
+    stem: str,
+    has_wav: bool,
+    read_audio: bool,
+    rule,
+    label_rule: str,
+    diagnoses: dict[str, str],
+    demographics: dict[str, dict],
+    splits: dict[str, str],
+    counts: dict[str, int],
+) -> None:
     """Parse one annotation file and append its recording and cycles, or its quarantine rows."""
     audio_path = f"{build.folder}/{stem}.wav" if has_wav else None
     lines = parse_annotation((layout.recordings / f"{stem}.txt").read_text())
@@ -315,20 +408,25 @@ def _add_recording(build: _Build, layout, stem: str, has_wav: bool, read_audio: 
     patient = name["patient"] if name else None
     diagnosis = diagnoses.get(patient) if name else None
     if name is None:
-        file_problem = (QuarantineReason.INVALID_VALUE,
-                        "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>")
+        file_problem = (QuarantineReason.INVALID_VALUE, "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>")
     elif diagnosis is None:
-        file_problem = (QuarantineReason.UNKNOWN_DIAGNOSIS,
-                        f"patient {patient} has no line in {layout.diagnosis.name}")
+        file_problem = (QuarantineReason.UNKNOWN_DIAGNOSIS, f"patient {patient} has no line in {layout.diagnosis.name}")
     elif diagnosis not in DIAGNOSES:
-        file_problem = (QuarantineReason.UNKNOWN_DIAGNOSIS,
-                        f"diagnosis {diagnosis!r} of patient {patient} is not one of {list(DIAGNOSES)}")
+        file_problem = (
+            QuarantineReason.UNKNOWN_DIAGNOSIS,
+            f"diagnosis {diagnosis!r} of patient {patient} is not one of {list(DIAGNOSES)}",
+        )
     else:
         file_problem = None
     if file_problem is not None:
         reason, detail = file_problem
-        build.reject(stem, reason, f"{detail} ({len(lines)} annotation lines dropped with it)",
-                     audio_path=audio_path, annotated=True)
+        build.reject(
+            stem,
+            reason,
+            f"{detail} ({len(lines)} annotation lines dropped with it)",
+            audio_path=audio_path,
+            annotated=True,
+        )
         for line in lines:
             if line.problem is not None:
                 build.reject_line(stem, line, line.problem, line.detail, audio_path)
@@ -350,22 +448,36 @@ def _add_recording(build: _Build, layout, stem: str, has_wav: bool, read_audio: 
         if line.problem is not None:
             build.reject_line(stem, line, line.problem, line.detail, audio_path)
         elif wav_duration is not None and line.offset_s > wav_duration + DURATION_TOLERANCE_S:
-            build.reject_line(stem, line, QuarantineReason.ANNOTATION_OUT_OF_RANGE,
-                              f"offset {line.offset_s} s is beyond the WAV's {wav_duration:.3f} s "
-                              f"(+{DURATION_TOLERANCE_S} s tolerance)", audio_path)
+            build.reject_line(
+                stem,
+                line,
+                QuarantineReason.ANNOTATION_OUT_OF_RANGE,
+                f"offset {line.offset_s} s is beyond the WAV's {wav_duration:.3f} s "
+                f"(+{DURATION_TOLERANCE_S} s tolerance)",
+                audio_path,
+            )
         else:
             kept.append(line)
     if not kept:
-        build.reject(stem, QuarantineReason.NO_VALID_CYCLES,
-                     f"{build.folder}/{stem}.txt has no valid cycle ({len(lines)} non-blank lines, all quarantined)",
-                     audio_path=audio_path, annotated=True)
+        build.reject(
+            stem,
+            QuarantineReason.NO_VALID_CYCLES,
+            f"{build.folder}/{stem}.txt has no valid cycle ({len(lines)} non-blank lines, all quarantined)",
+            audio_path=audio_path,
+            annotated=True,
+        )
         counts["recordings_quarantined"] += 1
         return
 
     if audio_problem is not None:
         reason, detail = audio_problem
-        build.reject(stem, reason, f"{detail}; recording kept for statistics without audio, duration from "
-                     "annotations", audio_path=audio_path, annotated=True)
+        build.reject(
+            stem,
+            reason,
+            f"{detail}; recording kept for statistics without audio, duration from annotations",
+            audio_path=audio_path,
+            annotated=True,
+        )
         counts["audio_quarantined"] += 1
         audio_path = None
     elif wav_duration is not None:
@@ -379,24 +491,51 @@ def _add_recording(build: _Build, layout, stem: str, has_wav: bool, read_audio: 
     labels = cycle_labels(crackles, wheezes)
     tally = CycleCounts.from_flags(crackles, wheezes)
     for line, label in zip(kept, labels):
-        build.cycles.append({
-            "recording_id": recording_id, "patient_id": patient, "cycle": line.cycle, "onset_s": line.onset_s,
-            "offset_s": line.offset_s, "duration_s": line.offset_s - line.onset_s, "crackles": line.crackles,
-            "wheezes": line.wheezes, "cycle_label": label, "diagnosis": diagnosis, "age": person["age"],
-            "sex": person["sex"], "official_split": split,
-        })
-    build.recordings.append({
-        "recording_id": recording_id, "stem": stem, "patient_id": patient, "diagnosis": diagnosis, **person,
-        "recording_index": name["index"], "chest_location": name["chest"], "acquisition_mode": name["mode"],
-        "device": name["device"], "official_split": split, "audio_path": audio_path,
-        "audio_present": audio_path is not None, "sample_rate": sample_rate,
-        # Without a readable WAV the last annotated offset is the best lower bound of the recording's length.
-        "duration_s": wav_duration if wav_duration is not None else max(line.offset_s for line in kept),
-        "duration_source": "wav" if wav_duration is not None else "annotations",
-        "n_cycles": tally.total, "n_normal": tally.normal, "n_crackles_only": tally.crackles_only,
-        "n_wheezes_only": tally.wheezes_only, "n_both": tally.both, "cycles_quarantined": len(lines) - len(kept),
-        "lung_label": rule(tally), "label_rule": label_rule,
-    })
+        build.cycles.append(
+            {
+                "recording_id": recording_id,
+                "patient_id": patient,
+                "cycle": line.cycle,
+                "onset_s": line.onset_s,
+                "offset_s": line.offset_s,
+                "duration_s": line.offset_s - line.onset_s,
+                "crackles": line.crackles,
+                "wheezes": line.wheezes,
+                "cycle_label": label,
+                "diagnosis": diagnosis,
+                "age": person["age"],
+                "sex": person["sex"],
+                "official_split": split,
+            }
+        )
+    build.recordings.append(
+        {
+            "recording_id": recording_id,
+            "stem": stem,
+            "patient_id": patient,
+            "diagnosis": diagnosis,
+            **person,
+            "recording_index": name["index"],
+            "chest_location": name["chest"],
+            "acquisition_mode": name["mode"],
+            "device": name["device"],
+            "official_split": split,
+            "audio_path": audio_path,
+            "audio_present": audio_path is not None,
+            "sample_rate": sample_rate,
+            # Without a readable WAV the last annotated offset is the best lower bound of the recording's length.
+            "duration_s": wav_duration if wav_duration is not None else max(line.offset_s for line in kept),
+            "duration_source": "wav" if wav_duration is not None else "annotations",
+            "n_cycles": tally.total,
+            "n_normal": tally.normal,
+            "n_crackles_only": tally.crackles_only,
+            "n_wheezes_only": tally.wheezes_only,
+            "n_both": tally.both,
+            "cycles_quarantined": len(lines) - len(kept),
+            "lung_label": rule(tally),
+            "label_rule": label_rule,
+        }
+    )
 
 
 def _typed(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:

@@ -35,9 +35,23 @@ import soundfile as sf
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
 from cough_pipeline.naming import artefact_stem
 
-WINDOW_COLUMNS = ["window_id", "recording_id", "patient_id", "lung_label", "diagnosis", "official_split",
-                  "window_seconds", "window_index", "source_start_s", "source_end_s", "loop_padded", "repeats",
-                  "source_sample_rate", "sample_rate", "audio_path"]
+WINDOW_COLUMNS = [
+    "window_id",
+    "recording_id",
+    "patient_id",
+    "lung_label",
+    "diagnosis",
+    "official_split",
+    "window_seconds",
+    "window_index",
+    "source_start_s",
+    "source_end_s",
+    "loop_padded",
+    "repeats",
+    "source_sample_rate",
+    "sample_rate",
+    "audio_path",
+]
 PROBLEM_COLUMNS = ["recording_id", "audio_path", "reason", "detail"]
 #: ``problems.reason`` for a recording the table marks as having no WAV (``audio_present`` false or no path).
 AUDIO_ABSENT = "audio_absent"
@@ -126,8 +140,9 @@ def loop_pad(samples: np.ndarray, length: int) -> np.ndarray:
     return np.resize(samples, length)
 
 
-def slice_windows(samples: np.ndarray, sample_rate: int, window_s: float,
-                  config: WindowConfig | None = None) -> list[Window]:
+def slice_windows(
+    samples: np.ndarray, sample_rate: int, window_s: float, config: WindowConfig | None = None
+) -> list[Window]:
     """The windows of one recording ``samples`` ``(n,)`` at ``sample_rate`` for one length ``window_s``.
 
     See the module docstring for the slicing and tail rules. Raises :class:`WindowError` for an empty recording.
@@ -140,9 +155,10 @@ def slice_windows(samples: np.ndarray, sample_rate: int, window_s: float,
     if n < length:
         return [_padded(samples, 0, n, length, sample_rate)]
     hop = max(1, int(round(config.hop_fraction * length)))
-    windows = [Window(start / sample_rate, (start + length) / sample_rate, False, 1.0,
-                      samples[start:start + length])
-               for start in range(0, n - length + 1, hop)]
+    windows = [
+        Window(start / sample_rate, (start + length) / sample_rate, False, 1.0, samples[start : start + length])
+        for start in range(0, n - length + 1, hop)
+    ]
     tail_start = (n - length) // hop * hop + hop  # first start whose window would run past the end
     if tail_start < n and n - tail_start >= config.min_tail_fraction * length:
         windows.append(_padded(samples, tail_start, n, length, sample_rate))
@@ -150,8 +166,9 @@ def slice_windows(samples: np.ndarray, sample_rate: int, window_s: float,
 
 
 def _padded(samples: np.ndarray, start: int, end: int, length: int, sample_rate: int) -> Window:
-    return Window(start / sample_rate, end / sample_rate, True, length / (end - start),
-                  loop_pad(samples[start:end], length))
+    return Window(
+        start / sample_rate, end / sample_rate, True, length / (end - start), loop_pad(samples[start:end], length)
+    )
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
@@ -166,14 +183,20 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = 
     path.write_bytes(buffer.getbuffer())
 
 
-def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfig | None, out_dir: str | Path,
-                 workers: int = 1, progress: Callable[[int, int], None] | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def make_windows(
+    recordings: pd.DataFrame,
+    root: str | Path,
+    config: WindowConfig | None,
+    out_dir: str | Path,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Window every recording of an ICBHI ``recordings`` table; returns ``(windows, problems)``.
 
     ``recordings`` needs ``recording_id``, ``stem``, ``patient_id``, ``lung_label``, ``diagnosis``,
     ``official_split``, ``audio_path`` (relative to ``root``) and ``audio_present``. WAVs go to
-    ``out_dir/<W>s/<artefact stem of stem>_<W>s_<index>.wav``; ``windows.audio_path`` is relative to ``out_dir``. Rows are ordered
+    ``out_dir/<W>s/<artefact stem of stem>_<W>s_<index>.wav``; ``windows.audio_path`` is relative to ``out_dir``.
+    Rows are ordered
     by recording (table order), then window length (config order), then window index; ``window_id`` is
     ``<stem>:<W>s:<index>`` (3 digits). Every recording without a window is a ``problems`` row: ``audio_absent``
     (the table has no WAV for it) or the decoder's quarantine code (``audio_missing``, ``audio_empty``,
@@ -182,8 +205,19 @@ def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfi
     libsndfile/soxr/numpy, which release the GIL); ``progress(done, total)`` is called after each recording.
     """
     config = WindowConfig() if config is None else config
-    missing = sorted({"recording_id", "stem", "patient_id", "lung_label", "diagnosis", "official_split",
-                      "audio_path", "audio_present"} - set(recordings.columns))
+    missing = sorted(
+        {
+            "recording_id",
+            "stem",
+            "patient_id",
+            "lung_label",
+            "diagnosis",
+            "official_split",
+            "audio_path",
+            "audio_present",
+        }
+        - set(recordings.columns)
+    )
     if missing:
         raise WindowError(f"recordings table lacks columns {missing}")
     if workers < 1:
@@ -198,7 +232,7 @@ def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfi
     problems: list[dict] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = ordered_bounded_map(pool, lambda row: _window_one(row, root, config, out_dir), rows, 2 * workers)
-        for done, (row, outcome) in enumerate(zip(rows, outcomes), start=1):
+        for done, (_row, outcome) in enumerate(zip(rows, outcomes), start=1):
             if isinstance(outcome, dict):
                 problems.append(outcome)
             else:
@@ -206,9 +240,18 @@ def make_windows(recordings: pd.DataFrame, root: str | Path, config: WindowConfi
             if progress is not None:
                 progress(done, len(rows))
     windows = pd.DataFrame(window_rows, columns=WINDOW_COLUMNS)
-    windows = windows.astype({"window_seconds": "float64", "window_index": "int64", "source_start_s": "float64",
-                              "source_end_s": "float64", "loop_padded": "bool", "repeats": "float64",
-                              "source_sample_rate": "int64", "sample_rate": "int64"})
+    windows = windows.astype(
+        {
+            "window_seconds": "float64",
+            "window_index": "int64",
+            "source_start_s": "float64",
+            "source_end_s": "float64",
+            "loop_padded": "bool",
+            "repeats": "float64",
+            "source_sample_rate": "int64",
+            "sample_rate": "int64",
+        }
+    )
     return windows, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
 
 
@@ -233,13 +276,21 @@ def _window_one(row: dict, root: Path, config: WindowConfig, out_dir: Path) -> l
     """Window rows of one recording, or its problem row."""
     audio_path = row.get("audio_path")
     if not _present(row):
-        return {"recording_id": row["recording_id"], "audio_path": audio_path if isinstance(audio_path, str) else None,
-                "reason": AUDIO_ABSENT, "detail": "recordings table has no WAV for this recording"}
+        return {
+            "recording_id": row["recording_id"],
+            "audio_path": audio_path if isinstance(audio_path, str) else None,
+            "reason": AUDIO_ABSENT,
+            "detail": "recordings table has no WAV for this recording",
+        }
     try:
         decoded = decode_audio(root / audio_path)
     except AudioDecodeError as error:
-        return {"recording_id": row["recording_id"], "audio_path": audio_path, "reason": error.reason.value,
-                "detail": error.detail}
+        return {
+            "recording_id": row["recording_id"],
+            "audio_path": audio_path,
+            "reason": error.reason.value,
+            "detail": error.detail,
+        }
     # What load_mono(path, rate) does, keeping the decoded rate for the table; soxr resamples once per recording.
     source_rate, rate = decoded.sample_rate, config.sample_rate
     samples = resample(decoded.mono(), source_rate, rate)
@@ -250,15 +301,25 @@ def _window_one(row: dict, root: Path, config: WindowConfig, out_dir: Path) -> l
         for index, window in enumerate(slice_windows(samples, rate, window_s, config)):
             relative = f"{label}/{artefact_stem(str(row['stem']))}_{label}_{index:03d}.wav"
             write_wav(out_dir / relative, window.samples, rate, config.wav_subtype)
-            rows.append({
-                "window_id": f"{row['stem']}:{label}:{index:03d}", "recording_id": row["recording_id"],
-                "patient_id": row["patient_id"], "lung_label": row["lung_label"], "diagnosis": row["diagnosis"],
-                "official_split": row["official_split"], "window_seconds": float(window_s), "window_index": index,
-                "source_start_s": round(window.start_s, 6), "source_end_s": round(window.end_s, 6),
-                "loop_padded": window.loop_padded, "repeats": round(window.repeats, 6),
-                "source_sample_rate": source_rate, "sample_rate": rate,
-                "audio_path": relative,
-            })
+            rows.append(
+                {
+                    "window_id": f"{row['stem']}:{label}:{index:03d}",
+                    "recording_id": row["recording_id"],
+                    "patient_id": row["patient_id"],
+                    "lung_label": row["lung_label"],
+                    "diagnosis": row["diagnosis"],
+                    "official_split": row["official_split"],
+                    "window_seconds": float(window_s),
+                    "window_index": index,
+                    "source_start_s": round(window.start_s, 6),
+                    "source_end_s": round(window.end_s, 6),
+                    "loop_padded": window.loop_padded,
+                    "repeats": round(window.repeats, 6),
+                    "source_sample_rate": source_rate,
+                    "sample_rate": rate,
+                    "audio_path": relative,
+                }
+            )
     return rows
 
 
@@ -276,6 +337,19 @@ def expected_window_count(duration_s: float, window_s: float, config: WindowConf
     return full + int(tail_start < n and n - tail_start >= config.min_tail_fraction * length)
 
 
-__all__ = ["AUDIO_ABSENT", "PROBLEM_COLUMNS", "WINDOW_COLUMNS", "Window", "WindowConfig", "WindowError",
-           "expected_window_count", "loop_pad", "make_windows", "ordered_bounded_map", "slice_windows",
-           "window_label", "window_samples", "write_wav"]
+__all__ = [
+    "AUDIO_ABSENT",
+    "PROBLEM_COLUMNS",
+    "WINDOW_COLUMNS",
+    "Window",
+    "WindowConfig",
+    "WindowError",
+    "expected_window_count",
+    "loop_pad",
+    "make_windows",
+    "ordered_bounded_map",
+    "slice_windows",
+    "window_label",
+    "window_samples",
+    "write_wav",
+]

@@ -80,12 +80,40 @@ NOISE_TOO_SHORT = "noise_shorter_than_mixture"
 #: Marks a split folder as written by this module, so it may be replaced on the next run.
 OWNER_MARKER = ".cough_pipeline_mixtures"
 REJECTED_COLUMNS = ["role", "path", "recording_id", "participant_id", "reason", "detail"]
-MIXTURE_COLUMNS = ["mixture_id", "split", "mixture_index", "mixture_seed", "mixture_path", "cough_path", "noise_path",
-                   "jams_path", "duration_s", "sample_rate", "n_events", "noise_file", "noise_category",
-                   "noise_source", "noise_offset_s", "ref_db"]
-EVENT_COLUMNS = ["mixture_id", "event_index", "cough_file", "recording_id", "participant_id", "dataset",
-                 "cough_duration_s", "onset_s", "event_duration_s", "snr_db", "pitch_shift_applied",
-                 "pitch_shift_semitones", "time_stretch_applied", "time_stretch_factor"]
+MIXTURE_COLUMNS = [
+    "mixture_id",
+    "split",
+    "mixture_index",
+    "mixture_seed",
+    "mixture_path",
+    "cough_path",
+    "noise_path",
+    "jams_path",
+    "duration_s",
+    "sample_rate",
+    "n_events",
+    "noise_file",
+    "noise_category",
+    "noise_source",
+    "noise_offset_s",
+    "ref_db",
+]
+EVENT_COLUMNS = [
+    "mixture_id",
+    "event_index",
+    "cough_file",
+    "recording_id",
+    "participant_id",
+    "dataset",
+    "cough_duration_s",
+    "onset_s",
+    "event_duration_s",
+    "snr_db",
+    "pitch_shift_applied",
+    "pitch_shift_semitones",
+    "time_stretch_applied",
+    "time_stretch_factor",
+]
 _FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -120,8 +148,11 @@ PROFILES: dict[str, MixtureProfile] = {
 
 def _check_range(name: str, bounds: tuple[float, float], lowest: float = -np.inf, highest: float = np.inf) -> None:
     """Raise :class:`MixtureError` unless ``bounds`` is ``(low, high)`` with ``lowest <= low <= high <= highest``."""
-    if (not isinstance(bounds, tuple) or len(bounds) != 2
-            or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bounds)):
+    if (
+        not isinstance(bounds, tuple)
+        or len(bounds) != 2
+        or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bounds)
+    ):
         raise MixtureError(f"{name} must be a (low, high) tuple of finite numbers, got {bounds!r}")
     if not lowest <= bounds[0] <= bounds[1] <= highest:
         raise MixtureError(f"{name} must satisfy {lowest} <= low <= high <= {highest}, got {bounds!r}")
@@ -159,10 +190,16 @@ class MixtureSpec:
             if not isinstance(getattr(self, name), (int, float)) or not 0.0 <= getattr(self, name) <= 1.0:
                 raise MixtureError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         events = self.events_per_mixture
-        if (not isinstance(events, tuple) or len(events) != 2 or not all(isinstance(v, int) for v in events)
-                or not 1 <= events[0] <= events[1]):
-            raise MixtureError(f"events_per_mixture must be (low, high) integers with 1 <= low <= high, "
-                               f"got {self.events_per_mixture!r}")
+        if (
+            not isinstance(events, tuple)
+            or len(events) != 2
+            or not all(isinstance(v, int) for v in events)
+            or not 1 <= events[0] <= events[1]
+        ):
+            raise MixtureError(
+                f"events_per_mixture must be (low, high) integers with 1 <= low <= high, "
+                f"got {self.events_per_mixture!r}"
+            )
 
     @property
     def longest_cough_s(self) -> float:
@@ -202,8 +239,9 @@ def mixture_seed(seed: int, split: str, index: int) -> int:
     return int(sequence.generate_state(1)[0])
 
 
-def _plan_event(rng: np.random.Generator, cough_durations: Sequence[float], spec: MixtureSpec,
-                cough: int | None = None) -> CoughEventPlan:
+def _plan_event(
+    rng: np.random.Generator, cough_durations: Sequence[float], spec: MixtureSpec, cough: int | None = None
+) -> CoughEventPlan:
     """Draw one cough event: cough (unless given), SNR, pitch shift, time stretch, onset (always the same six
     draws, so fixing the cough leaves every other draw as it was)."""
     drawn = int(rng.integers(len(cough_durations)))
@@ -215,12 +253,21 @@ def _plan_event(rng: np.random.Generator, cough_durations: Sequence[float], spec
     factor = float(rng.uniform(*spec.time_stretch_factor))
     stretched_s = cough_durations[cough] * (factor if stretch_applied else 1.0)
     onset_s = float(rng.uniform(0.0, max(spec.duration_s - END_MARGIN_S - stretched_s, 0.0)))
-    return CoughEventPlan(cough, snr_db, semitones if pitch_applied else None, factor if stretch_applied else None,
-                          onset_s)
+    return CoughEventPlan(
+        cough, snr_db, semitones if pitch_applied else None, factor if stretch_applied else None, onset_s
+    )
 
 
-def plan_mixture(split: str, index: int, seed: int, mixture_id: str, cough_durations: Sequence[float],
-                 noise_durations: Sequence[float], spec: MixtureSpec, cough: int | None = None) -> MixturePlan:
+def plan_mixture(
+    split: str,
+    index: int,
+    seed: int,
+    mixture_id: str,
+    cough_durations: Sequence[float],
+    noise_durations: Sequence[float],
+    spec: MixtureSpec,
+    cough: int | None = None,
+) -> MixturePlan:
     """Every random choice of one mixture, from its own generator (noise, offset, level, event count, events);
     ``cough`` fixes the first event's cough (one mixture per cough)."""
     this_seed = mixture_seed(seed, split, index)
@@ -229,8 +276,9 @@ def plan_mixture(split: str, index: int, seed: int, mixture_id: str, cough_durat
     noise_offset_s = float(rng.uniform(0.0, max(noise_durations[noise] - spec.duration_s - END_MARGIN_S, 0.0)))
     ref_db = float(rng.uniform(*spec.ref_db))
     n_events = int(rng.integers(spec.events_per_mixture[0], spec.events_per_mixture[1] + 1))
-    events = tuple(_plan_event(rng, cough_durations, spec, cough if number == 0 else None)
-                   for number in range(n_events))
+    events = tuple(
+        _plan_event(rng, cough_durations, spec, cough if number == 0 else None) for number in range(n_events)
+    )
     return MixturePlan(mixture_id, split, index, this_seed, noise, noise_offset_s, ref_db, events)
 
 
@@ -261,28 +309,40 @@ class SynthesisJob:
 
 def output_paths(split: str, mixture_id: str) -> dict[str, str]:
     """The four files of a mixture, relative to ``out_dir``."""
-    return {"mixture_path": f"{split}/mixture/{mixture_id}.wav", "cough_path": f"{split}/cough/{mixture_id}.wav",
-            "noise_path": f"{split}/noise/{mixture_id}.wav", "jams_path": f"{split}/jams/{mixture_id}.jams"}
+    return {
+        "mixture_path": f"{split}/mixture/{mixture_id}.wav",
+        "cough_path": f"{split}/cough/{mixture_id}.wav",
+        "noise_path": f"{split}/noise/{mixture_id}.wav",
+        "jams_path": f"{split}/jams/{mixture_id}.jams",
+    }
 
 
 def _scaper_for(job: SynthesisJob):
     """A Scaper object holding the job's background and cough events as ``const`` tuples."""
     scaper = import_scaper()
     spec = job.spec
-    soundscape = scaper.Scaper(spec.duration_s, job.foreground_root, job.background_root,
-                               protected_labels=[spec.label], random_state=job.seed)
+    soundscape = scaper.Scaper(
+        spec.duration_s, job.foreground_root, job.background_root, protected_labels=[spec.label], random_state=job.seed
+    )
     soundscape.sr = spec.sample_rate
     soundscape.n_channels = 1
     soundscape.ref_db = job.ref_db
-    soundscape.add_background(label=("const", job.noise_label), source_file=("const", job.noise_link),
-                              source_time=("const", job.noise_offset_s))
+    soundscape.add_background(
+        label=("const", job.noise_label),
+        source_file=("const", job.noise_link),
+        source_time=("const", job.noise_offset_s),
+    )
     for event in job.events:
         soundscape.add_event(
-            label=("const", spec.label), source_file=("const", job.cough_links[event.cough]),
-            source_time=("const", 0.0), event_time=("const", event.onset_s),
-            event_duration=("const", job.cough_durations[event.cough]), snr=("const", event.snr_db),
+            label=("const", spec.label),
+            source_file=("const", job.cough_links[event.cough]),
+            source_time=("const", 0.0),
+            event_time=("const", event.onset_s),
+            event_duration=("const", job.cough_durations[event.cough]),
+            snr=("const", event.snr_db),
             pitch_shift=None if event.pitch_shift_semitones is None else ("const", event.pitch_shift_semitones),
-            time_stretch=None if event.time_stretch_factor is None else ("const", event.time_stretch_factor))
+            time_stretch=None if event.time_stretch_factor is None else ("const", event.time_stretch_factor),
+        )
     return scaper, soundscape
 
 
@@ -310,16 +370,20 @@ def synthesise(job: SynthesisJob) -> None:
         raise MixtureError(f"scaper could not render {job.mixture_id} as planned: {problem}") from None
     annotation = jam.annotations.search(namespace="scaper")[0]
     roles = [observation.value["role"] for observation in annotation.data]
-    sources = {"mixture_path": mixture,
-               "cough_path": sum(audio for role, audio in zip(roles, event_audio) if role == "foreground"),
-               "noise_path": sum(audio for role, audio in zip(roles, event_audio) if role == "background")}
+    sources = {
+        "mixture_path": mixture,
+        "cough_path": sum(audio for role, audio in zip(roles, event_audio) if role == "foreground"),
+        "noise_path": sum(audio for role, audio in zip(roles, event_audio) if role == "background"),
+    }
     for column, samples in sources.items():
         write_wav(root / paths[column], samples, spec.sample_rate)
     # scaper records the paths it wrote; the mixture was written here instead, so record it the same way.
     annotation.sandbox.scaper.audio_path = annotation.sandbox.scaper.soundscape_audio_path = str(
-        root / paths["mixture_path"])
-    annotation.sandbox.cough_pipeline = jams.Sandbox(mixture_id=job.mixture_id, mixture_seed=job.seed,
-                                                     **paths, **job.provenance)
+        root / paths["mixture_path"]
+    )
+    annotation.sandbox.cough_pipeline = jams.Sandbox(
+        mixture_id=job.mixture_id, mixture_seed=job.seed, **paths, **job.provenance
+    )
     with warnings.catch_warnings():
         # jams validates through a jsonschema call that jsonschema itself deprecates; nothing for us to act on.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="jsonschema")
@@ -356,8 +420,9 @@ def _validate_table(table: pd.DataFrame, required: Sequence[str], what: str) -> 
         raise MixtureError(f"{len(absent)} {what} file(s) not found, e.g. {absent[:3]}")
 
 
-def _validate_request(coughs: pd.DataFrame, noise: pd.DataFrame, count: int, split: str, seed: int,
-                      spec: MixtureSpec, workers: int) -> None:
+def _validate_request(
+    coughs: pd.DataFrame, noise: pd.DataFrame, count: int, split: str, seed: int, spec: MixtureSpec, workers: int
+) -> None:
     """Check every argument of :func:`generate_mixtures` before any work is done."""
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
         raise MixtureError(f"count must be a non-negative integer, got {count!r}")
@@ -384,8 +449,9 @@ def _fresh_split_folder(out_dir: Path, split: str) -> Path:
     folder = out_dir / split
     if folder.exists():
         if not (folder / OWNER_MARKER).is_file() and any(folder.iterdir()):
-            raise MixtureError(f"{folder} exists and was not written by cough_pipeline.mixtures; "
-                               "refusing to replace it")
+            raise MixtureError(
+                f"{folder} exists and was not written by cough_pipeline.mixtures; refusing to replace it"
+            )
         shutil.rmtree(folder)
     for kind in ("mixture", "cough", "noise", "jams"):
         (folder / kind).mkdir(parents=True)
@@ -393,8 +459,9 @@ def _fresh_split_folder(out_dir: Path, split: str) -> Path:
     return folder
 
 
-def _prepare_or_reason(path: str, cache_dir: Path, sample_rate: int,
-                       trim_silence: bool) -> PreparedSource | tuple[str, str]:
+def _prepare_or_reason(
+    path: str, cache_dir: Path, sample_rate: int, trim_silence: bool
+) -> PreparedSource | tuple[str, str]:
     """:func:`prepare_source`, or ``(reason, detail)`` when the file cannot be decoded (picklable either way)."""
     try:
         return prepare_source(path, cache_dir, sample_rate, trim_silence)
@@ -402,8 +469,9 @@ def _prepare_or_reason(path: str, cache_dir: Path, sample_rate: int,
         return error.reason.value, error.detail
 
 
-def _prepare_all(mapper: Callable, table: pd.DataFrame, cache_dir: Path, sample_rate: int,
-                 trim_silence: bool) -> dict[str, PreparedSource | tuple[str, str]]:
+def _prepare_all(
+    mapper: Callable, table: pd.DataFrame, cache_dir: Path, sample_rate: int, trim_silence: bool
+) -> dict[str, PreparedSource | tuple[str, str]]:
     """Each distinct path of ``table`` -> its prepared source or rejection, converted in the worker pool."""
     paths = sorted(set(map(str, table["path"])))
     prepare = partial(_prepare_or_reason, cache_dir=cache_dir, sample_rate=sample_rate, trim_silence=trim_silence)
@@ -422,13 +490,24 @@ def _mapper(workers: int) -> Iterator[Callable]:
 
 def _rejection(role: str, row: dict, reason: str, detail: str) -> dict:
     """One row of the rejected table."""
-    return {"role": role, "path": str(row["path"]), "recording_id": row.get("recording_id"),
-            "participant_id": row.get("participant_id"), "reason": reason, "detail": detail}
+    return {
+        "role": role,
+        "path": str(row["path"]),
+        "recording_id": row.get("recording_id"),
+        "participant_id": row.get("participant_id"),
+        "reason": reason,
+        "detail": detail,
+    }
 
 
-def _usable_sources(table: pd.DataFrame, role: str, prepared: dict[str, PreparedSource | tuple[str, str]],
-                    fits: Callable[[float], bool], misfit_reason: str, misfit_detail: str
-                    ) -> tuple[list[tuple[dict, PreparedSource]], list[dict]]:
+def _usable_sources(
+    table: pd.DataFrame,
+    role: str,
+    prepared: dict[str, PreparedSource | tuple[str, str]],
+    fits: Callable[[float], bool],
+    misfit_reason: str,
+    misfit_detail: str,
+) -> tuple[list[tuple[dict, PreparedSource]], list[dict]]:
     """Split ``table`` rows into (row, prepared source) pairs that can be used, and rejected rows."""
     usable, rejected = [], []
     for row in table.to_dict("records"):
@@ -442,21 +521,30 @@ def _usable_sources(table: pd.DataFrame, role: str, prepared: dict[str, Prepared
     return usable, rejected
 
 
-def _usable_and_rejected(mapper: Callable, coughs: pd.DataFrame, noise: pd.DataFrame, cache_dir: Path,
-                         spec: MixtureSpec) -> tuple[list, list, pd.DataFrame]:
+def _usable_and_rejected(
+    mapper: Callable, coughs: pd.DataFrame, noise: pd.DataFrame, cache_dir: Path, spec: MixtureSpec
+) -> tuple[list, list, pd.DataFrame]:
     """Prepare every source; return the usable (row, source) coughs and noise files and the rejected table.
 
     Raises :class:`MixtureError` when no cough or no noise file is usable.
     """
     usable_coughs, rejected_coughs = _usable_sources(
-        coughs, "cough", _prepare_all(mapper, coughs, cache_dir, spec.sample_rate, trim_silence=True),
-        lambda duration: duration <= spec.longest_cough_s, COUGH_TOO_LONG,
+        coughs,
+        "cough",
+        _prepare_all(mapper, coughs, cache_dir, spec.sample_rate, trim_silence=True),
+        lambda duration: duration <= spec.longest_cough_s,
+        COUGH_TOO_LONG,
         "{:.3f} s does not fit whole in the mixture at the largest time stretch "
-        f"(at most {spec.longest_cough_s:.3f} s)")
+        f"(at most {spec.longest_cough_s:.3f} s)",
+    )
     usable_noise, rejected_noise = _usable_sources(
-        noise, "noise", _prepare_all(mapper, noise, cache_dir, spec.sample_rate, trim_silence=False),
-        lambda duration: duration >= spec.duration_s, NOISE_TOO_SHORT,
-        "{:.3f} s is shorter than the " + f"{spec.duration_s} s mixture")
+        noise,
+        "noise",
+        _prepare_all(mapper, noise, cache_dir, spec.sample_rate, trim_silence=False),
+        lambda duration: duration >= spec.duration_s,
+        NOISE_TOO_SHORT,
+        "{:.3f} s is shorter than the " + f"{spec.duration_s} s mixture",
+    )
     rejected = pd.DataFrame(rejected_coughs + rejected_noise, columns=REJECTED_COLUMNS)
     for role, usable in (("cough", usable_coughs), ("noise", usable_noise)):
         if not usable:
@@ -479,11 +567,21 @@ def _stage_noise(root: Path, noise: list[tuple[dict, PreparedSource]]) -> list[s
 
 def _mixture_row(plan: MixturePlan, spec: MixtureSpec, noise_row: dict) -> dict:
     """The mixtures-table row of ``plan``."""
-    return {"mixture_id": plan.mixture_id, "split": plan.split, "mixture_index": plan.index,
-            "mixture_seed": plan.seed, **output_paths(plan.split, plan.mixture_id), "duration_s": spec.duration_s,
-            "sample_rate": spec.sample_rate, "n_events": len(plan.events), "noise_file": str(noise_row["path"]),
-            "noise_category": str(noise_row["category"]), "noise_source": noise_row.get("source"),
-            "noise_offset_s": plan.noise_offset_s, "ref_db": plan.ref_db}
+    return {
+        "mixture_id": plan.mixture_id,
+        "split": plan.split,
+        "mixture_index": plan.index,
+        "mixture_seed": plan.seed,
+        **output_paths(plan.split, plan.mixture_id),
+        "duration_s": spec.duration_s,
+        "sample_rate": spec.sample_rate,
+        "n_events": len(plan.events),
+        "noise_file": str(noise_row["path"]),
+        "noise_category": str(noise_row["category"]),
+        "noise_source": noise_row.get("source"),
+        "noise_offset_s": plan.noise_offset_s,
+        "ref_db": plan.ref_db,
+    }
 
 
 def _event_rows(plan: MixturePlan, coughs: list[tuple[dict, PreparedSource]]) -> list[dict]:
@@ -492,51 +590,89 @@ def _event_rows(plan: MixturePlan, coughs: list[tuple[dict, PreparedSource]]) ->
     for number, event in enumerate(plan.events):
         row, source = coughs[event.cough]
         factor = event.time_stretch_factor
-        rows.append({"mixture_id": plan.mixture_id, "event_index": number, "cough_file": str(row["path"]),
-                     **{column: row.get(column) for column in COUGH_PROVENANCE_COLUMNS},
-                     "cough_duration_s": source.duration_s, "onset_s": event.onset_s,
-                     "event_duration_s": source.duration_s * (factor or 1.0), "snr_db": event.snr_db,
-                     "pitch_shift_applied": event.pitch_shift_semitones is not None,
-                     "pitch_shift_semitones": event.pitch_shift_semitones,
-                     "time_stretch_applied": factor is not None, "time_stretch_factor": factor})
+        rows.append(
+            {
+                "mixture_id": plan.mixture_id,
+                "event_index": number,
+                "cough_file": str(row["path"]),
+                **{column: row.get(column) for column in COUGH_PROVENANCE_COLUMNS},
+                "cough_duration_s": source.duration_s,
+                "onset_s": event.onset_s,
+                "event_duration_s": source.duration_s * (factor or 1.0),
+                "snr_db": event.snr_db,
+                "pitch_shift_applied": event.pitch_shift_semitones is not None,
+                "pitch_shift_semitones": event.pitch_shift_semitones,
+                "time_stretch_applied": factor is not None,
+                "time_stretch_factor": factor,
+            }
+        )
     return rows
 
 
-def _jobs(plans: list[MixturePlan], spec: MixtureSpec, out_dir: Path, split_dir: Path,
-          coughs: list[tuple[dict, PreparedSource]], cough_links: list[str],
-          noise: list[tuple[dict, PreparedSource]], noise_links: list[str]) -> Iterator[SynthesisJob]:
+def _jobs(
+    plans: list[MixturePlan],
+    spec: MixtureSpec,
+    out_dir: Path,
+    split_dir: Path,
+    coughs: list[tuple[dict, PreparedSource]],
+    cough_links: list[str],
+    noise: list[tuple[dict, PreparedSource]],
+    noise_links: list[str],
+) -> Iterator[SynthesisJob]:
     """One :class:`SynthesisJob` per plan, each carrying only the cough links its mixture uses."""
     for plan in plans:
         used = sorted({event.cough for event in plan.events})
         position = {cough: number for number, cough in enumerate(used)}
-        events = tuple(CoughEventPlan(position[e.cough], e.snr_db, e.pitch_shift_semitones, e.time_stretch_factor,
-                                      e.onset_s) for e in plan.events)
+        events = tuple(
+            CoughEventPlan(position[e.cough], e.snr_db, e.pitch_shift_semitones, e.time_stretch_factor, e.onset_s)
+            for e in plan.events
+        )
         noise_row = noise[plan.noise][0]
-        provenance = {"noise_file": str(noise_row["path"]),
-                      "cough_files": [str(coughs[e.cough][0]["path"]) for e in plan.events],
-                      "cough_recording_ids": [str(coughs[e.cough][0]["recording_id"]) for e in plan.events]}
+        provenance = {
+            "noise_file": str(noise_row["path"]),
+            "cough_files": [str(coughs[e.cough][0]["path"]) for e in plan.events],
+            "cough_recording_ids": [str(coughs[e.cough][0]["recording_id"]) for e in plan.events],
+        }
         yield SynthesisJob(
-            mixture_id=plan.mixture_id, split=plan.split, seed=plan.seed, noise_offset_s=plan.noise_offset_s,
-            ref_db=plan.ref_db, events=events, spec=spec, out_dir=str(out_dir),
+            mixture_id=plan.mixture_id,
+            split=plan.split,
+            seed=plan.seed,
+            noise_offset_s=plan.noise_offset_s,
+            ref_db=plan.ref_db,
+            events=events,
+            spec=spec,
+            out_dir=str(out_dir),
             foreground_root=str(split_dir / "scaper_sources" / "foreground"),
             background_root=str(split_dir / "scaper_sources" / "background"),
-            noise_label=str(noise_row["category"]), noise_link=noise_links[plan.noise],
+            noise_label=str(noise_row["category"]),
+            noise_link=noise_links[plan.noise],
             cough_links=tuple(cough_links[c] for c in used),
-            cough_durations=tuple(coughs[c][1].duration_s for c in used), provenance=provenance)
+            cough_durations=tuple(coughs[c][1].duration_s for c in used),
+            provenance=provenance,
+        )
 
 
-def generate_mixtures(coughs: pd.DataFrame, noise: pd.DataFrame, count: int, split: str, out_dir: str | Path,
-                      seed: int = 0, spec: MixtureSpec | None = None, workers: int = 2,
-                      cache_dir: str | Path | None = None,
-                      on_progress: Callable[[int, int], None] | None = None,
-                      one_per_cough: bool = False) -> MixtureSet:
+def generate_mixtures(
+    coughs: pd.DataFrame,
+    noise: pd.DataFrame,
+    count: int,
+    split: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    spec: MixtureSpec | None = None,
+    workers: int = 2,
+    cache_dir: str | Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    one_per_cough: bool = False,
+) -> MixtureSet:
     """Write ``count`` mixtures of ``coughs`` over ``noise`` (one split of the noise bank) under ``out_dir/split``.
 
     ``coughs`` needs ``path``, ``recording_id`` and ``participant_id`` (``dataset`` is carried along when present);
     ``noise`` needs ``path`` and ``category`` (a :func:`~cough_pipeline.mixtures.noise_bank.load_noise_bank` table).
     Converted sources are cached in ``cache_dir`` (default ``out_dir/source_cache``) and reused across splits and
     runs. With ``one_per_cough`` every usable cough gets exactly one mixture (``count`` is then ignored): the way
-    the classification subset's coughs are mixed. ``<out_dir>/<split>/`` is replaced when an earlier run wrote it. Raises :class:`MixtureError` for any
+    the classification subset's coughs are mixed. ``<out_dir>/<split>/`` is replaced when an earlier run wrote it.
+    Raises :class:`MixtureError` for any
     invalid input, before writing anything, and when no cough or no noise file is usable after decoding.
     """
     spec = MixtureSpec() if spec is None else spec
@@ -546,23 +682,35 @@ def generate_mixtures(coughs: pd.DataFrame, noise: pd.DataFrame, count: int, spl
     split_dir = _fresh_split_folder(out_dir, split)
     with _mapper(workers) as mapper:
         usable_coughs, usable_noise, rejected = _usable_and_rejected(mapper, coughs, noise, cache, spec)
-        cough_links = stage_for_scaper(split_dir / "scaper_sources" / "foreground", spec.label,
-                                       [source.prepared for _, source in usable_coughs])
+        cough_links = stage_for_scaper(
+            split_dir / "scaper_sources" / "foreground", spec.label, [source.prepared for _, source in usable_coughs]
+        )
         noise_links = _stage_noise(split_dir / "scaper_sources" / "background", usable_noise)
         count = len(usable_coughs) if one_per_cough else count
         width = max(5, len(str(max(count - 1, 0))))
         cough_durations = [source.duration_s for _, source in usable_coughs]
         noise_durations = [source.duration_s for _, source in usable_noise]
-        plans = [plan_mixture(split, index, seed, f"{split}-{index:0{width}d}", cough_durations, noise_durations, spec,
-                              cough=index if one_per_cough else None)
-                 for index in range(count)]
+        plans = [
+            plan_mixture(
+                split,
+                index,
+                seed,
+                f"{split}-{index:0{width}d}",
+                cough_durations,
+                noise_durations,
+                spec,
+                cough=index if one_per_cough else None,
+            )
+            for index in range(count)
+        ]
         jobs = _jobs(plans, spec, out_dir, split_dir, usable_coughs, cough_links, usable_noise, noise_links)
         chunksize = max(1, min(16, count // (8 * workers)))
         for done, _ in enumerate(mapper(synthesise, jobs, chunksize=chunksize), start=1):
             if on_progress is not None and (done == count or done % 100 == 0):
                 on_progress(done, count)
-    mixtures = pd.DataFrame([_mixture_row(plan, spec, usable_noise[plan.noise][0]) for plan in plans],
-                            columns=MIXTURE_COLUMNS)
+    mixtures = pd.DataFrame(
+        [_mixture_row(plan, spec, usable_noise[plan.noise][0]) for plan in plans], columns=MIXTURE_COLUMNS
+    )
     events = pd.DataFrame([row for plan in plans for row in _event_rows(plan, usable_coughs)], columns=EVENT_COLUMNS)
     events = events.astype({"pitch_shift_semitones": "float64", "time_stretch_factor": "float64"})
     return MixtureSet(mixtures=mixtures, events=events, rejected=rejected)

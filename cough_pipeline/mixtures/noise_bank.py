@@ -87,15 +87,31 @@ def noise_bank_frame(files: Iterable[NoiseFile]) -> pd.DataFrame:
             duration_s, sample_rate = _probe_duration(path)
         except AudioDecodeError as error:
             raise MixtureError(f"noise file {path} cannot be decoded: {error}") from None
-        rows.append({"path": str(path), "category": noise.category, "duration_s": duration_s,
-                     "sample_rate": sample_rate, "source": noise.source, "group": noise.group or str(path)})
+        rows.append(
+            {
+                "path": str(path),
+                "category": noise.category,
+                "duration_s": duration_s,
+                "sample_rate": sample_rate,
+                "source": noise.source,
+                "group": noise.group or str(path),
+            }
+        )
     return _as_bank(pd.DataFrame(rows, columns=NOISE_BANK_COLUMNS))
 
 
 def _as_bank(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the bank's column order and dtypes, sorted by path (a stable order for seeded splits)."""
-    typed = frame[NOISE_BANK_COLUMNS].astype({"path": "string", "category": "string", "duration_s": "float64",
-                                              "sample_rate": "int64", "source": "string", "group": "string"})
+    typed = frame[NOISE_BANK_COLUMNS].astype(
+        {
+            "path": "string",
+            "category": "string",
+            "duration_s": "float64",
+            "sample_rate": "int64",
+            "source": "string",
+            "group": "string",
+        }
+    )
     return typed.sort_values("path", kind="stable").reset_index(drop=True)
 
 
@@ -137,8 +153,11 @@ def load_noise_bank(folder: str | Path) -> pd.DataFrame:
     folder = Path(folder)
     if not folder.is_dir():
         raise MixtureError(f"noise folder not found: {folder}")
-    bank = _bank_from_csv(folder) if (folder / NOISE_BANK_CSV).is_file() else noise_bank_frame(
-        _files_in_category_folders(folder))
+    bank = (
+        _bank_from_csv(folder)
+        if (folder / NOISE_BANK_CSV).is_file()
+        else noise_bank_frame(_files_in_category_folders(folder))
+    )
     if bank.empty:
         raise MixtureError(f"no noise audio in {folder}: expected {NOISE_BANK_CSV} or <category>/<file> audio files")
     return bank
@@ -158,9 +177,12 @@ def esc50_noise_bank(root: str | Path, exclude_categories: Iterable[str] = (ESC5
     meta = pd.read_csv(meta_path, dtype=str)
     excluded = set(exclude_categories)
     files = [
-        NoiseFile(root / "audio" / row["filename"], row["category"],
-                  source=f"ESC-50 fold {row['fold']}, Freesound {row['src_file']} take {row['take']}",
-                  group=f"esc50:{row['src_file']}")
+        NoiseFile(
+            root / "audio" / row["filename"],
+            row["category"],
+            source=f"ESC-50 fold {row['fold']}, Freesound {row['src_file']} take {row['take']}",
+            group=f"esc50:{row['src_file']}",
+        )
         for row in meta.to_dict("records")
         if row["category"] not in excluded and (root / "audio" / row["filename"]).is_file()
     ]
@@ -207,8 +229,9 @@ def split_counts(n_groups: int, fractions: Mapping[str, float]) -> dict[str, int
     return dict(zip(names, counts.tolist()))
 
 
-def split_noise_bank(bank: pd.DataFrame, fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                     seed: int = 0) -> pd.DataFrame:
+def split_noise_bank(
+    bank: pd.DataFrame, fractions: Mapping[str, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> pd.DataFrame:
     """``bank`` plus a ``split`` column: disjoint by file (and by ``group``), stratified by category, seeded."""
     missing = {"path", "category"} - set(bank.columns)
     if missing:
@@ -226,7 +249,7 @@ def split_noise_bank(bank: pd.DataFrame, fractions: Mapping[str, float] = DEFAUL
         shuffled = rng.permutation(np.array(in_category, dtype=object))
         start = 0
         for name, count in split_counts(len(shuffled), ordered).items():
-            split_of_group.update(dict.fromkeys(shuffled[start:start + count], name))
+            split_of_group.update(dict.fromkeys(shuffled[start : start + count], name))
             start += count
     return bank.assign(split=groups.astype(str).map(split_of_group).astype("string"))
 

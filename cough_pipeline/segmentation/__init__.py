@@ -9,8 +9,8 @@ compares automatic with manual segmentations.
 """
 
 from cough_pipeline.segmentation.evaluation import (
-    count_table,
     coughs_per_minute,
+    count_table,
     fleiss_kappa,
     locate_clips,
     precision_proxy,

@@ -7,10 +7,10 @@ upstream, or not a cough sound) or ``failed`` (the audio could not be decoded no
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,19 @@ from cough_pipeline.naming import artefact_stem
 from cough_pipeline.segmentation import Segment, coughs_per_minute, segment_file, write_recording_segments
 from cough_pipeline.segmentation.methods import resolve_method
 
-SEGMENT_COLUMNS = ["dataset", "recording_id", "participant_id", "covid_label", "method", "segment_index", "start_s",
-                   "end_s", "duration_s", "sample_rate", "path"]
+SEGMENT_COLUMNS = [
+    "dataset",
+    "recording_id",
+    "participant_id",
+    "covid_label",
+    "method",
+    "segment_index",
+    "start_s",
+    "end_s",
+    "duration_s",
+    "sample_rate",
+    "path",
+]
 RECORDING_COLUMNS = ["recording_id", "method", "status", "reason", "segments", "duration_s", "coughs_per_minute"]
 
 
@@ -61,8 +72,9 @@ class SegmentationResult:
     failed_counts: dict[str, int] = field(default_factory=dict)
 
 
-def segment_recordings(manifest: pd.DataFrame, root: Path, run: SegmentationRun,
-                       on_progress: Callable[[int, int], None] | None = None) -> SegmentationResult:
+def segment_recordings(
+    manifest: pd.DataFrame, root: Path, run: SegmentationRun, on_progress: Callable[[int, int], None] | None = None
+) -> SegmentationResult:
     """Segment the cough recordings of ``manifest`` (paths relative to ``root``)."""
     rows = manifest.to_dict("records")
     skip = {i: _skip_reason(row, run) for i, row in enumerate(rows)}
@@ -102,8 +114,15 @@ def _skip_reason(row: dict, run: SegmentationRun) -> str | None:
 
 
 def _status_row(recording_id: str, status: str, reason: str) -> dict:
-    return {"recording_id": recording_id, "method": None, "status": status, "reason": reason, "segments": None,
-            "duration_s": None, "coughs_per_minute": None}
+    return {
+        "recording_id": recording_id,
+        "method": None,
+        "status": status,
+        "reason": reason,
+        "segments": None,
+        "duration_s": None,
+        "coughs_per_minute": None,
+    }
 
 
 def _example(best: tuple[int, dict, dict] | None, root: Path) -> ExampleRecording | None:
@@ -130,16 +149,32 @@ def _segment_one(row: dict, root: Path, run: SegmentationRun):
             written = write_recording_segments(recording, run.output_dir / method, artefact_stem(row["recording_id"]))
             paths = [_relative(p, run.relative_to) for p in written]
         for index, (item, path) in enumerate(zip(recording.segments, paths)):
-            found.append({"dataset": row["dataset"], "recording_id": row["recording_id"],
-                          "participant_id": row["participant_id"], "covid_label": row["covid_label"],
-                          "method": method, "segment_index": index, "start_s": round(item.start_s, 6),
-                          "end_s": round(item.end_s, 6), "duration_s": round(item.end_s - item.start_s, 6),
-                          "sample_rate": recording.sample_rate, "path": path})
-        summaries.append({"recording_id": row["recording_id"], "method": method, "status": "segmented",
-                          "reason": None, "segments": len(recording.segments),
-                          "duration_s": round(recording.duration_s, 6),
-                          "coughs_per_minute": round(coughs_per_minute(len(recording.segments),
-                                                                       recording.duration_s), 3)})
+            found.append(
+                {
+                    "dataset": row["dataset"],
+                    "recording_id": row["recording_id"],
+                    "participant_id": row["participant_id"],
+                    "covid_label": row["covid_label"],
+                    "method": method,
+                    "segment_index": index,
+                    "start_s": round(item.start_s, 6),
+                    "end_s": round(item.end_s, 6),
+                    "duration_s": round(item.end_s - item.start_s, 6),
+                    "sample_rate": recording.sample_rate,
+                    "path": path,
+                }
+            )
+        summaries.append(
+            {
+                "recording_id": row["recording_id"],
+                "method": method,
+                "status": "segmented",
+                "reason": None,
+                "segments": len(recording.segments),
+                "duration_s": round(recording.duration_s, 6),
+                "coughs_per_minute": round(coughs_per_minute(len(recording.segments), recording.duration_s), 3),
+            }
+        )
     return found, summaries, by_method
 
 

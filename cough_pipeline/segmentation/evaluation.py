@@ -31,8 +31,10 @@ def count_table(automatic: dict[str, int], manual: dict[str, int]) -> pd.DataFra
         only_automatic, only_manual = sorted(set(automatic) - set(manual)), sorted(set(manual) - set(automatic))
         raise ValueError(f"files differ: only automatic {only_automatic[:5]}, only manual {only_manual[:5]}")
     files = sorted(automatic)
-    table = pd.DataFrame({"automatic": [int(automatic[f]) for f in files], "manual": [int(manual[f]) for f in files]},
-                         index=pd.Index(files, name="file"))
+    table = pd.DataFrame(
+        {"automatic": [int(automatic[f]) for f in files], "manual": [int(manual[f]) for f in files]},
+        index=pd.Index(files, name="file"),
+    )
     table["difference"] = table["automatic"] - table["manual"]
     return table
 
@@ -66,7 +68,7 @@ def fleiss_kappa(table: np.ndarray) -> float:
     n = float(raters[0])
     agreement = ((table.astype(np.float64) ** 2).sum(axis=1) - n) / (n * (n - 1))
     category_share = table.sum(axis=0) / (table.shape[0] * n)
-    chance = float((category_share ** 2).sum())
+    chance = float((category_share**2).sum())
     if chance == 1.0:
         return math.nan
     return (float(agreement.mean()) - chance) / (1.0 - chance)
@@ -86,7 +88,7 @@ def _best_lag(original: np.ndarray, clip: np.ndarray) -> int:
     m = clip.size
     padded = np.concatenate((np.zeros(m - 1), original.astype(np.float64), np.zeros(m - 1)))
     correlation = fftconvolve(padded, clip[::-1].astype(np.float64), mode="valid")  # (n + m - 1,)
-    energy = np.concatenate(([0.0], np.cumsum(padded ** 2)))
+    energy = np.concatenate(([0.0], np.cumsum(padded**2)))
     window_energy = energy[m:] - energy[:-m]
     # Windows of (near) digital silence are skipped: their energy is within the running sum's rounding error.
     audible = window_energy > _AUDIBLE_WINDOW * window_energy.max()
@@ -103,8 +105,9 @@ def _active_span(clip: np.ndarray, silence_db: float) -> tuple[int, int]:
     return int(loud[0]), int(loud[-1]) + 1
 
 
-def locate_clips(original: np.ndarray, clips: list[np.ndarray], sample_rate: int, *,
-                 silence_db: float = -60.0) -> list[Segment]:
+def locate_clips(
+    original: np.ndarray, clips: list[np.ndarray], sample_rate: int, *, silence_db: float = -60.0
+) -> list[Segment]:
     """Where each clip (cut from ``original`` and re-encoded, so not bit-exact) sits in ``original``.
 
     ``original`` and each clip: mono float ``(samples,)`` at ``sample_rate``. Leading and trailing silence
@@ -125,5 +128,7 @@ def locate_clips(original: np.ndarray, clips: list[np.ndarray], sample_rate: int
             raise ValueError(f"clip {index} is empty or silent and cannot be located")
         first, stop = _active_span(clip, silence_db)
         start = _best_lag(original, clip[first:stop])
-        located.append(segment_from_samples(max(start, 0), min(max(start + stop - first, 0), original.size), sample_rate))
+        located.append(
+            segment_from_samples(max(start, 0), min(max(start + stop - first, 0), original.size), sample_rate)
+        )
     return located

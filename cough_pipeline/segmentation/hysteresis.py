@@ -58,7 +58,9 @@ class HysteresisConfig:
         if self.sample_rate is not None:
             validate_sample_rate(self.sample_rate)
         if not 0 < self.low_multiplier < self.high_multiplier:
-            raise ValueError(f"need 0 < low_multiplier < high_multiplier, got {self.low_multiplier}, {self.high_multiplier}")
+            raise ValueError(
+                f"need 0 < low_multiplier < high_multiplier, got {self.low_multiplier}, {self.high_multiplier}"
+            )
         for name in ("min_cough_s", "padding_s", "tolerance_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -176,7 +178,9 @@ class HysteresisSegmenter:
         return segments
 
 
-def segment_hysteresis(signal: np.ndarray, sample_rate: int, config: HysteresisConfig = HysteresisConfig()) -> list[Segment]:
+def segment_hysteresis(
+    signal: np.ndarray, sample_rate: int, config: HysteresisConfig = HysteresisConfig()
+) -> list[Segment]:
     """Coughs in ``signal`` (mono float, ``(samples,)``, already at the rate to use) by the hysteresis comparator.
 
     ``config.sample_rate`` is not used here (it is the rate :func:`segment_file` resamples to). A silent or empty

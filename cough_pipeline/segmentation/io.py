@@ -51,7 +51,10 @@ class SegmentedRecording:
         return self.samples is None
 
     def segment_samples(self, segment: Segment) -> np.ndarray:
-        """The samples of ``segment`` at :attr:`sample_rate`, ``(samples,)`` float32; read from the file when streamed."""
+        """The samples of ``segment`` at :attr:`sample_rate`, ``(samples,)`` float32.
+
+        Read from the file when streamed.
+        """
         if self.samples is not None:
             start, stop = segment.sample_span(self.sample_rate)
             return self.samples[start:stop]
@@ -74,7 +77,9 @@ def _mono(block: np.ndarray) -> np.ndarray:
 
 def _finite(block: np.ndarray, path: Path) -> np.ndarray:
     if not np.isfinite(block).all():
-        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name}: decoded samples contain NaN or infinity")
+        raise AudioDecodeError(
+            QuarantineReason.AUDIO_UNREADABLE, f"{path.name}: decoded samples contain NaN or infinity"
+        )
     return block
 
 
@@ -106,8 +111,14 @@ def _segment_streamed(path: Path, method: str, segmenter_class, config, block_s:
     return SegmentedRecording(path, method, rate, n_samples / rate, tuple(segmenter.finish()), None)
 
 
-def segment_file(path: str | Path, method: str, config=None, *, stream_above_s: float = STREAM_ABOVE_S,
-                 stream_block_s: float = STREAM_BLOCK_S) -> SegmentedRecording:
+def segment_file(
+    path: str | Path,
+    method: str,
+    config=None,
+    *,
+    stream_above_s: float = STREAM_ABOVE_S,
+    stream_block_s: float = STREAM_BLOCK_S,
+) -> SegmentedRecording:
     """Decode ``path`` to mono, resample to ``config.sample_rate`` when set, and segment it with ``method``.
 
     ``config`` defaults to the method's default config. Files longer than ``stream_above_s`` seconds that
@@ -145,7 +156,7 @@ def _read_span(path: Path, segment: Segment, sample_rate: int) -> np.ndarray:
         audio.seek(native_start)
         span = _finite(_mono(audio.read(native_stop - native_start, dtype="float32", always_2d=True)), path)
     offset = native_start * sample_rate // native_rate
-    return resample(span, native_rate, sample_rate)[start - offset:stop - offset]
+    return resample(span, native_rate, sample_rate)[start - offset : stop - offset]
 
 
 def _write_wav(samples: np.ndarray, sample_rate: int, path: Path) -> Path:
@@ -162,7 +173,9 @@ def _segment_paths(folder: Path, stem: str, count: int) -> list[Path]:
     return [folder / f"{stem}_{k}.wav" for k in range(count)]
 
 
-def write_segments(samples: np.ndarray, sample_rate: int, segments: list[Segment], folder: Path, stem: str) -> list[Path]:
+def write_segments(
+    samples: np.ndarray, sample_rate: int, segments: list[Segment], folder: Path, stem: str
+) -> list[Path]:
     """Write each segment of ``samples`` (mono ``(samples,)`` at ``sample_rate``) as ``<stem>_<k>.wav`` (PCM_16)."""
     samples = np.asarray(samples)
     if samples.ndim != 1:
@@ -171,7 +184,9 @@ def write_segments(samples: np.ndarray, sample_rate: int, segments: list[Segment
     for segment, path in zip(segments, paths):
         start, stop = segment.sample_span(sample_rate)
         if stop > samples.size:
-            raise ValueError(f"segment [{segment.start_s}, {segment.end_s}) s runs past the {samples.size / sample_rate} s signal")
+            raise ValueError(
+                f"segment [{segment.start_s}, {segment.end_s}) s runs past the {samples.size / sample_rate} s signal"
+            )
         _write_wav(samples[start:stop], sample_rate, path)
     return paths
 

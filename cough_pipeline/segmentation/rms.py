@@ -51,7 +51,9 @@ class RmsConfig:
         if not 0 < self.hop_length <= self.frame_length:
             raise ValueError(f"need 0 < hop_length <= frame_length, got {self.hop_length}, {self.frame_length}")
         if not 0 <= self.threshold < 1:
-            raise ValueError(f"threshold applies to the min-max normalised RMS and must be in [0, 1), got {self.threshold}")
+            raise ValueError(
+                f"threshold applies to the min-max normalised RMS and must be in [0, 1), got {self.threshold}"
+            )
         if not (math.isfinite(self.max_s) and 0 <= self.min_s <= self.max_s):
             raise ValueError(f"need 0 <= min_s <= max_s (finite), got {self.min_s}, {self.max_s}")
         if self.margin_frames < 0:
@@ -79,7 +81,7 @@ class FrameRms:
         cumulative = np.concatenate(([0.0], np.cumsum(squares)))
         starts = np.arange(n_frames) * self.hop_length
         sums = cumulative[starts + self.frame_length] - cumulative[starts]
-        self._pending = buffer[n_frames * self.hop_length:]
+        self._pending = buffer[n_frames * self.hop_length :]
         # Cancellation in the running sum can leave tiny negatives where the signal is silent.
         return np.sqrt(np.maximum(sums, 0.0) / self.frame_length)
 

@@ -73,8 +73,10 @@ def validate_signal(signal: np.ndarray) -> np.ndarray:
     """
     signal = np.asarray(signal)
     if signal.ndim != 1:
-        raise ValueError(f"expected mono samples of shape (samples,), got shape {signal.shape}; "
-                         "average the channels first (e.g. DecodedAudio.mono())")
+        raise ValueError(
+            f"expected mono samples of shape (samples,), got shape {signal.shape}; "
+            "average the channels first (e.g. DecodedAudio.mono())"
+        )
     if not np.issubdtype(signal.dtype, np.floating):
         raise ValueError(f"expected float samples in [-1, 1], got dtype {signal.dtype}")
     signal = signal.astype(np.float32, copy=False)
@@ -86,7 +88,7 @@ def validate_signal(signal: np.ndarray) -> np.ndarray:
 
 def run_in_blocks(segmenter: BlockSegmenter, signal: np.ndarray, block: int = IN_MEMORY_BLOCK) -> list[Segment]:
     """Both passes of ``segmenter`` over an in-memory ``signal`` of shape ``(samples,)``."""
-    blocks = [signal[start:start + block] for start in range(0, len(signal), block)]
+    blocks = [signal[start : start + block] for start in range(0, len(signal), block)]
     for piece in blocks:
         segmenter.measure(piece)
     for piece in blocks:

@@ -49,20 +49,30 @@ def evaluate_virufy(root: Path, methods: dict[str, object]) -> VirufyEvaluation:
     for original in sorted(originals, key=lambda r: r["audio_path"]):
         name = Path(original["audio_path"]).name
         samples, rate = load_mono(root / original["audio_path"])
-        manual = locate_clips(samples, [load_mono(root / p, rate)[0] for p in
-                                        clips_by_patient.get(original["participant_id"], [])], rate)
+        manual = locate_clips(
+            samples, [load_mono(root / p, rate)[0] for p in clips_by_patient.get(original["participant_id"], [])], rate
+        )
         automatic = {m: list(segment_file(root / original["audio_path"], m, c).segments) for m, c in methods.items()}
         for method, found in automatic.items():
-            rows.append({"file": name, "label": original["covid_label"], "method": method,
-                         "automatic": len(found), "manual": len(manual), "difference": len(found) - len(manual),
-                         "precision_proxy": precision_proxy(found, manual),
-                         "published": published.get((name, method))})
+            rows.append(
+                {
+                    "file": name,
+                    "label": original["covid_label"],
+                    "method": method,
+                    "automatic": len(found),
+                    "manual": len(manual),
+                    "difference": len(found) - len(manual),
+                    "precision_proxy": precision_proxy(found, manual),
+                    "published": published.get((name, method)),
+                }
+            )
         frame_votes.append(_frame_votes(samples.size / rate, [manual, *automatic.values()]))
         if example is None or len(manual) > len(example[3]["manual"]):
             example = (name, samples, rate, {"manual": manual, **automatic})
     per_file = pd.DataFrame(rows)
-    return VirufyEvaluation(per_file, _summary(per_file),
-                            fleiss_kappa(np.concatenate(frame_votes)) if frame_votes else math.nan, example)
+    return VirufyEvaluation(
+        per_file, _summary(per_file), fleiss_kappa(np.concatenate(frame_votes)) if frame_votes else math.nan, example
+    )
 
 
 def _published_counts(root: Path) -> dict[tuple[str, str], int]:
@@ -72,8 +82,12 @@ def _published_counts(root: Path) -> dict[tuple[str, str], int]:
         return {}
     table = pd.read_csv(path)
     table = table[table["file"] != "TOTAL"]
-    return {(row["file"], method): int(row[column]) for row in table.to_dict("records")
-            for method, column in PUBLISHED_COLUMNS.items() if column in table.columns}
+    return {
+        (row["file"], method): int(row[column])
+        for row in table.to_dict("records")
+        for method, column in PUBLISHED_COLUMNS.items()
+        if column in table.columns
+    }
 
 
 def _frame_votes(duration_s: float, raters: list[list[Segment]]) -> np.ndarray:
@@ -96,13 +110,19 @@ def _summary(per_file: pd.DataFrame) -> pd.DataFrame:
     for method, group in per_file.groupby("method", sort=True):
         pooled = (group["precision_proxy"] * group["automatic"]).sum() / max(group["automatic"].sum(), 1)
         published = group["published"].dropna()
-        rows.append({
-            "method": method, "files": len(group), "automatic_total": int(group["automatic"].sum()),
-            "manual_total": int(group["manual"].sum()),
-            "files_equal_manual": int((group["difference"] == 0).sum()),
-            "files_within_1_of_manual": int((group["difference"].abs() <= 1).sum()),
-            "published_total": int(published.sum()) if len(published) else None,
-            "files_equal_published": int((group["automatic"] == group["published"]).sum()) if len(published) else None,
-            "precision_proxy": round(float(pooled), 4),
-        })
+        rows.append(
+            {
+                "method": method,
+                "files": len(group),
+                "automatic_total": int(group["automatic"].sum()),
+                "manual_total": int(group["manual"].sum()),
+                "files_equal_manual": int((group["difference"] == 0).sum()),
+                "files_within_1_of_manual": int((group["difference"].abs() <= 1).sum()),
+                "published_total": int(published.sum()) if len(published) else None,
+                "files_equal_published": int((group["automatic"] == group["published"]).sum())
+                if len(published)
+                else None,
+                "precision_proxy": round(float(pooled), 4),
+            }
+        )
     return pd.DataFrame(rows)

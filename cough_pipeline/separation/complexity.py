@@ -97,16 +97,21 @@ def lstm_layer_shapes(model: nn.Module) -> list[tuple[int, int]]:
     """``(input width, hidden width)`` of every LSTM layer run per frame, over all ``nn.LSTM`` modules of
     ``model`` in order (one multi-layer LSTM in the reference model, one single-layer LSTM per layer in the
     folded one; the CPU kernel's scaled copies of those weights are not modules and not counted again)."""
-    return [(lstm.input_size if layer == 0 else lstm.hidden_size, lstm.hidden_size)
-            for lstm in model.modules() if isinstance(lstm, nn.LSTM) for layer in range(lstm.num_layers)]
+    return [
+        (lstm.input_size if layer == 0 else lstm.hidden_size, lstm.hidden_size)
+        for lstm in model.modules()
+        if isinstance(lstm, nn.LSTM)
+        for layer in range(lstm.num_layers)
+    ]
 
 
 def cost_breakdown(model: nn.Module, clip_seconds: float = 5.0, sample_rate: int = 44_100) -> pd.DataFrame:
     """:func:`stage_costs` as a table (index ``stage``; ``macs_millions``, ``flops_millions``, ``flops_share``)."""
     costs = stage_costs(model, _clip_samples(clip_seconds, sample_rate))
-    table = pd.DataFrame({"macs_millions": [c.macs / MEGA for c in costs],
-                          "flops_millions": [c.flops / MEGA for c in costs]},
-                         index=pd.Index([c.stage for c in costs], name="stage"))
+    table = pd.DataFrame(
+        {"macs_millions": [c.macs / MEGA for c in costs], "flops_millions": [c.flops / MEGA for c in costs]},
+        index=pd.Index([c.stage for c in costs], name="stage"),
+    )
     table["flops_share"] = table["flops_millions"] / table["flops_millions"].sum()
     return table
 
@@ -143,9 +148,16 @@ def state_sizes_mb(model: nn.Module) -> tuple[float, float]:
     return dense / MEGA, stored / MEGA
 
 
-def complexity_table(models: Mapping[str, nn.Module], clip_seconds: float = 5.0, sample_rate: int = 44_100,
-                     devices: Sequence[str | torch.device] | None = None, batch_size: int = 32,
-                     latency_runs: int = 20, throughput_runs: int = 3, seed: int = 0) -> pd.DataFrame:
+def complexity_table(
+    models: Mapping[str, nn.Module],
+    clip_seconds: float = 5.0,
+    sample_rate: int = 44_100,
+    devices: Sequence[str | torch.device] | None = None,
+    batch_size: int = 32,
+    latency_runs: int = 20,
+    throughput_runs: int = 3,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (model, device): ``parameters``, ``nonzero_parameters``, ``dense_size_mb``, ``stored_size_mb``,
     ``macs_millions``, ``flops_millions`` (per clip, see the module docstring), ``latency_ms`` (one clip),
     ``throughput_clips_per_s`` (batches of ``batch_size``), ``batch_size``, ``threads``.
@@ -163,10 +175,17 @@ def complexity_table(models: Mapping[str, nn.Module], clip_seconds: float = 5.0,
         for device in map(torch.device, devices):
             timed = copy.deepcopy(model).to(device).eval()
             on_device = batch.to(device)
-            rows.append({"model": name, "device": device.type, **static,
-                         "latency_ms": 1e3 * _median_seconds(timed, on_device[:1], latency_runs),
-                         "throughput_clips_per_s": batch_size / _median_seconds(timed, on_device, throughput_runs),
-                         "batch_size": batch_size, "threads": torch.get_num_threads()})
+            rows.append(
+                {
+                    "model": name,
+                    "device": device.type,
+                    **static,
+                    "latency_ms": 1e3 * _median_seconds(timed, on_device[:1], latency_runs),
+                    "throughput_clips_per_s": batch_size / _median_seconds(timed, on_device, throughput_runs),
+                    "batch_size": batch_size,
+                    "threads": torch.get_num_threads(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -197,9 +216,14 @@ def _static_columns(model: nn.Module, samples: int) -> dict:
     total, nonzero = parameter_counts(model)
     dense_mb, stored_mb = state_sizes_mb(model)
     costs = stage_costs(model, samples)
-    return {"parameters": total, "nonzero_parameters": nonzero, "dense_size_mb": dense_mb,
-            "stored_size_mb": stored_mb, "macs_millions": sum(c.macs for c in costs) / MEGA,
-            "flops_millions": sum(c.flops for c in costs) / MEGA}
+    return {
+        "parameters": total,
+        "nonzero_parameters": nonzero,
+        "dense_size_mb": dense_mb,
+        "stored_size_mb": stored_mb,
+        "macs_millions": sum(c.macs for c in costs) / MEGA,
+        "flops_millions": sum(c.flops for c in costs) / MEGA,
+    }
 
 
 def _separator_parts(model: nn.Module) -> tuple[SeparatorConfig, nn.Module, bool]:
@@ -208,8 +232,9 @@ def _separator_parts(model: nn.Module) -> tuple[SeparatorConfig, nn.Module, bool
         return model.config, model.masker.output, False
     if isinstance(model, InferenceSeparator):
         return model.config, model.output, True
-    raise TypeError(f"cannot count the operations of a {type(model).__name__}; expected a CoughSeparator or "
-                    "an InferenceSeparator")
+    raise TypeError(
+        f"cannot count the operations of a {type(model).__name__}; expected a CoughSeparator or an InferenceSeparator"
+    )
 
 
 def _clip_samples(clip_seconds: float, sample_rate: int) -> int:

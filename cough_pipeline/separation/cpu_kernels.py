@@ -122,8 +122,9 @@ def log_power(spectrum: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 @njit(fastmath=_FASTMATH, boundscheck=False, error_model="numpy", nogil=True, cache=True)
-def lstm_recurrence(input_gates: np.ndarray, weight_hh_t: np.ndarray, h: np.ndarray, c: np.ndarray,
-                    out: np.ndarray) -> None:
+def lstm_recurrence(
+    input_gates: np.ndarray, weight_hh_t: np.ndarray, h: np.ndarray, c: np.ndarray, out: np.ndarray
+) -> None:
     """Run the recurrence of one LSTM layer over ``T`` frames, in place.
 
     ``input_gates`` ``(B, T, G)``: the scaled input projection with both biases (:class:`ScaledLayer`);
@@ -158,8 +159,7 @@ def lstm_recurrence(input_gates: np.ndarray, weight_hh_t: np.ndarray, h: np.ndar
         _exp_inplace(flat_cells, batch * hidden)
         for b in range(batch):
             for j in range(hidden):
-                value = gates[b, 3 * hidden + j] * (np.float32(2.0) / (np.float32(1.0) + cells[b, j])
-                                                    - np.float32(1.0))
+                value = gates[b, 3 * hidden + j] * (np.float32(2.0) / (np.float32(1.0) + cells[b, j]) - np.float32(1.0))
                 h[b, j] = value
                 out[b, t, j] = value
 
@@ -185,10 +185,12 @@ class ScaledLayer:
         """``inputs`` ``(B, T, I)`` -> scaled input gates ``(B, T, G)`` (one matrix product)."""
         batch, frames, width = inputs.shape
         return torch.addmm(self.bias, inputs.reshape(batch * frames, width), self.weight_ih_t).reshape(
-            batch, frames, -1)
+            batch, frames, -1
+        )
 
-    def __call__(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def __call__(
+        self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``inputs`` ``(B, T, I)`` -> ``(out (B, T, H), (h, c) each (B, H))``, like ``nn.LSTM`` with
         ``batch_first`` on one layer; ``state`` (each ``(B, H)``, None for zeros) is not modified."""
         batch, frames, _ = inputs.shape
@@ -210,11 +212,10 @@ def scaled_layer(layer: nn.LSTM, index: int = 0) -> ScaledLayer:
         raise ValueError("the recurrence kernel runs unidirectional LSTM layers with biases and no projection")
     hidden = layer.hidden_size
     scale = torch.full((4 * hidden, 1), -1.0)
-    scale[2 * hidden:3 * hidden] = -2.0
+    scale[2 * hidden : 3 * hidden] = -2.0
     with torch.no_grad():
         weight_ih = getattr(layer, f"weight_ih_l{index}").detach().float().cpu() * scale
         weight_hh = getattr(layer, f"weight_hh_l{index}").detach().float().cpu() * scale
         bias = getattr(layer, f"bias_ih_l{index}").detach().float().cpu()
         bias = (bias + getattr(layer, f"bias_hh_l{index}").detach().float().cpu()) * scale[:, 0]
     return ScaledLayer(weight_ih.t().contiguous(), bias.contiguous(), weight_hh.t().contiguous())
-

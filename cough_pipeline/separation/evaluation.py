@@ -95,8 +95,14 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return 10.0 * math.log10(float(np.sum(np.square(reference))) / error_energy)
 
 
-def bss_eval(reference_cough: np.ndarray, reference_noise: np.ndarray, estimate_cough: np.ndarray,
-             estimate_noise: np.ndarray, sample_rate: int, window_seconds: float | None = None) -> BssEvalScores:
+def bss_eval(
+    reference_cough: np.ndarray,
+    reference_noise: np.ndarray,
+    estimate_cough: np.ndarray,
+    estimate_noise: np.ndarray,
+    sample_rate: int,
+    window_seconds: float | None = None,
+) -> BssEvalScores:
     """BSSEval v4 SDR, SIR, SAR and ISR of ``estimate_cough``; every signal is mono ``(samples,)``, equally long.
 
     ``estimate_noise`` is normally ``mixture - estimate_cough``. With ``window_seconds`` None the whole clip is one
@@ -105,10 +111,12 @@ def bss_eval(reference_cough: np.ndarray, reference_noise: np.ndarray, estimate_
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    reference_cough, reference_noise = _same_length_pair(reference_cough, reference_noise, "reference_cough",
-                                                         "reference_noise")
-    estimate_cough, estimate_noise = _same_length_pair(estimate_cough, estimate_noise, "estimate_cough",
-                                                       "estimate_noise")
+    reference_cough, reference_noise = _same_length_pair(
+        reference_cough, reference_noise, "reference_cough", "reference_noise"
+    )
+    estimate_cough, estimate_noise = _same_length_pair(
+        estimate_cough, estimate_noise, "estimate_cough", "estimate_noise"
+    )
     _same_length_pair(reference_cough, estimate_cough, "reference_cough", "estimate_cough")
     issue = _bss_eval_issue(reference_cough, reference_noise, estimate_cough, estimate_noise)
     if issue is not None:
@@ -121,9 +129,16 @@ def bss_eval(reference_cough: np.ndarray, reference_noise: np.ndarray, estimate_
 
     references = np.stack([reference_cough, reference_noise])[:, :, np.newaxis]
     estimates = np.stack([estimate_cough, estimate_noise])[:, :, np.newaxis]
-    sdr, isr, sir, sar, _ = museval.metrics.bss_eval(references, estimates, window=window, hop=window,
-                                                     compute_permutation=False, filters_len=DISTORTION_FILTER_TAPS,
-                                                     framewise_filters=False, bsseval_sources_version=False)
+    sdr, isr, sir, sar, _ = museval.metrics.bss_eval(
+        references,
+        estimates,
+        window=window,
+        hop=window,
+        compute_permutation=False,
+        filters_len=DISTORTION_FILTER_TAPS,
+        framewise_filters=False,
+        bsseval_sources_version=False,
+    )
     cough_windows = np.stack([sdr[0], sir[0], sar[0], isr[0]])  # (4, windows)
     scorable = ~np.isnan(cough_windows[0])
     if not scorable.any():
@@ -145,9 +160,13 @@ def model_separator(model: torch.nn.Module, device: str | torch.device = "cpu") 
     return separate
 
 
-def evaluate_separation(rows: Iterable[tuple[Signal, Signal, Signal]], separators: Mapping[str, Separator],
-                        sample_rate: int = 44_100, window_seconds: float | None = None,
-                        clip_ids: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_separation(
+    rows: Iterable[tuple[Signal, Signal, Signal]],
+    separators: Mapping[str, Separator],
+    sample_rate: int = 44_100,
+    window_seconds: float | None = None,
+    clip_ids: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every separator, and the unprocessed mixture, on every ``(mixture, cough, noise)`` row.
 
     Each signal is a mono ``(samples,)`` array at ``sample_rate`` or an audio path (decoded, mixed to mono and
@@ -204,8 +223,9 @@ def _with_improvements(per_clip: pd.DataFrame) -> pd.DataFrame:
     return per_clip[["clip", "system", *METRICS, "reason", *(f"{m}_improvement" for m in METRICS)]]
 
 
-def _bss_eval_issue(reference_cough: np.ndarray, reference_noise: np.ndarray, estimate_cough: np.ndarray,
-                    estimate_noise: np.ndarray) -> ScoreIssue | None:
+def _bss_eval_issue(
+    reference_cough: np.ndarray, reference_noise: np.ndarray, estimate_cough: np.ndarray, estimate_noise: np.ndarray
+) -> ScoreIssue | None:
     """The reason museval cannot score these signals, or None."""
     signals = (reference_cough, reference_noise, estimate_cough, estimate_noise)
     if not all(np.all(np.isfinite(signal)) for signal in signals):
@@ -219,21 +239,26 @@ def _bss_eval_issue(reference_cough: np.ndarray, reference_noise: np.ndarray, es
     return None
 
 
-def _same_length_pair(first: np.ndarray, second: np.ndarray, first_name: str,
-                      second_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _same_length_pair(
+    first: np.ndarray, second: np.ndarray, first_name: str, second_name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Both signals as float64 ``(samples,)``; a shape mismatch is a caller's error."""
     first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     if first.ndim != 1 or first.shape != second.shape:
-        raise ValueError(f"{first_name} and {second_name} must be mono (samples,) arrays of one length, "
-                         f"got {first.shape} and {second.shape}")
+        raise ValueError(
+            f"{first_name} and {second_name} must be mono (samples,) arrays of one length, "
+            f"got {first.shape} and {second.shape}"
+        )
     return first, second
 
 
 def _window_samples(window_seconds: float, sample_rate: int) -> int:
     window = round(window_seconds * sample_rate)
     if window < DISTORTION_FILTER_TAPS:
-        raise ValueError(f"window_seconds={window_seconds} is shorter than the {DISTORTION_FILTER_TAPS}-tap "
-                         f"distortion filters at {sample_rate} Hz")
+        raise ValueError(
+            f"window_seconds={window_seconds} is shorter than the {DISTORTION_FILTER_TAPS}-tap "
+            f"distortion filters at {sample_rate} Hz"
+        )
     return window
 
 
@@ -251,8 +276,10 @@ def _estimate(separate: Separator, mixture: np.ndarray, system: str, clip: str) 
     """The system's cough estimate as float64, checked to have the mixture's shape."""
     estimate = np.asarray(separate(mixture), dtype=np.float64)
     if estimate.shape != mixture.shape:
-        raise ValueError(f"separator {system!r} returned shape {estimate.shape} for clip {clip!r} "
-                         f"with a mixture of shape {mixture.shape}")
+        raise ValueError(
+            f"separator {system!r} returned shape {estimate.shape} for clip {clip!r} "
+            f"with a mixture of shape {mixture.shape}"
+        )
     return estimate
 
 

@@ -67,8 +67,9 @@ class SeparatorConfig:
 
     def __post_init__(self):
         if self.n_fft % self.hop_length or self.n_fft < 2 * self.hop_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length}) "
-                             "and at least twice it")
+            raise ValueError(
+                f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length}) and at least twice it"
+            )
         if self.n_fft % 2:
             raise ValueError(f"n_fft must be even, got {self.n_fft}")
         if self.db_floor <= 0:
@@ -131,8 +132,15 @@ class StftEncoder(nn.Module):
     def spectrum(self, wave: torch.Tensor) -> torch.Tensor:
         """Complex STFT ``(batch, frames, n_bins)`` of ``wave`` ``(batch, samples)``."""
         c = self.config
-        spec = torch.stft(_as_batch(wave), c.n_fft, c.hop_length, window=self.window, center=True,
-                          pad_mode="constant", return_complex=True)  # (batch, n_bins, frames)
+        spec = torch.stft(
+            _as_batch(wave),
+            c.n_fft,
+            c.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )  # (batch, n_bins, frames)
         return spec.transpose(1, 2)
 
     def magnitude(self, wave: torch.Tensor) -> torch.Tensor:
@@ -172,9 +180,9 @@ class MaskEstimator(nn.Module):
         """``20 * log10(max(magnitude, db_floor))``, same shape."""
         return 20.0 * torch.log10(magnitude.clamp_min(self.config.db_floor))
 
-    def forward(self, magnitude: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, magnitude: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``magnitude`` ``(batch, frames, n_bins)`` -> ``(mask (batch, frames, n_bins), (h, c))``.
 
         ``state`` is the LSTM ``(h, c)``, each ``(num_layers, batch, hidden_size)``, from a previous call on the
@@ -248,8 +256,12 @@ class CoughSeparator(nn.Module):
         metadata = dict(self.metadata if metadata is None else metadata)
         state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
         torch.save(state, folder / WEIGHTS_FILE)
-        card = {"format": CARD_FORMAT, "config": self.config.to_dict(), "parameters": self.parameter_count(),
-                "metadata": metadata}
+        card = {
+            "format": CARD_FORMAT,
+            "config": self.config.to_dict(),
+            "parameters": self.parameter_count(),
+            "metadata": metadata,
+        }
         (folder / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         return folder
 
@@ -318,8 +330,9 @@ class InferenceSeparator(nn.Module):
         source = masker.lstm
         self.layers = nn.ModuleList()
         for index in range(config.num_layers):
-            layer = nn.LSTM(source.input_size if index == 0 else config.hidden_size, config.hidden_size,
-                            batch_first=True).to(source.weight_ih_l0.device)
+            layer = nn.LSTM(
+                source.input_size if index == 0 else config.hidden_size, config.hidden_size, batch_first=True
+            ).to(source.weight_ih_l0.device)
             with torch.no_grad():
                 for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(layer, f"{kind}_l0").copy_(getattr(source, f"{kind}_l{index}"))
@@ -376,8 +389,9 @@ class InferenceSeparator(nn.Module):
         power.addcmul_(pairs[..., 1], pairs[..., 1])
         return power.clamp_min_(self.power_floor).log_()
 
-    def frame_masks(self, spectrum: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def frame_masks(
+        self, spectrum: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Complex ``spectrum`` ``(batch, frames, n_bins)`` -> ``(mask (batch, frames, n_bins), (h, c))``; equal to
         ``MaskEstimator`` in eval mode on ``|spectrum|``. ``state`` (each ``(num_layers, batch, hidden)``, None for
         zeros) carries the LSTM across calls."""
@@ -390,8 +404,9 @@ class InferenceSeparator(nn.Module):
         float32, ``cpu_kernels``) rather than torch's ops and ``nn.LSTM`` (CUDA, or ``cpu_kernels=False``)."""
         return self.cpu_kernels and self.device.type == "cpu" and self.window.dtype == torch.float32
 
-    def recurrent(self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def recurrent(
+        self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """The LSTM layers: ``features`` ``(batch, frames, n_bins)`` -> ``(hidden (batch, frames, hidden),
         (h, c))``, the state as in :meth:`frame_masks`."""
         new_h, new_c = [], []
@@ -420,7 +435,7 @@ class InferenceSeparator(nn.Module):
         blocks = frames.reshape(batch, count, self.blocks, hop)
         out = blocks.new_zeros(batch, count + self.blocks - 1, hop)
         for shift in range(self.blocks):
-            out[:, shift:shift + count] += blocks[:, :, shift]
+            out[:, shift : shift + count] += blocks[:, :, shift]
         return out.reshape(batch, -1)
 
     def inverse_envelope(self, frames: int, length: int) -> torch.Tensor:
@@ -428,9 +443,9 @@ class InferenceSeparator(nn.Module):
         key = (frames, length, str(self.window.device))
         envelope = self._envelopes.get(key)
         if envelope is None:
-            squares = (self.window ** 2).expand(1, frames, -1)
+            squares = (self.window**2).expand(1, frames, -1)
             half = self.config.n_fft // 2
-            total = self.overlap_add(squares)[0, half:half + length]
+            total = self.overlap_add(squares)[0, half : half + length]
             if bool((total < 1e-11).any()):
                 raise ValueError("window overlap-add has zeros; the STFT settings are not invertible")
             envelope = total.reciprocal()
@@ -442,7 +457,7 @@ class InferenceSeparator(nn.Module):
     def synthesise(self, frames: torch.Tensor, length: int) -> torch.Tensor:
         """Windowed time frames ``(batch, frames, n_fft)`` -> wave ``(batch, length)`` (the decoder's iSTFT)."""
         half = self.config.n_fft // 2
-        wave = self.overlap_add(frames)[:, half:half + length]
+        wave = self.overlap_add(frames)[:, half : half + length]
         return wave.mul_(self.inverse_envelope(frames.shape[1], length))
 
     # -- whole clips ----------------------------------------------------------------------------------------------
@@ -482,13 +497,13 @@ class InferenceSeparator(nn.Module):
             return self.synthesise(self.masked_frames(spectrum, mask), length)
         out = spectrum.new_empty(spectrum.shape[0], length, dtype=mask.dtype)
         for index in range(spectrum.shape[0]):
-            out[index] = self.synthesise(self.masked_frames(spectrum[index:index + 1], mask[index:index + 1]),
-                                         length)[0]
+            out[index] = self.synthesise(
+                self.masked_frames(spectrum[index : index + 1], mask[index : index + 1]), length
+            )[0]
         return out
 
     @torch.inference_mode()
-    def separate(self, waves: torch.Tensor, batch_size: int | None = None, workers: int | None = None
-                 ) -> torch.Tensor:
+    def separate(self, waves: torch.Tensor, batch_size: int | None = None, workers: int | None = None) -> torch.Tensor:
         """:meth:`forward` on ``waves`` ``(clips, samples)`` in slices of ``batch_size`` clips.
 
         On CPU the slices go to ``workers`` single-threaded threads (default: the process's intra-op thread count,
@@ -500,14 +515,15 @@ class InferenceSeparator(nn.Module):
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 32
         workers = self._workers(workers)
-        slices = [waves[start:start + batch_size] for start in range(0, waves.shape[0], batch_size)]
+        slices = [waves[start : start + batch_size] for start in range(0, waves.shape[0], batch_size)]
         if not slices:
             return waves.new_zeros(waves.shape).to(self.device)
         if workers <= 1:
             return torch.cat([self.forward(part) for part in slices])
         pool = single_threaded_pool(workers)
-        return torch.cat([future.result() for future in [pool.submit(self._forward_in_worker, part)
-                                                          for part in slices]])
+        return torch.cat(
+            [future.result() for future in [pool.submit(self._forward_in_worker, part) for part in slices]]
+        )
 
     def _forward_in_worker(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

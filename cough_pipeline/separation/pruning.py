@@ -11,15 +11,12 @@ of a fresh separator, ``weight_ih_l0`` keeps nothing and the output no longer de
 :func:`snip_masks` warns when a target keeps no weight.
 
 A dense kernel gains nothing from zeros, so :func:`optimize_for_inference` swaps each sparse ``nn.Linear`` for a
-:class:`SparseLinear` that multiplies only the surviving connections. What that buys (``benchmarks/pruning_bench.py``,
-2-core CPU): the 1 % mask layer (128 of 12 850 weights) is 2.0-2.2x faster than the dense layer on a batch of 32
-five-second clips (14-15 vs 30-31 ms, best / median) but not on one clip (0.32-0.49 vs 0.34-0.38 ms: writing the
-``(frames, 257)`` output and the per-op overhead dominate, not the arithmetic); at 2 % density the batch gain falls to 1.3x and at 5 %
-it is a loss, hence :data:`SPARSE_DENSITY_LIMIT`. The whole model gains 2-12 % (one clip 1.02-1.05x, a batch of 32 1.05-1.12x,
-best / median run): the mask layer is 12 % of the FLOPs and less of the time; the input projections and the LSTM
-recurrence dominate. Pruned LSTM weights stay dense in the recurrence kernel (:mod:`.cpu_kernels`), which
-vectorises each step's 50-wide mat-vec over the gates; a sparse recurrence was not tried (the default configuration
-prunes only the mask layer).
+:class:`SparseLinear` that multiplies only the surviving connections. The sparse path pays off on batches at very low
+density (the 1 % mask layer) and not on a single clip, where writing the ``(frames, 257)`` output and the per-op
+overhead dominate; above a few per cent density it is a loss, hence :data:`SPARSE_DENSITY_LIMIT`. The measured
+ratios are in ``benchmarks/results/pruning.json`` and the README. Pruned LSTM weights stay dense in the recurrence
+kernel (:mod:`.cpu_kernels`), which vectorises each step's 50-wide mat-vec over the gates; a sparse recurrence was not
+tried (the default configuration prunes only the mask layer).
 """
 
 from __future__ import annotations
@@ -91,10 +88,14 @@ def separator_loss(model: nn.Module, mixture: torch.Tensor, cough: torch.Tensor)
     return l1_magnitude_loss(estimated, model.encoder.magnitude(cough))
 
 
-def connection_sensitivity(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                           target_parameters: Iterable[str], max_batches: int,
-                           loss_fn: LossFunction = separator_loss,
-                           device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+def connection_sensitivity(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    target_parameters: Iterable[str],
+    max_batches: int,
+    loss_fn: LossFunction = separator_loss,
+    device: str | torch.device | None = None,
+) -> dict[str, torch.Tensor]:
     """SNIP scores ``|w * sum_b dL_b/dw|`` (float32, CPU, each shaped like its parameter) for each target.
 
     ``batches`` yields ``(mixture, cough)`` waves ``(batch, samples)``; the first ``max_batches`` are used. The
@@ -138,17 +139,25 @@ def keep_top(scores: Mapping[str, torch.Tensor], keep_fraction: float, scope: st
     return {name: piece.view_as(scores[name]) for name, piece in zip(names, pieces, strict=True)}
 
 
-def snip_masks(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-               config: PruningConfig = PruningConfig(), loss_fn: LossFunction = separator_loss,
-               device: str | torch.device | None = None) -> Masks:
+def snip_masks(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    config: PruningConfig = PruningConfig(),
+    loss_fn: LossFunction = separator_loss,
+    device: str | torch.device | None = None,
+) -> Masks:
     """SNIP masks ``{parameter name: bool tensor}`` (True = kept, on CPU) for ``model`` at its current weights."""
-    scores = connection_sensitivity(model, batches, config.target_parameters, config.sensitivity_batches,
-                                    loss_fn, device)
+    scores = connection_sensitivity(
+        model, batches, config.target_parameters, config.sensitivity_batches, loss_fn, device
+    )
     masks = keep_top(scores, config.keep_fraction, config.scope)
     emptied = [name for name, mask in masks.items() if not mask.any()]
     if emptied:
-        warnings.warn(f"SNIP kept no weight of {emptied}: those connections are cut entirely (global ranking "
-                      "across layers of different scale); consider scope='per_parameter'", stacklevel=2)
+        warnings.warn(
+            f"SNIP kept no weight of {emptied}: those connections are cut entirely (global ranking "
+            "across layers of different scale); consider scope='per_parameter'",
+            stacklevel=2,
+        )
     return masks
 
 
@@ -160,20 +169,32 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         for name, mask in masks.items():
             parameter = parameters[name]
             if mask.shape != parameter.shape:
-                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, the parameter "
-                                 f"{tuple(parameter.shape)}")
+                raise ValueError(
+                    f"mask for {name} has shape {tuple(mask.shape)}, the parameter {tuple(parameter.shape)}"
+                )
             parameter.mul_(mask.to(device=parameter.device, dtype=parameter.dtype))
     return model
 
 
 def mask_report(masks: Mapping[str, torch.Tensor]) -> dict[str, dict]:
     """Per parameter: ``kept`` and ``total`` weights and the ``density`` kept."""
-    return {name: {"kept": int(mask.count_nonzero()), "total": mask.numel(),
-                   "density": int(mask.count_nonzero()) / mask.numel()} for name, mask in masks.items()}
+    return {
+        name: {
+            "kept": int(mask.count_nonzero()),
+            "total": mask.numel(),
+            "density": int(mask.count_nonzero()) / mask.numel(),
+        }
+        for name, mask in masks.items()
+    }
 
 
-def save_pruned(model: CoughSeparator, masks: Mapping[str, torch.Tensor], config: PruningConfig,
-                folder: str | Path, metadata: dict | None = None) -> Path:
+def save_pruned(
+    model: CoughSeparator,
+    masks: Mapping[str, torch.Tensor],
+    config: PruningConfig,
+    folder: str | Path,
+    metadata: dict | None = None,
+) -> Path:
     """Save the pruned separator (:meth:`CoughSeparator.save`), its masks (``masks.pt``, a dict of bool tensors
     readable with ``weights_only=True``) and ``pruning.json`` (config and kept counts); returns the folder.
 
@@ -187,8 +208,9 @@ def save_pruned(model: CoughSeparator, masks: Mapping[str, torch.Tensor], config
     return folder
 
 
-def load_pruned(folder: str | Path, map_location: str | torch.device | None = "cpu"
-                ) -> tuple[CoughSeparator, Masks, PruningConfig]:
+def load_pruned(
+    folder: str | Path, map_location: str | torch.device | None = "cpu"
+) -> tuple[CoughSeparator, Masks, PruningConfig]:
     """``(model, masks, config)`` written by :func:`save_pruned`; the model is in eval mode."""
     folder = Path(folder)
     card = json.loads((folder / PRUNING_CARD_FILE).read_text())
@@ -198,6 +220,29 @@ def load_pruned(folder: str | Path, map_location: str | torch.device | None = "c
     masks = torch.load(folder / MASKS_FILE, map_location="cpu", weights_only=True)
     _check_masked(model, masks)
     return model, masks, PruningConfig.from_dict(card["config"])
+
+
+@dataclass
+class PrunedSeparator:
+    """A SNIP-pruned separator with the masks it was trained under and its pruning config: what
+    :func:`save_pruned` writes and :func:`load_pruned` reads, as one value."""
+
+    model: CoughSeparator
+    masks: Masks
+    config: PruningConfig
+
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        """:func:`save_pruned` into ``folder``; returns the folder."""
+        return save_pruned(self.model, self.masks, self.config, folder, metadata)
+
+    @classmethod
+    def load(cls, folder: str | Path, map_location: str | torch.device | None = "cpu") -> PrunedSeparator:
+        """:func:`load_pruned` from ``folder``."""
+        return cls(*load_pruned(folder, map_location=map_location))
+
+    def for_inference(self) -> nn.Module:
+        """The inference path: folded, CPU kernels, sparse layers where the density is low enough."""
+        return optimize_for_inference(self.model)
 
 
 class SparseLinear(nn.Module):
@@ -210,8 +255,9 @@ class SparseLinear(nn.Module):
     path on CPU, 25x slower here), so they are saved in the ``state_dict`` but not trained.
     """
 
-    def __init__(self, values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, bias: torch.Tensor,
-                 in_features: int):
+    def __init__(
+        self, values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, bias: torch.Tensor, in_features: int
+    ):
         super().__init__()
         if not values.shape == rows.shape == cols.shape or values.dim() != 1:
             raise ValueError("values, rows and cols must be 1-D and equally long")
@@ -264,8 +310,9 @@ def optimize_for_inference(pruned_model: nn.Module, max_density: float = SPARSE_
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density}")
-    optimized = pruned_model.for_inference() if isinstance(pruned_model, CoughSeparator) \
-        else copy.deepcopy(pruned_model).eval()
+    optimized = (
+        pruned_model.for_inference() if isinstance(pruned_model, CoughSeparator) else copy.deepcopy(pruned_model).eval()
+    )
     for parent in list(optimized.modules()):
         for child_name, child in parent.named_children():
             if isinstance(child, nn.Linear) and _density(child.weight) <= max_density:

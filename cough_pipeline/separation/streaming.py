@@ -67,7 +67,7 @@ class StreamingSeparator:
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
         self._ola = zeros(blocks - 1, hop, device=self.device)  # partial sums of the next blocks - 1 hops
         # window-square sums: block j of the output gets sum of squares[r] over the frames j - r that exist
-        squares = (self.engine.window ** 2).reshape(blocks, hop)
+        squares = (self.engine.window**2).reshape(blocks, hop)
         self._square_sums = torch.cat([squares.new_zeros(1, hop), squares.cumsum(0)])  # [k]: rows < k
         self._steady_inverse = self._square_sums[blocks].reciprocal()
         self._skip = c.n_fft // 2  # finished padded samples that precede the signal
@@ -103,9 +103,9 @@ class StreamingSeparator:
         ola = signal.new_zeros(count + blocks - 1, hop)
         ola[: blocks - 1] = self._ola
         for shift in range(blocks):
-            ola[shift:shift + count] += signal[:, shift]
+            ola[shift : shift + count] += signal[:, shift]
         self._ola = ola[count:]
-        self._input = self._input[count * hop:]
+        self._input = self._input[count * hop :]
         first, self._frames_done = self._frames_done, self._frames_done + count
         finished = ola[:count]
         if first >= blocks - 1:
@@ -187,12 +187,13 @@ class StreamingSeparator:
         return out.cpu().numpy() if as_numpy else out.clone()
 
 
-def stream(model: CoughSeparator | InferenceSeparator, samples, chunk_size: int,
-           single_threaded: bool = True) -> np.ndarray:
+def stream(
+    model: CoughSeparator | InferenceSeparator, samples, chunk_size: int, single_threaded: bool = True
+) -> np.ndarray:
     """Run ``samples`` through a fresh :class:`StreamingSeparator` in ``chunk_size`` pieces; returns the offline
     output (the first ``latency_samples`` of the delayed stream dropped), float32 ``(samples,)``."""
     streamer = StreamingSeparator(model, single_threaded=single_threaded)
     samples = np.asarray(samples, dtype=np.float32)
-    pieces = [streamer.process(samples[start:start + chunk_size]) for start in range(0, len(samples), chunk_size)]
+    pieces = [streamer.process(samples[start : start + chunk_size]) for start in range(0, len(samples), chunk_size)]
     pieces.append(streamer.flush())
-    return np.concatenate(pieces)[streamer.latency_samples:]
+    return np.concatenate(pieces)[streamer.latency_samples :]

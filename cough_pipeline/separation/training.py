@@ -100,13 +100,23 @@ def l1_magnitude_loss(estimated: torch.Tensor, target: torch.Tensor) -> torch.Te
     return F.l1_loss(estimated, target)
 
 
-def train_separator(train_table: pd.DataFrame, val_table: pd.DataFrame, root: str | Path,
-                    config: SeparatorConfig | None = None, epochs: int = PAPER_EPOCHS, batch_size: int = 32,
-                    learning_rate: float = 1e-3, seed: int = 0, device: str | torch.device | None = None,
-                    num_workers: int = 0, on_epoch: Callable[[dict], None] | None = None,
-                    checkpoint_dir: str | Path | None = None,
-                    grad_masks: Mapping[str, torch.Tensor] | None = None,
-                    model: CoughSeparator | None = None, num_threads: int | None = None) -> TrainingResult:
+def train_separator(
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    root: str | Path,
+    config: SeparatorConfig | None = None,
+    epochs: int = PAPER_EPOCHS,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    model: CoughSeparator | None = None,
+    num_threads: int | None = None,
+) -> TrainingResult:
     """Train on the mixtures of ``train_table``, keep the epoch with the lowest loss on ``val_table``.
 
     Both tables hold ``mixture_path`` / ``cough_path`` relative to ``root``. ``config`` defaults to the model's
@@ -115,26 +125,53 @@ def train_separator(train_table: pd.DataFrame, val_table: pd.DataFrame, root: st
     far is saved there (:meth:`CoughSeparator.save`) whenever it improves. See :func:`train_on_datasets`.
     """
     config = config or (model.config if model is not None else SeparatorConfig())
-    return train_on_datasets(MixtureDataset(train_table, root, config), MixtureDataset(val_table, root, config),
-                             config=config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, device=device, num_workers=num_workers, on_epoch=on_epoch,
-                             checkpoint_dir=checkpoint_dir, grad_masks=grad_masks, model=model,
-                             num_threads=num_threads)
+    return train_on_datasets(
+        MixtureDataset(train_table, root, config),
+        MixtureDataset(val_table, root, config),
+        config=config,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        device=device,
+        num_workers=num_workers,
+        on_epoch=on_epoch,
+        checkpoint_dir=checkpoint_dir,
+        grad_masks=grad_masks,
+        model=model,
+        num_threads=num_threads,
+    )
 
 
-def train_with_masks(model: CoughSeparator, grad_masks: Mapping[str, torch.Tensor], train_table: pd.DataFrame,
-                     val_table: pd.DataFrame, root: str | Path, **options) -> TrainingResult:
+def train_with_masks(
+    model: CoughSeparator,
+    grad_masks: Mapping[str, torch.Tensor],
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    root: str | Path,
+    **options,
+) -> TrainingResult:
     """Fine-tune a (pruned) ``model`` with fixed masks ``{parameter_name: 0/1 tensor}`` (names as in
     ``model.named_parameters()``, e.g. ``masker.lstm.weight_ih_l0``); other options as :func:`train_separator`."""
     return train_separator(train_table, val_table, root, model=model, grad_masks=grad_masks, **options)
 
 
-def train_on_datasets(train_data: Dataset, val_data: Dataset, config: SeparatorConfig | None = None,
-                      epochs: int = PAPER_EPOCHS, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
-                      device: str | torch.device | None = None, num_workers: int = 0,
-                      on_epoch: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
-                      grad_masks: Mapping[str, torch.Tensor] | None = None,
-                      model: CoughSeparator | None = None, num_threads: int | None = None) -> TrainingResult:
+def train_on_datasets(
+    train_data: Dataset,
+    val_data: Dataset,
+    config: SeparatorConfig | None = None,
+    epochs: int = PAPER_EPOCHS,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    model: CoughSeparator | None = None,
+    num_threads: int | None = None,
+) -> TrainingResult:
     """The training loop of :func:`train_separator` for datasets of ``(mixture, cough)`` ``(samples,)`` tensors.
 
     Per batch: ``|STFT|`` of mixture and cough (no gradient), mask estimation, L1 between ``mask x |mixture|`` and
@@ -160,24 +197,52 @@ def train_on_datasets(train_data: Dataset, val_data: Dataset, config: SeparatorC
         torch.set_num_threads(num_threads)
     try:
         with _reproducible(seed, device):
-            return _train(train_data, val_data, config, epochs, batch_size, learning_rate, seed, device,
-                          num_workers, on_epoch, checkpoint_dir, grad_masks, model)
+            return _train(
+                train_data,
+                val_data,
+                config,
+                epochs,
+                batch_size,
+                learning_rate,
+                seed,
+                device,
+                num_workers,
+                on_epoch,
+                checkpoint_dir,
+                grad_masks,
+                model,
+            )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(train_data: Dataset, val_data: Dataset, config: SeparatorConfig, epochs: int, batch_size: int,
-           learning_rate: float, seed: int, device: torch.device, num_workers: int,
-           on_epoch: Callable[[dict], None] | None, checkpoint_dir: str | Path | None,
-           grad_masks: Mapping[str, torch.Tensor] | None, model: CoughSeparator | None) -> TrainingResult:
+def _train(
+    train_data: Dataset,
+    val_data: Dataset,
+    config: SeparatorConfig,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    device: torch.device,
+    num_workers: int,
+    on_epoch: Callable[[dict], None] | None,
+    checkpoint_dir: str | Path | None,
+    grad_masks: Mapping[str, torch.Tensor] | None,
+    model: CoughSeparator | None,
+) -> TrainingResult:
     net = copy.deepcopy(model) if model is not None else CoughSeparator(config)
     net.to(device)
     masks = _checked_masks(net, grad_masks, device)
     _apply_masks(masks)
     optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
     shuffle = torch.Generator().manual_seed(seed)
-    loader_options = {"batch_size": batch_size, "num_workers": num_workers,
-                      "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+    loader_options = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": num_workers > 0,
+    }
     train_loader = DataLoader(train_data, shuffle=True, generator=shuffle, drop_last=False, **loader_options)
     val_loader = DataLoader(val_data, shuffle=False, **loader_options)
     history: list[dict] = []
@@ -187,16 +252,22 @@ def _train(train_data: Dataset, val_data: Dataset, config: SeparatorConfig, epoc
         train_loss = _train_epoch(net, train_loader, optimiser, masks, device)
         train_seconds = time.perf_counter() - started
         val_loss = evaluate_loss(net, val_loader, device)
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                  "seconds": time.perf_counter() - started,
-                  "mixtures_per_s": len(train_data) / train_seconds if train_seconds > 0 else float("inf")}
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "seconds": time.perf_counter() - started,
+            "mixtures_per_s": len(train_data) / train_seconds if train_seconds > 0 else float("inf"),
+        }
         history.append(record)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
             if checkpoint_dir is not None:
-                net.save(checkpoint_dir, metadata={"epoch": epoch, "val_loss": val_loss,
-                                                   "train_loss": train_loss, "seed": seed})
+                net.save(
+                    checkpoint_dir,
+                    metadata={"epoch": epoch, "val_loss": val_loss, "train_loss": train_loss, "seed": seed},
+                )
         if on_epoch is not None:
             on_epoch(dict(record))
     if best_state is not None:
@@ -205,8 +276,13 @@ def _train(train_data: Dataset, val_data: Dataset, config: SeparatorConfig, epoc
     return TrainingResult(model=net.eval(), history=history, best_epoch=best_epoch)
 
 
-def _train_epoch(net: CoughSeparator, loader: DataLoader, optimiser: torch.optim.Optimizer,
-                 masks: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+def _train_epoch(
+    net: CoughSeparator,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    masks: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
     """One pass over ``loader``; the mean loss per mixture."""
     net.train()
     total, count = 0.0, 0
@@ -242,8 +318,9 @@ def evaluate_loss(net: CoughSeparator, loader: DataLoader, device: torch.device 
     return total / count
 
 
-def _checked_masks(net: CoughSeparator, grad_masks: Mapping[str, torch.Tensor] | None,
-                   device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _checked_masks(
+    net: CoughSeparator, grad_masks: Mapping[str, torch.Tensor] | None, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(parameter, mask)`` pairs on ``device``; unknown names or mismatched shapes are errors."""
     if not grad_masks:
         return []

@@ -40,8 +40,20 @@ __all__ = [
 ]
 
 #: Column order of :meth:`TestResult.as_row` (and of :func:`results_frame`).
-RESULT_COLUMNS = ("test", "n", "n_excluded", "groups", "df1", "df2", "df", "statistic", "p_value",
-                  "effect_name", "effect", "effect_squared")
+RESULT_COLUMNS = (
+    "test",
+    "n",
+    "n_excluded",
+    "groups",
+    "df1",
+    "df2",
+    "df",
+    "statistic",
+    "p_value",
+    "effect_name",
+    "effect",
+    "effect_squared",
+)
 
 
 class StatsError(ValueError):
@@ -75,10 +87,18 @@ class TestResult:
         """A flat dict for a table: ``df`` as text (``"7, 906"``) plus integer ``df1``/``df2`` (``df2`` is
         ``None`` for chi-square) so SQL can filter on them."""
         return {
-            "test": self.test, "n": self.n, "n_excluded": self.n_excluded, "groups": self.groups,
-            "df1": self.df[0], "df2": self.df[1] if len(self.df) > 1 else None,
-            "df": ", ".join(str(d) for d in self.df), "statistic": self.statistic, "p_value": self.p_value,
-            "effect_name": self.effect_name, "effect": self.effect, "effect_squared": self.effect_squared,
+            "test": self.test,
+            "n": self.n,
+            "n_excluded": self.n_excluded,
+            "groups": self.groups,
+            "df1": self.df[0],
+            "df2": self.df[1] if len(self.df) > 1 else None,
+            "df": ", ".join(str(d) for d in self.df),
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "effect_name": self.effect_name,
+            "effect": self.effect,
+            "effect_squared": self.effect_squared,
         }
 
 
@@ -86,8 +106,10 @@ def _paired(a: Any, b: Any, names: tuple[str, str]) -> tuple[pd.Series, pd.Serie
     """``a`` and ``b`` as aligned Series with rows holding a null in either removed, plus the removed count."""
     arrays = [np.asarray(a, dtype=object), np.asarray(b, dtype=object)]
     if any(array.ndim != 1 for array in arrays) or len(arrays[0]) != len(arrays[1]):
-        raise StatsError(f"{names[0]} and {names[1]} must be 1-D and of equal length, got shapes "
-                         f"{arrays[0].shape} and {arrays[1].shape}")
+        raise StatsError(
+            f"{names[0]} and {names[1]} must be 1-D and of equal length, got shapes "
+            f"{arrays[0].shape} and {arrays[1].shape}"
+        )
     first, second = pd.Series(arrays[0]), pd.Series(arrays[1])
     keep = ~(first.isna() | second.isna()).to_numpy()
     return first[keep].reset_index(drop=True), second[keep].reset_index(drop=True), int((~keep).sum())
@@ -149,8 +171,18 @@ def anova_oneway(values: Any, groups: Any, *, levels: Sequence | None = None) ->
         statistic = (ss_between / df_between) / (ss_within / df_within)
         p_value = float(_scipy_stats.f.sf(statistic, df_between, df_within))
     eta_squared = min(1.0, ss_between / ss_total)
-    return TestResult("anova", float(statistic), (df_between, df_within), p_value, "eta",
-                      float(np.sqrt(eta_squared)), float(eta_squared), n, excluded, k)
+    return TestResult(
+        "anova",
+        float(statistic),
+        (df_between, df_within),
+        p_value,
+        "eta",
+        float(np.sqrt(eta_squared)),
+        float(eta_squared),
+        n,
+        excluded,
+        k,
+    )
 
 
 def contingency_table(a: Any, b: Any) -> pd.DataFrame:
@@ -174,8 +206,9 @@ def chi_square(a: Any, b: Any) -> TestResult:
     codes_b, c = _codes(second, None, "b")
     n = len(first)
     if r < 2 or c < 2:
-        raise StatsError(f"chi-square needs at least 2 levels in each variable, got {r} x {c} "
-                         f"(n={n}, {excluded} excluded for nulls)")
+        raise StatsError(
+            f"chi-square needs at least 2 levels in each variable, got {r} x {c} (n={n}, {excluded} excluded for nulls)"
+        )
     observed = np.zeros((r, c))
     np.add.at(observed, (codes_a, codes_b), 1.0)
     # Levels come from the data, so every margin is positive and E > 0 everywhere.
@@ -183,8 +216,18 @@ def chi_square(a: Any, b: Any) -> TestResult:
     statistic = float(np.sum((observed - expected) ** 2 / expected))
     dof = (r - 1) * (c - 1)
     v_squared = min(1.0, statistic / (n * (min(r, c) - 1)))
-    return TestResult("chi_square", statistic, (dof,), float(_scipy_stats.chi2.sf(statistic, dof)), "cramers_v",
-                      float(np.sqrt(v_squared)), float(v_squared), n, excluded, c)
+    return TestResult(
+        "chi_square",
+        statistic,
+        (dof,),
+        float(_scipy_stats.chi2.sf(statistic, dof)),
+        "cramers_v",
+        float(np.sqrt(v_squared)),
+        float(v_squared),
+        n,
+        excluded,
+        c,
+    )
 
 
 def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:

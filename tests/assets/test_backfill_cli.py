@@ -30,11 +30,22 @@ def test_backfill_one_partition_from_the_cli(tmp_path):
     home, data = tmp_path / "dagster_home", tmp_path / "data"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster_home" / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "COUGH_PIPELINE_STORAGE": str(data),
-           "COUGH_PIPELINE_CATALOG": str(tmp_path / "warehouse.duckdb")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "COUGH_PIPELINE_STORAGE": str(data),
+        "COUGH_PIPELINE_CATALOG": str(tmp_path / "warehouse.duckdb"),
+    }
     # The per-dataset stages use the unpartitioned cough filter model, which a backfill does not rebuild.
-    model = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "assets.definitions",
-             "--select", "cough_filter_model"]
+    model = [
+        str(Path(sys.executable).with_name("dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "assets.definitions",
+        "--select",
+        "cough_filter_model",
+    ]
     backfill = [sys.executable, "-m", "assets.backfill", "--partition", "coughvid"]
     for command in (model, backfill):
         completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -30,8 +30,12 @@ def demo_run(tmp_path_factory):
 def test_tables_and_eda_materialise_with_plots_and_passing_checks(demo_run):
     resources, result = demo_run
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"every_annotation_accounted": True, "labels_in_domain": True,
-                      "every_recording_windowed_or_reported": True, "artefact_paths_unique_and_present": True}
+    assert checks == {
+        "every_annotation_accounted": True,
+        "labels_in_domain": True,
+        "every_recording_windowed_or_reported": True,
+        "artefact_paths_unique_and_present": True,
+    }
     recordings = result.asset_materializations_for_node("icbhi_tables")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in recordings}
     assert plot_in(by_key["icbhi_recordings"], "labels_plot")
@@ -65,8 +69,9 @@ def test_windows_are_16k_and_loop_padded_never_silence_padded(demo_run):
 @pytest.mark.parametrize("strategy", ["original", "hybrid_anchor"])
 def test_balanced_training_sets_and_features_per_strategy(demo_run, strategy):
     resources, _ = demo_run
-    result = materialize(UNPARTITIONED + PARTITIONED, selection=PARTITIONED, partition_key=strategy,
-                         resources=resources)
+    result = materialize(
+        UNPARTITIONED + PARTITIONED, selection=PARTITIONED, partition_key=strategy, resources=resources
+    )
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"test_split_untouched": True, "artefact_paths_unique_and_present": True}
@@ -94,8 +99,11 @@ def test_eda_runs_on_the_real_metadata_and_annotations_alone(shared_data, tmp_pa
     """../shared/data/icbhi has all 920 annotation files but only 10 WAVs: the tests still use every recording
     (durations from annotations) and reproduce the reference statistics."""
     resources = build_resources(str(tmp_path), str(tmp_path / "warehouse.duckdb"))
-    result = materialize([icbhi_tables, icbhi_eda], resources=resources, run_config={
-        "resources": {"data_roots": {"config": {"icbhi": str(shared_data / "icbhi")}}}})
+    result = materialize(
+        [icbhi_tables, icbhi_eda],
+        resources=resources,
+        run_config={"resources": {"data_roots": {"config": {"icbhi": str(shared_data / "icbhi")}}}},
+    )
     assert result.success
     storage = resources["storage"]
     tests = storage.query("SELECT * FROM icbhi_eda").set_index(["variable", "grouping"])

@@ -29,8 +29,11 @@ def test_definitions_load():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"manifest", "manifest_quarantine"} <= keys
-    assert set(graph.get(next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "manifest"))
-               .partitions_def.get_partition_keys()) == set(COVID_DATASETS)
+    assert set(
+        graph.get(
+            next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "manifest")
+        ).partitions_def.get_partition_keys()
+    ) == set(COVID_DATASETS)
     assert defs.resolve_job_def("dataset_job") is not None
 
 
@@ -39,11 +42,16 @@ def test_every_partition_materialises_with_passing_checks(partition, storage_dir
     result, storage = run(partition, storage_dirs)
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"unique_recording_ids", "labels_in_domain", "audio_decodable",
-                                             "rows_accounted_for"}
+    assert {c.check_name for c in checks} == {
+        "unique_recording_ids",
+        "labels_in_domain",
+        "audio_decodable",
+        "rows_accounted_for",
+    }
     assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
-    materialization = next(m for m in result.asset_materializations_for_node("manifest")
-                           if m.asset_key.to_user_string() == "manifest")
+    materialization = next(
+        m for m in result.asset_materializations_for_node("manifest") if m.asset_key.to_user_string() == "manifest"
+    )
     metadata = materialization.metadata
     assert metadata["dagster/row_count"].value > 0
     assert {"counts_per_label", "preview", "seconds", "labels_plot"} <= set(metadata)
@@ -58,7 +66,8 @@ def test_catalog_views_and_rematerialisation_replaces_rows(storage_dirs):
     with duckdb.connect(str(storage_dirs[1]), read_only=True) as connection:
         ccs_rows = connection.execute("SELECT count(*) FROM manifest WHERE dataset = 'ccs'").fetchone()[0]
         duplicates = connection.execute(
-            "SELECT count(*) FROM (SELECT recording_id FROM manifest GROUP BY 1 HAVING count(*) > 1)").fetchone()[0]
+            "SELECT count(*) FROM (SELECT recording_id FROM manifest GROUP BY 1 HAVING count(*) > 1)"
+        ).fetchone()[0]
         quarantine_columns = [r[0] for r in connection.execute("DESCRIBE manifest_quarantine").fetchall()]
     assert ccs_rows == len(storage.read_table("manifest", ["ccs"])) > 0
     assert duplicates == 0
@@ -71,7 +80,8 @@ def test_runs_are_recorded_in_the_instance(storage_dirs, tmp_path):
         assert result.success
         records = instance.fetch_materializations(
             next(k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.to_user_string() == "manifest"),
-            limit=10).records
+            limit=10,
+        ).records
         assert [r.partition_key for r in records] == ["iatos"]
 
 
@@ -81,8 +91,12 @@ def test_a_dataset_root_is_one_line_of_run_config(tmp_path):
     (tmp_path / "ccs" / "dist" / "lab" / "train.csv").write_text("filename,label\ntrain_001.wav,positive\n")
     write_tone(tmp_path / "ccs" / "dist" / "wav" / "train_001.wav")
     resources = build_resources(str(tmp_path / "storage"), str(tmp_path / "warehouse.duckdb"))
-    result = materialize([manifest], partition_key="ccs", resources=resources,
-                         run_config={"resources": {"data_roots": {"config": {"ccs": str(tmp_path / "ccs")}}}})
+    result = materialize(
+        [manifest],
+        partition_key="ccs",
+        resources=resources,
+        run_config={"resources": {"data_roots": {"config": {"ccs": str(tmp_path / "ccs")}}}},
+    )
     table = result.output_for_node("manifest", "manifest")
     assert result.success and table["recording_id"].tolist() == ["ccs:train_001"]
     assert not (tmp_path / "storage" / "demo_corpus" / "ccs").exists()  # the demo copy was never needed

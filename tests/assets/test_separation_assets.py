@@ -9,8 +9,14 @@ from assets.cough_filter import cough_filter_model, cough_list
 from assets.manifest import manifest
 from assets.resources import build_resources
 from assets.segmentation import cough_segments
-from assets.separation import (separated_clips, separation_mixtures, separation_report, separator,
-                               separator_pruned, subset_split)
+from assets.separation import (
+    separated_clips,
+    separation_mixtures,
+    separation_report,
+    separator,
+    separator_pruned,
+    subset_split,
+)
 from cough_pipeline.schema import COVID_DATASETS
 
 SEPARATION = [subset_split, separation_mixtures, separator, separator_pruned, separation_report, separated_clips]
@@ -23,8 +29,12 @@ def separated(tmp_path_factory):
     resources = build_resources(str(root), str(root / "warehouse.duckdb"))
     assert materialize([cough_filter_model], resources=resources).success
     for partition in COVID_DATASETS:
-        assert materialize([manifest, cough_segments, cough_list], partition_key=partition,
-                           resources=resources, selection=[manifest, cough_segments, cough_list]).success
+        assert materialize(
+            [manifest, cough_segments, cough_list],
+            partition_key=partition,
+            resources=resources,
+            selection=[manifest, cough_segments, cough_list],
+        ).success
     result = materialize([*SEPARATION, *UPSTREAM], selection=SEPARATION, resources=resources)
     return result, resources["storage"]
 
@@ -33,8 +43,11 @@ def test_every_separation_stage_materialises_and_its_checks_pass(separated):
     result, _ = separated
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"participant_disjoint": True, "no_classification_coughs": True,
-                      "artefact_paths_unique_and_present": True}
+    assert checks == {
+        "participant_disjoint": True,
+        "no_classification_coughs": True,
+        "artefact_paths_unique_and_present": True,
+    }
 
 
 def test_subsets_are_participant_disjoint_and_mixtures_use_only_separation_coughs(separated):
@@ -72,8 +85,12 @@ def test_a_mistyped_profile_fails_before_touching_the_mixtures(separated, monkey
     result, storage = separated
     before = storage.read_table("separation_mixtures")
     monkeypatch.setenv("COUGH_PIPELINE_PROFILE", "papr")
-    failed = materialize([*SEPARATION, *UPSTREAM], selection=[separation_mixtures], raise_on_error=False,
-                         resources=build_resources(str(storage.root_path), str(storage.catalog_path)))
+    failed = materialize(
+        [*SEPARATION, *UPSTREAM],
+        selection=[separation_mixtures],
+        raise_on_error=False,
+        resources=build_resources(str(storage.root_path), str(storage.catalog_path)),
+    )
     assert not failed.success
     after = storage.read_table("separation_mixtures")
     assert after.equals(before)

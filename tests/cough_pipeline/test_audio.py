@@ -13,8 +13,9 @@ from cough_pipeline.schema import QuarantineReason
 from tests.conftest import write_tone
 
 
-@pytest.mark.parametrize("rate, subtype", [(8_000, "PCM_16"), (16_000, "PCM_24"), (44_100, "PCM_32"),
-                                           (48_000, "FLOAT")])
+@pytest.mark.parametrize(
+    "rate, subtype", [(8_000, "PCM_16"), (16_000, "PCM_24"), (44_100, "PCM_32"), (48_000, "FLOAT")]
+)
 def test_wav_rates_and_depths_come_from_the_file(tmp_path, rate, subtype):
     path = write_tone(tmp_path / "tone.wav", seconds=1.25, sample_rate=rate, subtype=subtype)
     probe = probe_audio(path)
@@ -31,12 +32,15 @@ def test_stereo_is_reported_and_mixed_down(tmp_path):
     assert np.allclose(decoded.mono(), stereo.mean(axis=1), atol=1e-4)
 
 
-@pytest.mark.parametrize("suffix, codec_args, expected", [
-    (".webm", ["-c:a", "libopus"], "webm"),
-    (".ogg", ["-c:a", "libopus"], "ogg"),
-    (".opus", ["-c:a", "libopus"], "opus"),
-    (".mp3", ["-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
-])
+@pytest.mark.parametrize(
+    "suffix, codec_args, expected",
+    [
+        (".webm", ["-c:a", "libopus"], "webm"),
+        (".ogg", ["-c:a", "libopus"], "ogg"),
+        (".opus", ["-c:a", "libopus"], "opus"),
+        (".mp3", ["-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
+    ],
+)
 def test_compressed_formats_decode_through_libsndfile_or_ffmpeg(tmp_path, suffix, codec_args, expected):
     source = write_tone(tmp_path / "tone.wav", seconds=1.0, sample_rate=48_000)
     target = tmp_path / f"tone{suffix}"
@@ -54,11 +58,14 @@ def test_resampling_on_load(tmp_path):
     assert np.argmax(spectrum) * rate / len(samples) == pytest.approx(1000.0, abs=2.0)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (None, QuarantineReason.AUDIO_MISSING),
-    (b"", QuarantineReason.AUDIO_EMPTY),
-    (b"\x00\x01garbage" * 100, QuarantineReason.AUDIO_UNREADABLE),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, QuarantineReason.AUDIO_MISSING),
+        (b"", QuarantineReason.AUDIO_EMPTY),
+        (b"\x00\x01garbage" * 100, QuarantineReason.AUDIO_UNREADABLE),
+    ],
+)
 def test_failures_carry_their_quarantine_reason(tmp_path, content, reason):
     path = tmp_path / "broken.wav"
     if content is not None:

@@ -87,7 +87,8 @@ def test_header_only_wav_is_quarantined_as_no_samples(tmp_path):
 def test_missing_metadata_column_is_a_clear_error(tmp_path):
     root = make_ccs(tmp_path, BASE)
     pd.DataFrame({"filename": ["train_001.wav"], "diagnosis": ["positive"]}).to_csv(
-        root / "dist" / "lab" / "train.csv", index=False)
+        root / "dist" / "lab" / "train.csv", index=False
+    )
     with pytest.raises(ManifestSchemaError, match=r"train\.csv lacks required column\(s\) \['label'\].*diagnosis"):
         build_manifest("ccs", root)
 

@@ -10,7 +10,12 @@ import pytest
 import soundfile as sf
 
 from cough_pipeline.cough_filter import TrainingSettings, train_cough_classifier
-from cough_pipeline.cough_filter.batch import BELOW_THRESHOLD, NOT_A_COUGH_RECORDING, prepared_clips, classify_recordings
+from cough_pipeline.cough_filter.batch import (
+    BELOW_THRESHOLD,
+    NOT_A_COUGH_RECORDING,
+    classify_recordings,
+    prepared_clips,
+)
 from cough_pipeline.demo_corpus.clips import labelled_clips
 from cough_pipeline.manifest import build_manifest
 from cough_pipeline.segmentation import HysteresisConfig, RmsConfig
@@ -43,8 +48,9 @@ def classifier(demo_corpus):
 
 def test_segment_recordings_accounts_for_every_row(ccs, tmp_path):
     root, manifest = ccs
-    run = SegmentationRun({"hysteresis": HysteresisConfig(), "rms": RmsConfig()}, output_dir=tmp_path / "segments",
-                          relative_to=tmp_path)
+    run = SegmentationRun(
+        {"hysteresis": HysteresisConfig(), "rms": RmsConfig()}, output_dir=tmp_path / "segments", relative_to=tmp_path
+    )
     result = segment_recordings(manifest, root, run)
     recordings = result.per_recording
     status = recordings.drop_duplicates("recording_id").set_index("recording_id")
@@ -81,7 +87,11 @@ def test_cough_list_keeps_every_row_with_a_reason(ccs, classifier):
 def test_virufy_evaluation_reproduces_the_published_counts(shared_data):
     evaluation = evaluate_virufy(shared_data / "virufy", {"hysteresis": HysteresisConfig(), "rms": RmsConfig()})
     summary = evaluation.summary.set_index("method")
-    assert summary.loc["rms", ["automatic_total", "published_total", "files_equal_published"]].tolist() == [150, 150, 16]
+    assert summary.loc["rms", ["automatic_total", "published_total", "files_equal_published"]].tolist() == [
+        150,
+        150,
+        16,
+    ]
     assert summary.loc["hysteresis", "automatic_total"] == pytest.approx(120, abs=5)
     assert summary.loc["hysteresis", "files_equal_published"] >= 12
     assert set(summary["manual_total"]) == {121}

@@ -32,8 +32,16 @@ def test_a_trivial_soundscape_renders_under_numpy_2(tmp_path):
     soundscape = scaper.Scaper(1.0, str(tmp_path / "fg"), str(tmp_path / "bg"), random_state=0)
     soundscape.ref_db = -30
     soundscape.add_background(("const", "hiss"), ("choose", []), ("const", 0))
-    soundscape.add_event(("const", "tone"), ("choose", []), ("const", 0), ("uniform", 0, 0.4), ("const", 0.5),
-                         ("uniform", -3, 3), ("uniform", -1, 1), ("uniform", 0.9, 1.1))
+    soundscape.add_event(
+        ("const", "tone"),
+        ("choose", []),
+        ("const", 0),
+        ("uniform", 0, 0.4),
+        ("const", 0.5),
+        ("uniform", -3, 3),
+        ("uniform", -1, 1),
+        ("uniform", 0.9, 1.1),
+    )
     audio, _, annotations, events = soundscape.generate(disable_instantiation_warnings=True)
     assert audio.shape == (rate, 1)
     assert len(annotations) == 1 and len(events) == 2

@@ -59,8 +59,9 @@ def synthetic_table(seed: int = 0, n_groups: int = 20, per_group: int = 5) -> Fe
     matrix = rng.standard_normal((n, len(FEATURE_NAMES)))
     matrix[:, 3] += 1.5 * labels
     matrix[:, 40] -= 1.0 * labels
-    return FeatureTable(matrix=matrix, labels=labels, groups=groups.astype(str).astype(object),
-                        clip_index=np.arange(n), rejected=[])
+    return FeatureTable(
+        matrix=matrix, labels=labels, groups=groups.astype(str).astype(object), clip_index=np.arange(n), rejected=[]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ def test_feature_vector_has_68_finite_values_in_order(sample_rate):
     assert features.shape == (68,) and features.dtype == np.float64
     assert np.isfinite(features).all()
     assert features[NAME_INDEX["Cough_Length"]] == pytest.approx(
-        np.ceil(1.5 * sample_rate / int(sample_rate / NOMINAL_SAMPLE_RATE)) / NOMINAL_SAMPLE_RATE)
+        np.ceil(1.5 * sample_rate / int(sample_rate / NOMINAL_SAMPLE_RATE)) / NOMINAL_SAMPLE_RATE
+    )
     assert all(float(count).is_integer() for count in features[:19])  # envelope peak counts
     assert 0 <= features[NAME_INDEX["Dominant_Freq"]] <= 0.5  # cycles per sample
 
@@ -255,16 +257,26 @@ def test_coughvid_model_survives_save_and_reload(coughvid_folder, tmp_path):
     reloaded = CoughClassifier.from_folder(original.save(tmp_path / "coughvid"))
     saved_scaler = json.loads((tmp_path / "coughvid" / "scaler.json").read_text())
     shared_scaler = json.loads((coughvid_folder / "cough_classification_scaler.json").read_text())
-    assert {key: saved_scaler[key] for key in ("feature_names", "mean", "var", "scale", "n_samples_seen")} == \
-        {key: shared_scaler[key] for key in ("feature_names", "mean", "var", "scale", "n_samples_seen")}
+    assert {key: saved_scaler[key] for key in ("feature_names", "mean", "var", "scale", "n_samples_seen")} == {
+        key: shared_scaler[key] for key in ("feature_names", "mean", "var", "scale", "n_samples_seen")
+    }
     matrix = original.scaler.mean + original.scaler.scale * np.random.default_rng(0).standard_normal((50, 68))
     assert np.array_equal(original.probabilities(matrix), reloaded.probabilities(matrix))
 
 
 def _write_scaler(path, n_features: int = 68, names=None) -> None:
     names = list(names or FEATURE_NAMES[:n_features])
-    path.write_text(json.dumps({"feature_names": names, "mean": [0.0] * len(names), "var": [1.0] * len(names),
-                                "scale": [1.0] * len(names), "n_samples_seen": 1}))
+    path.write_text(
+        json.dumps(
+            {
+                "feature_names": names,
+                "mean": [0.0] * len(names),
+                "var": [1.0] * len(names),
+                "scale": [1.0] * len(names),
+                "n_samples_seen": 1,
+            }
+        )
+    )
 
 
 def test_load_errors_name_the_problem(small_model, tmp_path):
@@ -289,9 +301,11 @@ def test_load_errors_name_the_problem(small_model, tmp_path):
     with pytest.raises(CoughModelError, match="not valid JSON"):
         CoughClassifier.load(tmp_path / "garbage.json", scaler)
 
-    five_features = xgb.train({"objective": "binary:logistic"},
-                               xgb.DMatrix(np.random.default_rng(0).standard_normal((20, 5)), label=np.arange(20) % 2),
-                               num_boost_round=2)
+    five_features = xgb.train(
+        {"objective": "binary:logistic"},
+        xgb.DMatrix(np.random.default_rng(0).standard_normal((20, 5)), label=np.arange(20) % 2),
+        num_boost_round=2,
+    )
     five_features.save_model(str(tmp_path / "five.json"))
     with pytest.raises(CoughModelError, match="5 features, the cough filter needs 68"):
         CoughClassifier.load(tmp_path / "five.json", scaler)
@@ -353,13 +367,18 @@ def test_cross_validation_needs_both_classes_and_enough_groups():
 
 
 def test_training_from_a_table_of_raw_clips_reports_rejected_ones():
-    rows = [{"source": cough_like(24_000, seconds=1.0, seed=i), "label": 1, "group": f"p{i}", "sample_rate": 24_000}
-            for i in range(6)]
-    rows += [{"source": tone(100.0 * (i + 2), 24_000, seconds=1.0), "label": 0, "group": f"q{i}",
-              "sample_rate": 24_000} for i in range(6)]
+    rows = [
+        {"source": cough_like(24_000, seconds=1.0, seed=i), "label": 1, "group": f"p{i}", "sample_rate": 24_000}
+        for i in range(6)
+    ]
+    rows += [
+        {"source": tone(100.0 * (i + 2), 24_000, seconds=1.0), "label": 0, "group": f"q{i}", "sample_rate": 24_000}
+        for i in range(6)
+    ]
     rows.append({"source": np.zeros(24_000), "label": 0, "group": "silent", "sample_rate": 24_000})
-    classifier, report = train_cough_classifier(pd.DataFrame(rows), seed=0,
-                                                settings=TrainingSettings(n_estimators=10, n_splits=3))
+    classifier, report = train_cough_classifier(
+        pd.DataFrame(rows), seed=0, settings=TrainingSettings(n_estimators=10, n_splits=3)
+    )
     assert report["rejected"] == [{"clip": 12, "reason": "silent"}]
     assert (report["n_clips"], report["n_used"], report["n_positive"]) == (13, 12, 6)
     assert classifier.classify(cough_like(24_000, seed=99), 24_000).reason is None

@@ -20,9 +20,9 @@ from scipy import signal
 
 from cough_pipeline.demo_corpus import (
     CORPUS_VERSION,
-    PLANTED_DEFECTS,
     DEMO_DATASETS,
     NOISE_FOLDER,
+    PLANTED_DEFECTS,
     encode,
     generate_demo_corpus,
     synth,

@@ -45,11 +45,15 @@ def interior(values: np.ndarray, edge: int = 4) -> np.ndarray:
 
 # --- known answers on synthetic signals -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sample_rate, config", [
-    (4_000, SpectralConfig()),
-    (16_000, SpectralConfig()),  # resampled to 4 kHz
-    (16_000, SpectralConfig(analysis_sample_rate=16_000, n_fft=1024, hop_length=256)),
-])
+
+@pytest.mark.parametrize(
+    "sample_rate, config",
+    [
+        (4_000, SpectralConfig()),
+        (16_000, SpectralConfig()),  # resampled to 4 kHz
+        (16_000, SpectralConfig(analysis_sample_rate=16_000, n_fft=1024, hop_length=256)),
+    ],
+)
 def test_tone_has_its_frequency_as_centroid_and_rolloffs_and_a_narrow_band(sample_rate, config):
     features = frame_features(tone(1_000.0, 3.0, sample_rate), sample_rate, config)
     noise_features = frame_features(noise(3.0, sample_rate), sample_rate, config)
@@ -129,7 +133,7 @@ def test_rms_of_a_sine_is_amplitude_over_root_two(amplitude):
 def test_rms_envelope_follows_a_burst():
     rate = 4_000
     signal = np.zeros(3 * rate, dtype=np.float32)
-    signal[rate:2 * rate] = tone(400.0, 1.0, rate, 0.6)
+    signal[rate : 2 * rate] = tone(400.0, 1.0, rate, 0.6)
     times, envelope = rms_envelope(signal, rate)
     assert times.shape == envelope.shape
     loud = (times > 1.05) & (times < 1.95)
@@ -139,8 +143,7 @@ def test_rms_envelope_follows_a_burst():
 
 def test_silent_frames_are_flagged_and_left_out_of_the_summaries():
     rate = 4_000
-    signal = np.concatenate([tone(1_000.0, 1.0, rate), np.zeros(2 * rate, dtype=np.float32),
-                             tone(1_000.0, 1.0, rate)])
+    signal = np.concatenate([tone(1_000.0, 1.0, rate), np.zeros(2 * rate, dtype=np.float32), tone(1_000.0, 1.0, rate)])
     frames = frame_features(signal, rate)
     assert frames["silent"].sum() > 100
     assert np.all(frames["centroid_hz"][frames["silent"]] == 0.0)  # librosa's convention
@@ -156,25 +159,41 @@ def test_silent_frames_are_flagged_and_left_out_of_the_summaries():
     assert np.isnan(silent["centroid_hz_mean"]) and np.isnan(silent["flux_median"])
 
 
-@pytest.mark.parametrize("sample_rate, config", [
-    (4_000, SpectralConfig()),
-    (16_000, SpectralConfig(analysis_sample_rate=16_000, n_fft=512, hop_length=128, window="hamming",
-                            rolloff_percents=(0.5, 0.85))),
-    (22_050, SpectralConfig(analysis_sample_rate=None)),  # scaled, non-power-of-two n_fft
-])
+@pytest.mark.parametrize(
+    "sample_rate, config",
+    [
+        (4_000, SpectralConfig()),
+        (
+            16_000,
+            SpectralConfig(
+                analysis_sample_rate=16_000, n_fft=512, hop_length=128, window="hamming", rolloff_percents=(0.5, 0.85)
+            ),
+        ),
+        (22_050, SpectralConfig(analysis_sample_rate=None)),  # scaled, non-power-of-two n_fft
+    ],
+)
 def test_features_equal_librosa(sample_rate, config):
     signal = noise(4.0, sample_rate, seed=3) + tone(700.0, 4.0, sample_rate, 0.2)
-    signal[sample_rate:sample_rate + sample_rate // 2] = 0.0  # silent frames follow librosa's convention too
+    signal[sample_rate : sample_rate + sample_rate // 2] = 0.0  # silent frames follow librosa's convention too
     ours = frame_features(signal, sample_rate, config)
     n_fft, hop = config.frame_lengths(sample_rate)
-    common = {"y": signal, "sr": sample_rate, "n_fft": n_fft, "hop_length": hop, "window": config.window,
-              "center": True}
-    expected = {"centroid_hz": librosa.feature.spectral_centroid(**common)[0],
-                "bandwidth_hz": librosa.feature.spectral_bandwidth(**common)[0],
-                "rms": librosa.feature.rms(y=signal, frame_length=n_fft, hop_length=hop, center=True)[0]}
+    common = {
+        "y": signal,
+        "sr": sample_rate,
+        "n_fft": n_fft,
+        "hop_length": hop,
+        "window": config.window,
+        "center": True,
+    }
+    expected = {
+        "centroid_hz": librosa.feature.spectral_centroid(**common)[0],
+        "bandwidth_hz": librosa.feature.spectral_bandwidth(**common)[0],
+        "rms": librosa.feature.rms(y=signal, frame_length=n_fft, hop_length=hop, center=True)[0],
+    }
     for percent in config.rolloff_percents:
         expected[f"rolloff{round(percent * 100)}_hz"] = librosa.feature.spectral_rolloff(
-            **common, roll_percent=percent)[0]
+            **common, roll_percent=percent
+        )[0]
     assert ours["silent"].sum() > 0
     for name, values in expected.items():
         assert ours[name].shape == values.shape, name
@@ -204,15 +223,22 @@ def test_config_rejects_nonsense():
         frame_features(np.zeros((100, 2)), 4_000)
     with pytest.raises(ValueError, match="empty"):
         frame_features(np.zeros(0), 4_000)
-    assert SpectralConfig().features == ("centroid_hz", "bandwidth_hz", "rolloff85_hz", "rolloff95_hz", "flux",
-                                         "rms")
+    assert SpectralConfig().features == ("centroid_hz", "bandwidth_hz", "rolloff85_hz", "rolloff95_hz", "flux", "rms")
 
 
 # --- spectral_table and its problems -----------------------------------------------------------------------------
 
+
 def _recording(stem: str, label: str, audio_path: str | None, present: bool = True) -> dict:
-    return {"recording_id": f"icbhi:{stem}", "stem": stem, "lung_label": label, "diagnosis": "COPD",
-            "device": "Litt3200", "audio_path": audio_path, "audio_present": present}
+    return {
+        "recording_id": f"icbhi:{stem}",
+        "stem": stem,
+        "lung_label": label,
+        "diagnosis": "COPD",
+        "device": "Litt3200",
+        "audio_path": audio_path,
+        "audio_present": present,
+    }
 
 
 def test_spectral_table_reports_every_recording_that_cannot_be_analysed(tmp_path):
@@ -220,15 +246,17 @@ def test_spectral_table_reports_every_recording_that_cannot_be_analysed(tmp_path
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really a wav file" * 10)
     (tmp_path / "empty.wav").write_bytes(b"")
     sf.write(tmp_path / "silent.wav", np.zeros(4_000, dtype=np.float32), 4_000)
-    recordings = pd.DataFrame([
-        _recording("good", "normal", "good.wav"),
-        _recording("corrupt", "crackles", "corrupt.wav"),
-        _recording("empty", "wheezes", "empty.wav"),
-        _recording("gone", "both", "gone.wav"),
-        _recording("silent", "normal", "silent.wav"),
-        _recording("nopath", "normal", None),
-        _recording("no_wav", "normal", None, present=False),  # metadata only: not analysed, not a problem
-    ])
+    recordings = pd.DataFrame(
+        [
+            _recording("good", "normal", "good.wav"),
+            _recording("corrupt", "crackles", "corrupt.wav"),
+            _recording("empty", "wheezes", "empty.wav"),
+            _recording("gone", "both", "gone.wav"),
+            _recording("silent", "normal", "silent.wav"),
+            _recording("nopath", "normal", None),
+            _recording("no_wav", "normal", None, present=False),  # metadata only: not analysed, not a problem
+        ]
+    )
     calls = []
     table, problems = spectral_table(recordings, tmp_path, progress=lambda done, total: calls.append((done, total)))
     assert list(table["recording_id"]) == ["icbhi:good"]
@@ -238,9 +266,13 @@ def test_spectral_table_reports_every_recording_that_cannot_be_analysed(tmp_path
     assert row["centroid_hz_median"] == pytest.approx(800.0, abs=2.0)
     assert list(problems.columns) == list(PROBLEM_COLUMNS)
     reasons = dict(zip(problems["recording_id"], problems["reason"]))
-    assert reasons == {"icbhi:corrupt": "audio_unreadable", "icbhi:empty": "audio_empty",
-                       "icbhi:gone": "audio_missing", "icbhi:silent": SILENT_REASON,
-                       "icbhi:nopath": "audio_missing"}
+    assert reasons == {
+        "icbhi:corrupt": "audio_unreadable",
+        "icbhi:empty": "audio_empty",
+        "icbhi:gone": "audio_missing",
+        "icbhi:silent": SILENT_REASON,
+        "icbhi:nopath": "audio_missing",
+    }
     assert len(table) + len(problems) == int(recordings["audio_present"].sum())
     assert calls[-1] == (6, 6) and [done for done, _ in calls] == sorted(done for done, _ in calls)
 
@@ -292,25 +324,34 @@ def test_worker_pool_gives_the_same_table_in_input_order(demo_icbhi):
 
 
 def test_median_table_has_every_pattern_with_its_count():
-    table = pd.DataFrame({"lung_label": ["normal", "normal", "normal", "crackles", "wheezes", "wheezes"],
-                          "centroid_hz_mean": [100.0, 300.0, 200.0, 50.0, 10.0, 20.0],
-                          "flux_mean": [0.1, 0.2, np.nan, 0.4, 0.5, 0.7]})
+    table = pd.DataFrame(
+        {
+            "lung_label": ["normal", "normal", "normal", "crackles", "wheezes", "wheezes"],
+            "centroid_hz_mean": [100.0, 300.0, 200.0, 50.0, 10.0, 20.0],
+            "flux_mean": [0.1, 0.2, np.nan, 0.4, 0.5, 0.7],
+        }
+    )
     medians = median_table(table)
     assert list(medians["lung_label"]) == list(LUNG_LABELS)
     assert list(medians["n"]) == [3, 1, 2, 0]
     assert list(medians["centroid_hz_mean"][:3]) == [200.0, 50.0, 15.0]
     assert medians["flux_mean"][0] == pytest.approx(0.15)  # NaN skipped
     assert np.isnan(medians["centroid_hz_mean"][3])
-    by_device = median_table(table.assign(device=["b", "a", "a", "b", "a", "b"]), by="device",
-                             features=["centroid_hz_mean"])
+    by_device = median_table(
+        table.assign(device=["b", "a", "a", "b", "a", "b"]), by="device", features=["centroid_hz_mean"]
+    )
     assert list(by_device["device"]) == ["a", "b"] and list(by_device["n"]) == [3, 3]
 
 
 def test_envelope_picks_are_deterministic_and_report_missing_patterns():
-    recordings = pd.DataFrame([
-        _recording("b", "normal", "b.wav"), _recording("a", "normal", "a.wav"),
-        _recording("c", "crackles", None, present=False), _recording("d", "wheezes", "d.wav"),
-    ])
+    recordings = pd.DataFrame(
+        [
+            _recording("b", "normal", "b.wav"),
+            _recording("a", "normal", "a.wav"),
+            _recording("c", "crackles", None, present=False),
+            _recording("d", "wheezes", "d.wav"),
+        ]
+    )
     picks = pick_envelope_recordings(recordings)
     assert list(picks["lung_label"]) == list(LUNG_LABELS)
     assert list(picks["status"]) == ["picked", "no_audio", "picked", "no_recordings"]

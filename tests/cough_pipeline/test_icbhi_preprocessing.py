@@ -14,17 +14,38 @@ import soundfile as sf
 
 from cough_pipeline.audio import load_mono
 from cough_pipeline.icbhi.preprocessing import (
-    AUDIO_ABSENT, PLAN_COLUMNS, AugmentConfig, AugmentError, BalancingError, BalancingWarning, FeatureConfig,
-    FeatureError, WindowConfig, WindowError, augment, augment_with_seed, balance_plan, class_counts,
-    expected_window_count, feature_arrays, feature_arrays_by_length, log_mel, log_mel_and_mfcc, loop_pad,
-    make_windows, mfcc, render_plan, slice_windows,
+    AUDIO_ABSENT,
+    PLAN_COLUMNS,
+    AugmentConfig,
+    AugmentError,
+    BalancingError,
+    BalancingWarning,
+    FeatureConfig,
+    FeatureError,
+    WindowConfig,
+    WindowError,
+    augment,
+    augment_with_seed,
+    balance_plan,
+    class_counts,
+    expected_window_count,
+    feature_arrays,
+    feature_arrays_by_length,
+    log_mel,
+    log_mel_and_mfcc,
+    loop_pad,
+    make_windows,
+    mfcc,
+    render_plan,
+    slice_windows,
 )
 
 SR = 16_000
 
 
-def tone(seconds: float, frequency: float = 440.0, sample_rate: int = SR, amplitude: float = 0.5,
-         phase: float = np.pi / 4) -> np.ndarray:
+def tone(
+    seconds: float, frequency: float = 440.0, sample_rate: int = SR, amplitude: float = 0.5, phase: float = np.pi / 4
+) -> np.ndarray:
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     return (amplitude * np.sin(2 * np.pi * frequency * t + phase)).astype(np.float32)
 
@@ -46,14 +67,23 @@ def recordings_frame(entries: list[dict]) -> pd.DataFrame:
     rows = []
     for entry in entries:
         stem = entry["stem"]
-        rows.append({"recording_id": f"icbhi:{stem}", "stem": stem, "patient_id": stem.split("_")[0],
-                     "lung_label": entry.get("lung_label", "normal"), "diagnosis": entry.get("diagnosis", "COPD"),
-                     "official_split": entry.get("official_split", "train"), "audio_path": entry.get("audio_path"),
-                     "audio_present": entry.get("audio_present", True)})
+        rows.append(
+            {
+                "recording_id": f"icbhi:{stem}",
+                "stem": stem,
+                "patient_id": stem.split("_")[0],
+                "lung_label": entry.get("lung_label", "normal"),
+                "diagnosis": entry.get("diagnosis", "COPD"),
+                "official_split": entry.get("official_split", "train"),
+                "audio_path": entry.get("audio_path"),
+                "audio_present": entry.get("audio_present", True),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # --- windows ---------------------------------------------------------------------------------------------------
+
 
 def test_loop_pad_tiles_a_tone_and_never_inserts_silence():
     two_seconds = tone(2.0)
@@ -83,12 +113,12 @@ def test_25_second_recording_gives_four_6_second_windows_and_the_tail_rule():
     for index, window in enumerate(windows):
         expected = (6.0 * index, 6.0 * index + 6, False, 1.0)
         assert (window.start_s, window.end_s, window.loop_padded, window.repeats) == expected
-        np.testing.assert_array_equal(window.samples, samples[index * 6 * SR:(index + 1) * 6 * SR])
+        np.testing.assert_array_equal(window.samples, samples[index * 6 * SR : (index + 1) * 6 * SR])
     kept_tail = slice_windows(samples, SR, 6.0, WindowConfig(min_tail_fraction=0.1))
     assert len(kept_tail) == 5
     tail = kept_tail[-1]
     assert (tail.start_s, tail.end_s, tail.loop_padded, tail.repeats) == (24.0, 25.0, True, 6.0)
-    np.testing.assert_array_equal(tail.samples, np.tile(samples[24 * SR:], 6))
+    np.testing.assert_array_equal(tail.samples, np.tile(samples[24 * SR :], 6))
     # A tail of exactly half a window is kept (27 s -> 4 full + 3 s tail).
     longer = np.random.default_rng(1).standard_normal(27 * SR).astype(np.float32)
     assert [w.loop_padded for w in slice_windows(longer, SR, 6.0, WindowConfig())] == [False] * 4 + [True]
@@ -109,8 +139,12 @@ def test_overlapping_hops_and_expected_window_count_agree():
     windows = slice_windows(samples, SR, 6.0, WindowConfig(hop_fraction=0.5))
     assert [w.start_s for w in windows] == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0]
     assert [w.loop_padded for w in windows] == [False] * 7 + [True]
-    for config in (WindowConfig(), WindowConfig(hop_fraction=0.5), WindowConfig(min_tail_fraction=0.0),
-                   WindowConfig(hop_fraction=0.3, min_tail_fraction=0.9)):
+    for config in (
+        WindowConfig(),
+        WindowConfig(hop_fraction=0.5),
+        WindowConfig(min_tail_fraction=0.0),
+        WindowConfig(hop_fraction=0.3, min_tail_fraction=0.9),
+    ):
         for duration in (0.5, 5.99, 6.0, 8.9, 9.0, 12.0, 25.0, 31.7):
             for window_s in (6.0, 20.0):
                 n = int(round(duration * SR))
@@ -119,8 +153,15 @@ def test_overlapping_hops_and_expected_window_count_agree():
 
 
 def test_window_config_is_validated():
-    for bad in ({"hop_fraction": 0.0}, {"hop_fraction": 1.5}, {"min_tail_fraction": -0.1}, {"window_seconds": ()},
-                {"window_seconds": (6.0, 6.0)}, {"wav_subtype": "MP3"}, {"sample_rate": 0}):
+    for bad in (
+        {"hop_fraction": 0.0},
+        {"hop_fraction": 1.5},
+        {"min_tail_fraction": -0.1},
+        {"window_seconds": ()},
+        {"window_seconds": (6.0, 6.0)},
+        {"wav_subtype": "MP3"},
+        {"sample_rate": 0},
+    ):
         with pytest.raises(WindowError):
             WindowConfig(**bad)
 
@@ -151,17 +192,38 @@ def test_make_windows_counts_tails_and_ids(tmp_path):
     root.mkdir()
     sf.write(root / "long.wav", tone(32.0, 300.0, 4_000), 4_000)
     sf.write(root / "short.wav", tone(4.0, 300.0, 44_100), 44_100)
-    recordings = recordings_frame([{"stem": "101_1b1_Al_sc_Litt3200", "audio_path": "long.wav"},
-                                   {"stem": "102_1b1_Al_sc_Meditron", "audio_path": "short.wav",
-                                    "official_split": "test", "lung_label": "both"}])
+    recordings = recordings_frame(
+        [
+            {"stem": "101_1b1_Al_sc_Litt3200", "audio_path": "long.wav"},
+            {
+                "stem": "102_1b1_Al_sc_Meditron",
+                "audio_path": "short.wav",
+                "official_split": "test",
+                "lung_label": "both",
+            },
+        ]
+    )
     calls = []
-    windows, problems = make_windows(recordings, root, WindowConfig(), tmp_path / "out", workers=2,
-                                     progress=lambda done, total: calls.append((done, total)))
+    windows, problems = make_windows(
+        recordings,
+        root,
+        WindowConfig(),
+        tmp_path / "out",
+        workers=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert problems.empty and calls[-1] == (2, 2)
     assert windows["window_id"].tolist() == [
-        "101_1b1_Al_sc_Litt3200:6s:000", "101_1b1_Al_sc_Litt3200:6s:001", "101_1b1_Al_sc_Litt3200:6s:002",
-        "101_1b1_Al_sc_Litt3200:6s:003", "101_1b1_Al_sc_Litt3200:6s:004", "101_1b1_Al_sc_Litt3200:20s:000",
-        "101_1b1_Al_sc_Litt3200:20s:001", "102_1b1_Al_sc_Meditron:6s:000", "102_1b1_Al_sc_Meditron:20s:000"]
+        "101_1b1_Al_sc_Litt3200:6s:000",
+        "101_1b1_Al_sc_Litt3200:6s:001",
+        "101_1b1_Al_sc_Litt3200:6s:002",
+        "101_1b1_Al_sc_Litt3200:6s:003",
+        "101_1b1_Al_sc_Litt3200:6s:004",
+        "101_1b1_Al_sc_Litt3200:20s:000",
+        "101_1b1_Al_sc_Litt3200:20s:001",
+        "102_1b1_Al_sc_Meditron:6s:000",
+        "102_1b1_Al_sc_Meditron:20s:000",
+    ]
     # 32 s: five 6 s windows (the 2 s tail is dropped), one 20 s window and a loop-padded 12 s tail;
     # the 4 s recording is loop-padded to one window of each length.
     assert windows["loop_padded"].tolist() == [False] * 6 + [True] * 3
@@ -178,20 +240,24 @@ def test_decode_failures_and_absent_audio_become_problem_rows(tmp_path):
     sf.write(root / "good.wav", tone(7.0), SR)
     (root / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
     (root / "empty.wav").write_bytes(b"")
-    recordings = recordings_frame([
-        {"stem": "101_1b1_Al_sc_Meditron", "audio_path": "good.wav"},
-        {"stem": "102_1b1_Al_sc_Meditron", "audio_path": "corrupt.wav"},
-        {"stem": "103_1b1_Al_sc_Meditron", "audio_path": "empty.wav"},
-        {"stem": "104_1b1_Al_sc_Meditron", "audio_path": "gone.wav"},
-        {"stem": "105_1b1_Al_sc_Meditron", "audio_path": None, "audio_present": False},
-    ])
+    recordings = recordings_frame(
+        [
+            {"stem": "101_1b1_Al_sc_Meditron", "audio_path": "good.wav"},
+            {"stem": "102_1b1_Al_sc_Meditron", "audio_path": "corrupt.wav"},
+            {"stem": "103_1b1_Al_sc_Meditron", "audio_path": "empty.wav"},
+            {"stem": "104_1b1_Al_sc_Meditron", "audio_path": "gone.wav"},
+            {"stem": "105_1b1_Al_sc_Meditron", "audio_path": None, "audio_present": False},
+        ]
+    )
     windows, problems = make_windows(recordings, root, WindowConfig(window_seconds=(6.0,)), tmp_path / "out")
     assert set(windows["recording_id"]) == {"icbhi:101_1b1_Al_sc_Meditron"}
     reasons = dict(zip(problems["recording_id"], problems["reason"]))
-    assert reasons == {"icbhi:102_1b1_Al_sc_Meditron": "audio_unreadable",
-                       "icbhi:103_1b1_Al_sc_Meditron": "audio_empty",
-                       "icbhi:104_1b1_Al_sc_Meditron": "audio_missing",
-                       "icbhi:105_1b1_Al_sc_Meditron": AUDIO_ABSENT}
+    assert reasons == {
+        "icbhi:102_1b1_Al_sc_Meditron": "audio_unreadable",
+        "icbhi:103_1b1_Al_sc_Meditron": "audio_empty",
+        "icbhi:104_1b1_Al_sc_Meditron": "audio_missing",
+        "icbhi:105_1b1_Al_sc_Meditron": AUDIO_ABSENT,
+    }
     assert problems["detail"].notna().all()
     # Every recording is accounted for: windowed or a problem.
     assert set(windows["recording_id"]) | set(problems["recording_id"]) == set(recordings["recording_id"])
@@ -224,8 +290,12 @@ def demo_recordings(icbhi_root: Path) -> pd.DataFrame:
         return build_icbhi_tables(icbhi_root).recordings
     folder = icbhi_root / "ICBHI_final_database"
     splits = dict(line.split() for line in (icbhi_root / "ICBHI_challenge_train_test.txt").read_text().splitlines())
-    return recordings_frame([{"stem": p.stem, "audio_path": p.relative_to(icbhi_root).as_posix(),
-                              "official_split": splits[p.stem]} for p in sorted(folder.glob("*.wav"))])
+    return recordings_frame(
+        [
+            {"stem": p.stem, "audio_path": p.relative_to(icbhi_root).as_posix(), "official_split": splits[p.stem]}
+            for p in sorted(folder.glob("*.wav"))
+        ]
+    )
 
 
 def test_demo_corpus_has_windows_for_every_recording_with_audio(demo_corpus, tmp_path):
@@ -266,8 +336,9 @@ def test_real_icbhi_sample_windows_every_wav_and_reports_the_rest(shared_data, t
 
 # --- augmentation ----------------------------------------------------------------------------------------------
 
-ALL_ON = AugmentConfig(pitch_probability=1, shift_probability=1, noise_probability=1, gain_probability=1,
-                       pitch_method="resample")
+ALL_ON = AugmentConfig(
+    pitch_probability=1, shift_probability=1, noise_probability=1, gain_probability=1, pitch_method="resample"
+)
 ALL_OFF = AugmentConfig(pitch_probability=0, shift_probability=0, noise_probability=0, gain_probability=0)
 
 
@@ -295,8 +366,10 @@ def test_probability_zero_is_identity_and_one_always_applies():
         _, params = augment(x, SR, np.random.default_rng(seed), ALL_ON)
         assert len(params["applied"]) == 4
     # About half the windows get each transform at probability 0.5.
-    applied = [augment(x[:SR], SR, np.random.default_rng(seed), AugmentConfig(pitch_method="resample"))[1]["applied"]
-               for seed in range(200)]
+    applied = [
+        augment(x[:SR], SR, np.random.default_rng(seed), AugmentConfig(pitch_method="resample"))[1]["applied"]
+        for seed in range(200)
+    ]
     for transform in ("pitch_shift", "time_shift", "noise", "gain"):
         assert 60 < sum(transform in a for a in applied) < 140
 
@@ -378,16 +451,21 @@ def test_augment_validates_config_and_input():
 
 # --- balancing -------------------------------------------------------------------------------------------------
 
+
 def imbalanced_windows() -> pd.DataFrame:
     """Train: normal 10, crackles 4, wheezes 2, both 0. Test: normal 3, wheezes 1, both 2. One validation row and
     one row without split."""
     rows = []
-    for split, sizes in (("train", {"normal": 10, "crackles": 4, "wheezes": 2}),
-                         ("test", {"normal": 3, "wheezes": 1, "both": 2}), ("validation", {"crackles": 1}),
-                         (None, {"normal": 1})):
+    for split, sizes in (
+        ("train", {"normal": 10, "crackles": 4, "wheezes": 2}),
+        ("test", {"normal": 3, "wheezes": 1, "both": 2}),
+        ("validation", {"crackles": 1}),
+        (None, {"normal": 1}),
+    ):
         for label, size in sizes.items():
-            rows += [{"window_id": f"{split}-{label}-{i}", "lung_label": label, "official_split": split}
-                     for i in range(size)]
+            rows += [
+                {"window_id": f"{split}-{label}-{i}", "lung_label": label, "official_split": split} for i in range(size)
+            ]
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
 
 
@@ -401,12 +479,15 @@ def train_counts(plan: pd.DataFrame) -> dict[str, int]:
     return plan[plan["split"] == "train"]["label"].value_counts().to_dict()
 
 
-@pytest.mark.parametrize("strategy, expected", [
-    ("original", {"normal": 10, "crackles": 4, "wheezes": 2}),
-    ("undersample", {"normal": 2, "crackles": 2, "wheezes": 2}),
-    ("oversample", {"normal": 10, "crackles": 10, "wheezes": 10}),
-    ("hybrid_anchor", {"normal": 5, "crackles": 5, "wheezes": 5}),  # round((10 + 4 + 2) / 3) = 5
-])
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("original", {"normal": 10, "crackles": 4, "wheezes": 2}),
+        ("undersample", {"normal": 2, "crackles": 2, "wheezes": 2}),
+        ("oversample", {"normal": 10, "crackles": 10, "wheezes": 10}),
+        ("hybrid_anchor", {"normal": 5, "crackles": 5, "wheezes": 5}),  # round((10 + 4 + 2) / 3) = 5
+    ],
+)
 def test_balancing_counts_per_strategy(strategy, expected):
     windows = imbalanced_windows()
     with pytest.warns(BalancingWarning, match="both"):
@@ -414,16 +495,18 @@ def test_balancing_counts_per_strategy(strategy, expected):
     assert list(plan.columns) == PLAN_COLUMNS
     assert train_counts(plan) == expected
     train = plan[plan["split"] == "train"]
-    originals = {label: int((windows[windows["official_split"] == "train"]["lung_label"] == label).sum())
-                 for label in expected}
+    originals = {
+        label: int((windows[windows["official_split"] == "train"]["lung_label"] == label).sum()) for label in expected
+    }
     for label, size in expected.items():
         rows = train[train["label"] == label]
         assert int(rows["augmented"].sum()) == max(0, size - originals[label])
         assert (rows["augmented"] == (rows["copy_index"] > 0)).all()
         assert rows.loc[rows["augmented"], "augment_seed"].notna().all()
         assert rows.loc[~rows["augmented"], "augment_seed"].isna().all()
-        assert set(rows["window_id"]) <= set(windows.loc[(windows["official_split"] == "train")
-                                                         & (windows["lung_label"] == label), "window_id"])
+        assert set(rows["window_id"]) <= set(
+            windows.loc[(windows["official_split"] == "train") & (windows["lung_label"] == label), "window_id"]
+        )
     assert not plan.duplicated(["window_id", "copy_index"]).any()
     assert plan.attrs["empty_train_classes"] == ["both"]
 
@@ -438,8 +521,13 @@ def test_oversampled_copies_spread_evenly_over_a_class():
 
 
 def test_hybrid_anchor_rounds_half_up_and_mixes_under_and_oversampling():
-    windows = pd.DataFrame({"window_id": [f"w{i}" for i in range(15)],
-                            "lung_label": ["normal"] * 10 + ["crackles"] * 5, "official_split": "train"})
+    windows = pd.DataFrame(
+        {
+            "window_id": [f"w{i}" for i in range(15)],
+            "lung_label": ["normal"] * 10 + ["crackles"] * 5,
+            "official_split": "train",
+        }
+    )
     plan = balance_plan(windows, "hybrid_anchor", seed=1)
     assert train_counts(plan) == {"normal": 8, "crackles": 8}  # mean 7.5 -> 8
     assert plan.loc[plan["label"] == "normal", "augmented"].sum() == 0
@@ -510,19 +598,29 @@ def test_render_plan_writes_seeded_augmented_copies(tmp_path):
         path = f"6s/w{i}.wav"
         (window_dir / "6s").mkdir(parents=True, exist_ok=True)
         sf.write(window_dir / path, tone(6.0, 300.0 + 100 * i, amplitude=0.2), SR, subtype="FLOAT")
-        rows.append({"window_id": f"w{i}:6s:000", "recording_id": f"icbhi:w{i}", "lung_label": label,
-                     "official_split": split, "window_seconds": 6.0, "audio_path": path})
+        rows.append(
+            {
+                "window_id": f"w{i}:6s:000",
+                "recording_id": f"icbhi:w{i}",
+                "lung_label": label,
+                "official_split": split,
+                "window_seconds": 6.0,
+                "audio_path": path,
+            }
+        )
     windows = pd.DataFrame(rows)
     plan = balance_plan(windows, "oversample", seed=0)
     config = AugmentConfig(pitch_method="resample")
     out_dir = tmp_path / "augmented"
-    rendered = render_plan(plan, windows, window_dir, out_dir, config, relative_to=tmp_path, workers=2,
-                           wav_subtype="FLOAT")
+    rendered = render_plan(
+        plan, windows, window_dir, out_dir, config, relative_to=tmp_path, workers=2, wav_subtype="FLOAT"
+    )
     assert rendered[PLAN_COLUMNS].equals(plan) and len(list(out_dir.glob("*.wav"))) == 2
     for row in rendered.itertuples():
         samples, rate = sf.read(tmp_path / row.audio_path, dtype="float32")
-        source, _ = sf.read(window_dir / windows.set_index("window_id").loc[row.window_id, "audio_path"],
-                            dtype="float32")
+        source, _ = sf.read(
+            window_dir / windows.set_index("window_id").loc[row.window_id, "audio_path"], dtype="float32"
+        )
         if row.augmented:
             expected, params = augment_with_seed(source, rate, row.augment_seed, config)
             np.testing.assert_array_equal(samples, expected)
@@ -537,6 +635,7 @@ def test_render_plan_writes_seeded_augmented_copies(tmp_path):
 
 
 # --- features --------------------------------------------------------------------------------------------------
+
 
 def test_log_mel_and_mfcc_shapes():
     assert log_mel(tone(6.0)).shape == (128, 188)
@@ -579,14 +678,16 @@ def write_windows(folder: Path, specs: list[tuple[str, float, float, str]]) -> p
         path = f"{window_id}.wav"
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / path, tone(seconds, frequency, amplitude=0.2), SR, subtype="FLOAT")
-        rows.append({"window_id": window_id, "window_seconds": seconds, "label": label, "split": "train",
-                     "audio_path": path})
+        rows.append(
+            {"window_id": window_id, "window_seconds": seconds, "label": label, "split": "train", "audio_path": path}
+        )
     return pd.DataFrame(rows)
 
 
 def test_feature_arrays_follow_table_order_and_summarise_mfcc(tmp_path):
-    table = write_windows(tmp_path, [("a", 6.0, 300.0, "normal"), ("b", 6.0, 1_000.0, "crackles"),
-                                     ("c", 6.0, 2_500.0, "wheezes")])
+    table = write_windows(
+        tmp_path, [("a", 6.0, 300.0, "normal"), ("b", 6.0, 1_000.0, "crackles"), ("c", 6.0, 2_500.0, "wheezes")]
+    )
     array, summary = feature_arrays(table, tmp_path, workers=2)
     assert array.shape == (3, 128, 188) and array.dtype == np.float32
     for index, row in table.iterrows():
@@ -598,7 +699,10 @@ def test_feature_arrays_follow_table_order_and_summarise_mfcc(tmp_path):
         np.testing.assert_allclose(means, expected_mfcc.mean(axis=1), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(stds, expected_mfcc.std(axis=1), rtol=1e-5, atol=1e-4)
     assert summary[["window_id", "label", "split", "array_index"]].values.tolist() == [
-        ["a", "normal", "train", 0], ["b", "crackles", "train", 1], ["c", "wheezes", "train", 2]]
+        ["a", "normal", "train", 0],
+        ["b", "crackles", "train", 1],
+        ["c", "wheezes", "train", 2],
+    ]
     reversed_array, reversed_summary = feature_arrays(table.iloc[::-1], tmp_path)
     np.testing.assert_array_equal(reversed_array, array[::-1])
     assert reversed_summary["window_id"].tolist() == ["c", "b", "a"]
@@ -608,8 +712,9 @@ def test_feature_arrays_follow_table_order_and_summarise_mfcc(tmp_path):
 
 
 def test_feature_arrays_on_disk_in_float16_and_per_length(tmp_path):
-    table = write_windows(tmp_path / "w", [("a", 6.0, 300.0, "normal"), ("b", 20.0, 1_000.0, "both"),
-                                           ("c", 6.0, 900.0, "both")])
+    table = write_windows(
+        tmp_path / "w", [("a", 6.0, 300.0, "normal"), ("b", 20.0, 1_000.0, "both"), ("c", 6.0, 900.0, "both")]
+    )
     with pytest.raises(FeatureError, match="one window length"):
         feature_arrays(table, tmp_path / "w")
     results = feature_arrays_by_length(table, tmp_path / "w", FeatureConfig(dtype="float16"), out_dir=tmp_path / "npy")

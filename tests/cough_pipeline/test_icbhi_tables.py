@@ -37,13 +37,20 @@ LINE = {"N": (0, 0), "C": (1, 0), "W": (0, 1), "B": (1, 1)}
 
 def annotation(pattern: str, cycle_s: float = 2.0) -> str:
     """Back-to-back cycles of ``cycle_s`` seconds with the flags spelled by ``pattern`` (e.g. ``"NCWB"``)."""
-    return "".join(f"{i * cycle_s:.3f}\t{(i + 1) * cycle_s:.3f}\t{LINE[c][0]}\t{LINE[c][1]}\n"
-                   for i, c in enumerate(pattern))
+    return "".join(
+        f"{i * cycle_s:.3f}\t{(i + 1) * cycle_s:.3f}\t{LINE[c][0]}\t{LINE[c][1]}\n" for i, c in enumerate(pattern)
+    )
 
 
-def write_layout(root: Path, annotations: dict[str, str], *, wavs: dict[str, float] | None = None,
-                 diagnoses: dict[str, str] | None = None, demographics: dict[str, str] | None = None,
-                 kaggle: bool = False) -> Path:
+def write_layout(
+    root: Path,
+    annotations: dict[str, str],
+    *,
+    wavs: dict[str, float] | None = None,
+    diagnoses: dict[str, str] | None = None,
+    demographics: dict[str, str] | None = None,
+    kaggle: bool = False,
+) -> Path:
     """A minimal ICBHI layout: annotation texts by stem, WAVs (stem -> seconds at 4 kHz), the diagnosis and
     demographics lists (patient -> diagnosis / "age sex bmi kg cm"), and a train/test list of every stem."""
     folder = root / ("audio_and_txt_files" if kaggle else "ICBHI_final_database")
@@ -61,10 +68,12 @@ def write_layout(root: Path, annotations: dict[str, str], *, wavs: dict[str, flo
     else:
         (root / "ICBHI_Challenge_diagnosis.txt").write_text("".join(f"{p}\t{d}\n" for p, d in diagnoses.items()))
         (root / "ICBHI_Challenge_demographic_information.txt").write_text(
-            "".join(f"{p}\t{d.replace(' ', chr(9))}\n" for p, d in demographics.items()))
+            "".join(f"{p}\t{d.replace(' ', chr(9))}\n" for p, d in demographics.items())
+        )
     stems = sorted(annotations)
     (root / "ICBHI_challenge_train_test.txt").write_text(
-        "".join(f"{s}\t{'train' if i % 2 == 0 else 'test'}\n" for i, s in enumerate(stems)))
+        "".join(f"{s}\t{'train' if i % 2 == 0 else 'test'}\n" for i, s in enumerate(stems))
+    )
     return root
 
 
@@ -111,8 +120,13 @@ def test_label_rules_on_annotation_files(tmp_path):
         assert {p: labels[stems[p]] for p in DISAGREEING} == {p: e[index] for p, e in DISAGREEING.items()}
         assert set(tables.recordings["label_rule"]) == {rule}
     counts = build_icbhi_tables(root).recordings.set_index("stem").loc[stems["WWWCCNNN"]]
-    assert (counts["n_cycles"], counts["n_normal"], counts["n_crackles_only"], counts["n_wheezes_only"],
-            counts["n_both"]) == (8, 3, 2, 3, 0)
+    assert (
+        counts["n_cycles"],
+        counts["n_normal"],
+        counts["n_crackles_only"],
+        counts["n_wheezes_only"],
+        counts["n_both"],
+    ) == (8, 3, 2, 3, 0)
 
 
 def test_unknown_label_rule_lists_the_choices(tmp_path):
@@ -123,10 +137,12 @@ def test_unknown_label_rule_lists_the_choices(tmp_path):
 
 # --- layouts and columns ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kaggle", [False, True])
 def test_columns_and_durations(tmp_path, kaggle):
-    root = write_layout(tmp_path, {stem(101): annotation("NCW"), stem(102): annotation("BN", 3.0)},
-                        wavs={stem(101): 7.0}, kaggle=kaggle)
+    root = write_layout(
+        tmp_path, {stem(101): annotation("NCW"), stem(102): annotation("BN", 3.0)}, wavs={stem(101): 7.0}, kaggle=kaggle
+    )
     tables = build_icbhi_tables(root)
     assert tuple(tables.recordings.columns) == tuple(RECORDING_COLUMNS)
     assert tuple(tables.cycles.columns) == tuple(CYCLE_COLUMNS)
@@ -161,6 +177,7 @@ def test_read_audio_false_opens_no_wav(tmp_path):
 
 # --- bad input ------------------------------------------------------------------------------------------------
 
+
 def test_wav_without_annotation_is_quarantined(tmp_path):
     root = write_layout(tmp_path, {stem(101): annotation("NC")}, wavs={stem(101): 5.0, stem(102): 5.0})
     # Other .txt files beside the recordings (the official release's *_events.txt) are not annotations.
@@ -176,16 +193,18 @@ def test_wav_without_annotation_is_quarantined(tmp_path):
 
 
 def test_bad_annotation_lines_are_quarantined_and_the_rest_kept(tmp_path):
-    text = ("0.0\t1.0\t0\t0\n"
-            "\n"                          # blank: ignored, but physical line numbers keep counting
-            "1.0\t2.0\t1\n"               # line 3: three fields
-            "abc\t3.0\t0\t0\n"            # line 4: not a number
-            "-0.5\t3.0\t0\t0\n"           # line 5: negative onset
-            "3.0\t3.0\t0\t0\n"            # line 6: offset <= onset
-            "3.0\t4.0\t2\t0\n"            # line 7: flag not 0/1
-            "3.5\t4.5\t1\t1\n"            # line 8: overlaps the previous cycle: fine
-            "4.0\t5.4\t0\t1\n"            # line 9: 0.4 s past the 5 s WAV: within the 0.5 s tolerance
-            "4.5\t5.6\t1\t0\n")           # line 10: 0.6 s past: out of range
+    text = (
+        "0.0\t1.0\t0\t0\n"
+        "\n"  # blank: ignored, but physical line numbers keep counting
+        "1.0\t2.0\t1\n"  # line 3: three fields
+        "abc\t3.0\t0\t0\n"  # line 4: not a number
+        "-0.5\t3.0\t0\t0\n"  # line 5: negative onset
+        "3.0\t3.0\t0\t0\n"  # line 6: offset <= onset
+        "3.0\t4.0\t2\t0\n"  # line 7: flag not 0/1
+        "3.5\t4.5\t1\t1\n"  # line 8: overlaps the previous cycle: fine
+        "4.0\t5.4\t0\t1\n"  # line 9: 0.4 s past the 5 s WAV: within the 0.5 s tolerance
+        "4.5\t5.6\t1\t0\n"
+    )  # line 10: 0.6 s past: out of range
     root = write_layout(tmp_path, {stem(101): text}, wavs={stem(101): 5.0})
     tables = build_icbhi_tables(root)
     rec = tables.recordings.iloc[0]
@@ -204,8 +223,9 @@ def test_bad_annotation_lines_are_quarantined_and_the_rest_kept(tmp_path):
 
 
 def test_recording_with_only_bad_lines_or_empty_is_quarantined(tmp_path):
-    root = write_layout(tmp_path, {stem(101): "1\t0.5\t0\t0\nx y z w\n", stem(102): "\n\n",
-                                   stem(103): annotation("NB")})
+    root = write_layout(
+        tmp_path, {stem(101): "1\t0.5\t0\t0\nx y z w\n", stem(102): "\n\n", stem(103): annotation("NB")}
+    )
     tables = build_icbhi_tables(root)
     assert tables.recordings["stem"].tolist() == [stem(103)]
     q = tables.quarantine
@@ -220,9 +240,11 @@ def test_recording_with_only_bad_lines_or_empty_is_quarantined(tmp_path):
 
 
 def test_unknown_diagnosis_and_missing_patient(tmp_path):
-    root = write_layout(tmp_path, {stem(101): annotation("NC"), stem(102): annotation("W"), stem(103): "x\n"
-                                   + annotation("N")},
-                        diagnoses={"101": "COPD", "102": "Flu"})
+    root = write_layout(
+        tmp_path,
+        {stem(101): annotation("NC"), stem(102): annotation("W"), stem(103): "x\n" + annotation("N")},
+        diagnoses={"101": "COPD", "102": "Flu"},
+    )
     tables = build_icbhi_tables(root)
     assert tables.recordings["stem"].tolist() == [stem(101)]
     q = tables.quarantine
@@ -232,23 +254,29 @@ def test_unknown_diagnosis_and_missing_patient(tmp_path):
     lines = q[q["source_row"].notna()]
     # Every line of a quarantined recording gets a row: its own problem, or the recording's reason.
     assert sorted(zip(lines["native_id"], lines["source_row"], lines["reason"])) == [
-        (stem(102), 1, "unknown_diagnosis"), (stem(103), 1, "annotation_unparseable"),
-        (stem(103), 2, "unknown_diagnosis")]
+        (stem(102), 1, "unknown_diagnosis"),
+        (stem(103), 1, "annotation_unparseable"),
+        (stem(103), 2, "unknown_diagnosis"),
+    ]
     assert tables.counts["recordings_quarantined"] == 2 and tables.counts["cycles_quarantined"] == 3
     assert tables.accounted
 
 
 def test_bad_file_name_with_wav_is_quarantined(tmp_path):
-    root = write_layout(tmp_path, {stem(101): annotation("N"), "101_odd_name": annotation("N")},
-                        wavs={"101_odd_name": 3.0})
+    root = write_layout(
+        tmp_path, {stem(101): annotation("N"), "101_odd_name": annotation("N")}, wavs={"101_odd_name": 3.0}
+    )
     tables = build_icbhi_tables(root)
     assert tables.recordings["stem"].tolist() == [stem(101)]
     assert reasons(tables) == ["invalid_value", "invalid_value"] and tables.accounted
 
 
 def test_patients_without_demographics_are_kept_with_nulls(tmp_path):
-    root = write_layout(tmp_path, {stem(101): annotation("N"), stem(102): annotation("C"), stem(103): annotation("W")},
-                        demographics={"101": "70 F NA NA NA", "102": "NA NA NA NA NA"})
+    root = write_layout(
+        tmp_path,
+        {stem(101): annotation("N"), stem(102): annotation("C"), stem(103): annotation("W")},
+        demographics={"101": "70 F NA NA NA", "102": "NA NA NA NA NA"},
+    )
     tables = build_icbhi_tables(root)
     rec = tables.recordings.set_index("patient_id")
     assert rec["demographics_known"].to_dict() == {"101": True, "102": False, "103": False}
@@ -259,8 +287,9 @@ def test_patients_without_demographics_are_kept_with_nulls(tmp_path):
 
 @pytest.mark.parametrize(("content", "reason"), [(b"RIFF nonsense", "audio_unreadable"), (b"", "audio_empty")])
 def test_unreadable_wav_keeps_the_recording_without_audio(tmp_path, content, reason):
-    root = write_layout(tmp_path, {stem(101): annotation("NCC"), stem(102): annotation("N")},
-                        wavs={stem(101): 3.0, stem(102): 3.0})
+    root = write_layout(
+        tmp_path, {stem(101): annotation("NCC"), stem(102): annotation("N")}, wavs={stem(101): 3.0, stem(102): 3.0}
+    )
     (root / "ICBHI_final_database" / f"{stem(101)}.wav").write_bytes(content)
     tables = build_icbhi_tables(root)
     rec = tables.recordings.set_index("stem").loc[stem(101)]
@@ -274,10 +303,11 @@ def test_unreadable_wav_keeps_the_recording_without_audio(tmp_path, content, rea
 
 
 def test_a_truncated_wav_is_quarantined_with_both_frame_counts(tmp_path):
-    root = write_layout(tmp_path, {stem(101): annotation("NCC"), stem(102): annotation("N")},
-                        wavs={stem(101): 3.0, stem(102): 3.0})
+    root = write_layout(
+        tmp_path, {stem(101): annotation("NCC"), stem(102): annotation("N")}, wavs={stem(101): 3.0, stem(102): 3.0}
+    )
     path = root / "ICBHI_final_database" / f"{stem(101)}.wav"
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     tables = build_icbhi_tables(root)
     assert not tables.recordings.set_index("stem").loc[stem(101), "audio_present"]
     assert reasons(tables) == ["audio_truncated"]
@@ -295,11 +325,23 @@ def test_strict_reader_names_the_bad_line(tmp_path):
 
 # --- associations on hand-made tables -----------------------------------------------------------------------
 
+
 def test_association_levels_and_exclusions(tmp_path):
-    demographics = {"101": "70 M NA NA NA", "102": "60 F NA NA NA", "103": "30 M NA NA NA",
-                    "104": "40 F NA NA NA", "105": "NA NA NA NA NA"}
-    annotations = {stem(101): annotation("NN"), stem(101, "Ar"): annotation("CN"), stem(102): annotation("WW"),
-                   stem(103): annotation("BN"), stem(104): annotation("NNN"), stem(105): annotation("C")}
+    demographics = {
+        "101": "70 M NA NA NA",
+        "102": "60 F NA NA NA",
+        "103": "30 M NA NA NA",
+        "104": "40 F NA NA NA",
+        "105": "NA NA NA NA NA",
+    }
+    annotations = {
+        stem(101): annotation("NN"),
+        stem(101, "Ar"): annotation("CN"),
+        stem(102): annotation("WW"),
+        stem(103): annotation("BN"),
+        stem(104): annotation("NNN"),
+        stem(105): annotation("C"),
+    }
     diagnoses = {"101": "COPD", "102": "COPD", "103": "Healthy", "104": "Healthy", "105": "URTI"}
     tables = build_icbhi_tables(write_layout(tmp_path, annotations, diagnoses=diagnoses, demographics=demographics))
     patient = observations(tables.recordings, tables.cycles, "patient")
@@ -310,8 +352,11 @@ def test_association_levels_and_exclusions(tmp_path):
         result = association_tests(tables.recordings, tables.cycles, level)
         assert tuple(result.columns) == ASSOCIATION_COLUMNS
         assert result[["variable", "grouping", "test"]].values.tolist() == [
-            ["age", "lung_label", "anova"], ["age", "diagnosis", "anova"],
-            ["sex", "lung_label", "chi_square"], ["sex", "diagnosis", "chi_square"]]
+            ["age", "lung_label", "anova"],
+            ["age", "diagnosis", "anova"],
+            ["sex", "lung_label", "chi_square"],
+            ["sex", "diagnosis", "chi_square"],
+        ]
         assert (result["n"] + result["n_excluded"]).tolist() == [units] * 4
         assert result["n_excluded"].tolist() == [excluded] * 4
     # Patient level: 4 patients with age in 4 lung-label groups (no within df) and 2 diagnoses of 2 each.
@@ -346,11 +391,16 @@ def test_duration_summary_by_hand(tmp_path):
 # --- the real metadata and annotations ----------------------------------------------------------------------
 
 SOURCE_DURATIONS = {  # SOURCE.md "Included recordings": stem -> (rate, duration s, cycles, any-cycle label)
-    "101_1b1_Al_sc_Meditron": (44100, 20.000, 12, "normal"), "101_1b1_Pr_sc_Meditron": (44100, 20.000, 11, "normal"),
-    "102_1b1_Ar_sc_Meditron": (44100, 20.000, 13, "normal"), "103_2b2_Ar_mc_LittC2SE": (44100, 20.000, 6, "wheezes"),
-    "104_1b1_Al_sc_Litt3200": (4000, 15.856, 6, "normal"), "104_1b1_Ar_sc_Litt3200": (4000, 25.584, 14, "wheezes"),
-    "104_1b1_Ll_sc_Litt3200": (4000, 18.480, 7, "crackles"), "104_1b1_Lr_sc_Litt3200": (4000, 15.024, 5, "normal"),
-    "104_1b1_Pl_sc_Litt3200": (4000, 22.960, 13, "normal"), "104_1b1_Pr_sc_Litt3200": (4000, 23.728, 10, "normal"),
+    "101_1b1_Al_sc_Meditron": (44100, 20.000, 12, "normal"),
+    "101_1b1_Pr_sc_Meditron": (44100, 20.000, 11, "normal"),
+    "102_1b1_Ar_sc_Meditron": (44100, 20.000, 13, "normal"),
+    "103_2b2_Ar_mc_LittC2SE": (44100, 20.000, 6, "wheezes"),
+    "104_1b1_Al_sc_Litt3200": (4000, 15.856, 6, "normal"),
+    "104_1b1_Ar_sc_Litt3200": (4000, 25.584, 14, "wheezes"),
+    "104_1b1_Ll_sc_Litt3200": (4000, 18.480, 7, "crackles"),
+    "104_1b1_Lr_sc_Litt3200": (4000, 15.024, 5, "normal"),
+    "104_1b1_Pl_sc_Litt3200": (4000, 22.960, 13, "normal"),
+    "104_1b1_Pr_sc_Litt3200": (4000, 23.728, 10, "normal"),
 }
 
 
@@ -364,14 +414,30 @@ def test_real_tables_counts(real_tables):
     rec, cycles = real_tables.recordings, real_tables.cycles
     assert len(rec) == 920 and rec["patient_id"].nunique() == 126 and len(cycles) == 6898
     assert real_tables.quarantine.empty and real_tables.accounted
-    assert cycles["cycle_label"].value_counts().to_dict() == {"normal": 3642, "crackles": 1864, "wheezes": 886,
-                                                                 "both": 506}
-    assert (rec["n_normal"].sum(), rec["n_crackles_only"].sum(), rec["n_wheezes_only"].sum(),
-            rec["n_both"].sum()) == (3642, 1864, 886, 506)
+    assert cycles["cycle_label"].value_counts().to_dict() == {
+        "normal": 3642,
+        "crackles": 1864,
+        "wheezes": 886,
+        "both": 506,
+    }
+    assert (rec["n_normal"].sum(), rec["n_crackles_only"].sum(), rec["n_wheezes_only"].sum(), rec["n_both"].sum()) == (
+        3642,
+        1864,
+        886,
+        506,
+    )
     assert rec["lung_label"].value_counts().to_dict() == {"crackles": 297, "normal": 287, "both": 202, "wheezes": 134}
     assert rec["official_split"].value_counts().to_dict() == {"train": 539, "test": 381}
-    assert set(rec["diagnosis"]) <= {"URTI", "Healthy", "Asthma", "COPD", "LRTI", "Bronchiectasis", "Pneumonia",
-                                     "Bronchiolitis"}
+    assert set(rec["diagnosis"]) <= {
+        "URTI",
+        "Healthy",
+        "Asthma",
+        "COPD",
+        "LRTI",
+        "Bronchiectasis",
+        "Pneumonia",
+        "Bronchiolitis",
+    }
 
 
 @pytest.mark.shared_data
@@ -411,8 +477,10 @@ def test_real_associations_reproduce_source_md(real_tables):
     rows = result.set_index(["variable", "grouping"])
     assert (result["n"] == 914).all() and (result["n_excluded"] == 6).all() and result["note"].isna().all()
     expected = {  # SOURCE.md "Reference statistics": (df text, statistic, effect)
-        ("age", "diagnosis"): ("7, 906", 418.525, 0.874), ("sex", "diagnosis"): ("7", 31.036, 0.184),
-        ("age", "lung_label"): ("3, 910", 14.397, 0.213), ("sex", "lung_label"): ("3", 14.136, 0.124),
+        ("age", "diagnosis"): ("7, 906", 418.525, 0.874),
+        ("sex", "diagnosis"): ("7", 31.036, 0.184),
+        ("age", "lung_label"): ("3, 910", 14.397, 0.213),
+        ("sex", "lung_label"): ("3", 14.136, 0.124),
     }
     for key, (df, statistic, effect) in expected.items():
         assert rows.loc[key, "df"] == df
@@ -437,6 +505,7 @@ def test_real_duration_summary(real_tables):
 
 
 # --- the demo corpus ----------------------------------------------------------------------------------------
+
 
 def test_demo_corpus_tables(demo_corpus):
     root = demo_corpus / "icbhi"

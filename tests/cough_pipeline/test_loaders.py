@@ -13,8 +13,16 @@ from cough_pipeline.manifest import build_manifest
 from cough_pipeline.schema import ALL_DATASETS, MANIFEST_REQUIRED, ManifestSchemaError, domain_violations
 from tests.conftest import write_tone
 
-EXPECTED_FORMATS = {"ccs": {"wav"}, "iatos": {"ogg"}, "coswara": {"wav"}, "aicovidvn": {"wav"},
-                    "coughvid": {"webm", "ogg"}, "ukcovid": {"wav"}, "virufy": {"mp3"}, "icbhi": {"wav"}}
+EXPECTED_FORMATS = {
+    "ccs": {"wav"},
+    "iatos": {"ogg"},
+    "coswara": {"wav"},
+    "aicovidvn": {"wav"},
+    "coughvid": {"webm", "ogg"},
+    "ukcovid": {"wav"},
+    "virufy": {"mp3"},
+    "icbhi": {"wav"},
+}
 
 
 def copy_dataset(demo_corpus, dataset, tmp_path):
@@ -72,8 +80,10 @@ def test_aicovidvn_uuid_in_two_subsets_is_a_duplicate_id(demo_corpus, tmp_path):
     uuid = final_meta.loc[0, "uuid"]
     warmup.loc[len(warmup)] = final_meta.loc[0]
     warmup.to_csv(root / "aicv115m_public_train" / "metadata_train_challenge.csv", index=False)
-    shutil.copy(final / "public_train_audio_files" / f"{uuid}.wav",
-                root / "aicv115m_public_train" / "train_audio_files_8k" / f"{uuid}.wav")
+    shutil.copy(
+        final / "public_train_audio_files" / f"{uuid}.wav",
+        root / "aicv115m_public_train" / "train_audio_files_8k" / f"{uuid}.wav",
+    )
     build = build_manifest("aicovidvn", root)
     assert build.quarantine.set_index("recording_id").loc[f"aicovidvn:{uuid}", "reason"] == "duplicate_id"
     assert build.accounted

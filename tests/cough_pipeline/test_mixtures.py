@@ -15,8 +15,16 @@ import soundfile as sf
 from cough_pipeline.audio import AudioDecodeError
 from cough_pipeline.demo_corpus import synth
 from cough_pipeline.mixtures import (
-    PROFILES, MixtureError, MixtureProfile, MixtureSpec, esc50_noise_bank, generate_mixtures, held_out_noise,
-    load_noise_bank, plan_mixture, split_noise_bank,
+    PROFILES,
+    MixtureError,
+    MixtureProfile,
+    MixtureSpec,
+    esc50_noise_bank,
+    generate_mixtures,
+    held_out_noise,
+    load_noise_bank,
+    plan_mixture,
+    split_noise_bank,
 )
 from cough_pipeline.mixtures.generate import COUGH_TOO_LONG, OWNER_MARKER
 from cough_pipeline.mixtures.noise_bank import split_counts
@@ -27,6 +35,7 @@ COUNT = 10
 
 
 # ---------------------------------------------------------------- noise bank
+
 
 def test_demo_noise_bank_is_read_from_its_csv(demo_corpus):
     bank = load_noise_bank(demo_corpus / "noise")
@@ -43,8 +52,10 @@ def test_a_plain_folder_takes_categories_from_subfolders(tmp_path):
         sf.write(tmp_path / "bank" / category / "a.wav", np.zeros(rate * 6), rate)
     (tmp_path / "bank" / "fan" / "notes.txt").write_text("not audio")
     bank = load_noise_bank(tmp_path / "bank")
-    assert bank[["category", "sample_rate", "duration_s"]].values.tolist() == [["fan", 44_100, 6.0],
-                                                                              ["traffic", 16_000, 6.0]]
+    assert bank[["category", "sample_rate", "duration_s"]].values.tolist() == [
+        ["fan", 44_100, 6.0],
+        ["traffic", 16_000, 6.0],
+    ]
 
 
 def test_an_empty_or_missing_folder_is_a_clear_error(tmp_path):
@@ -69,8 +80,15 @@ def write_esc50(root: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def test_esc50_bank_skips_coughs_and_absent_clips_and_groups_takes(tmp_path):
-    root = write_esc50(tmp_path / "esc50", [("1-100-A-1.wav", "rain", "100"), ("1-100-B-1.wav", "rain", "100"),
-                                            ("1-200-A-2.wav", "coughing", "200"), ("1-300-A-3.wav", "rain", "300")])
+    root = write_esc50(
+        tmp_path / "esc50",
+        [
+            ("1-100-A-1.wav", "rain", "100"),
+            ("1-100-B-1.wav", "rain", "100"),
+            ("1-200-A-2.wav", "coughing", "200"),
+            ("1-300-A-3.wav", "rain", "300"),
+        ],
+    )
     bank = esc50_noise_bank(root)
     assert [Path(p).name for p in bank["path"]] == ["1-100-A-1.wav", "1-100-B-1.wav"]
     assert bank["group"].nunique() == 1
@@ -89,6 +107,7 @@ def test_esc50_snapshot_from_shared_data(shared_data):
 
 
 # ---------------------------------------------------------------- noise split
+
 
 def test_split_is_disjoint_by_file_stratified_and_seeded(demo_corpus):
     bank = load_noise_bank(demo_corpus / "noise")
@@ -109,13 +128,16 @@ def test_held_out_noise_is_the_test_split(demo_corpus):
         held_out_noise(split.drop(columns="split"))
 
 
-@pytest.mark.parametrize(("n_groups", "expected"), [
-    (1, {"train": 1, "test": 0, "validation": 0}),
-    (2, {"train": 1, "test": 1, "validation": 0}),
-    (3, {"train": 1, "test": 1, "validation": 1}),
-    (8, {"train": 6, "test": 1, "validation": 1}),
-    (20, {"train": 14, "test": 3, "validation": 3}),
-])
+@pytest.mark.parametrize(
+    ("n_groups", "expected"),
+    [
+        (1, {"train": 1, "test": 0, "validation": 0}),
+        (2, {"train": 1, "test": 1, "validation": 0}),
+        (3, {"train": 1, "test": 1, "validation": 1}),
+        (8, {"train": 6, "test": 1, "validation": 1}),
+        (20, {"train": 14, "test": 3, "validation": 3}),
+    ],
+)
 def test_split_counts_serve_train_then_test_first(n_groups, expected):
     assert split_counts(n_groups, {"train": 0.7, "test": 0.15, "validation": 0.15}) == expected
 
@@ -128,6 +150,7 @@ def test_split_rejects_fractions_that_do_not_sum_to_one(demo_corpus, fractions):
 
 # ---------------------------------------------------------------- settings
 
+
 def test_profiles_hold_the_published_sizes():
     assert PROFILES["paper"] == MixtureProfile(train=12_000, validation=1_500, test=1_000)
     assert PROFILES["demo"].count("validation") == 12
@@ -137,15 +160,18 @@ def test_profiles_hold_the_published_sizes():
         PROFILES["demo"].count("dev")
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"snr_db": (5.0, -5.0)}, "snr_db"),
-    ({"time_stretch_factor": (0.0, 1.1)}, "time_stretch_factor"),
-    ({"pitch_shift_probability": 1.5}, "pitch_shift_probability"),
-    ({"events_per_mixture": (0, 2)}, "events_per_mixture"),
-    ({"duration_s": -1.0}, "duration_s"),
-    ({"ref_db": (-10.0, 3.0)}, "ref_db"),
-    ({"label": "../cough"}, "label"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"snr_db": (5.0, -5.0)}, "snr_db"),
+        ({"time_stretch_factor": (0.0, 1.1)}, "time_stretch_factor"),
+        ({"pitch_shift_probability": 1.5}, "pitch_shift_probability"),
+        ({"events_per_mixture": (0, 2)}, "events_per_mixture"),
+        ({"duration_s": -1.0}, "duration_s"),
+        ({"ref_db": (-10.0, 3.0)}, "ref_db"),
+        ({"label": "../cough"}, "label"),
+    ],
+)
 def test_invalid_spec_values_are_rejected(settings, message):
     with pytest.raises(MixtureError, match=message):
         MixtureSpec(**settings)
@@ -159,6 +185,7 @@ def test_plans_depend_on_seed_split_and_index_only():
 
 
 # ---------------------------------------------------------------- generation from the demo corpus
+
 
 def hummed_cough(rng: np.random.Generator, rate: int = 44_100) -> np.ndarray:
     """A synthetic cough over a 100 Hz hum at -40 dBFS, so neither edge is digital silence."""
@@ -175,11 +202,19 @@ def sources(demo_corpus, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     sf.write(extra / "native.wav", hummed_cough(rng), 44_100)
     sf.write(extra / "long.wav", 0.1 * rng.standard_normal(16_000 * 6), 16_000)
     (extra / "broken.mp3").write_bytes(b"<html>502 Bad Gateway</html>")
-    paths = (sorted((demo_corpus / "virufy" / "clinical" / "segmented").glob("*/*.mp3"))[:6]
-             + sorted((demo_corpus / "ccs" / "dist" / "wav").glob("train_00[1-3].wav"))
-             + [extra / "native.wav", extra / "long.wav", extra / "broken.mp3"])
-    coughs = pd.DataFrame({"path": [str(p) for p in paths], "recording_id": [f"demo:{p.stem}" for p in paths],
-                           "participant_id": [f"demo:{p.stem[:12]}" for p in paths], "dataset": "demo"})
+    paths = (
+        sorted((demo_corpus / "virufy" / "clinical" / "segmented").glob("*/*.mp3"))[:6]
+        + sorted((demo_corpus / "ccs" / "dist" / "wav").glob("train_00[1-3].wav"))
+        + [extra / "native.wav", extra / "long.wav", extra / "broken.mp3"]
+    )
+    coughs = pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "recording_id": [f"demo:{p.stem}" for p in paths],
+            "participant_id": [f"demo:{p.stem[:12]}" for p in paths],
+            "dataset": "demo",
+        }
+    )
     bank = split_noise_bank(load_noise_bank(demo_corpus / "noise"), seed=0)
     return coughs, bank[bank["split"] == "train"]
 
@@ -195,8 +230,15 @@ def serial(sources, tmp_path_factory):
 def parallel(sources, serial, tmp_path_factory):
     """The same mixtures from two worker processes, with a cache folder of its own."""
     out_dir = tmp_path_factory.mktemp("parallel")
-    return generate_mixtures(*sources, count=COUNT, split="train", out_dir=out_dir, seed=3, workers=2,
-                             cache_dir=tmp_path_factory.mktemp("cache")), out_dir
+    return generate_mixtures(
+        *sources,
+        count=COUNT,
+        split="train",
+        out_dir=out_dir,
+        seed=3,
+        workers=2,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+    ), out_dir
 
 
 def test_every_mixture_has_its_four_files_at_5_s_44k_mono(serial):
@@ -252,8 +294,8 @@ def test_event_snr_is_over_the_cough_not_the_whole_clip(serial):
         event = events.loc[row["mixture_id"]]
         start = round(event["onset_s"] * 44_100)
         stop = start + round(event["event_duration_s"] * 44_100)
-        event_snr = 10 * np.log10(np.mean(cough[start:stop] ** 2) / np.mean(noise ** 2))
-        clip_snr = 10 * np.log10(np.sum(cough ** 2) / np.sum(noise ** 2))
+        event_snr = 10 * np.log10(np.mean(cough[start:stop] ** 2) / np.mean(noise**2))
+        clip_snr = 10 * np.log10(np.sum(cough**2) / np.sum(noise**2))
         event_gap.append(event_snr - event["snr_db"])
         clip_gap.append(clip_snr - event["snr_db"] - 10 * np.log10(event["event_duration_s"] / 5.0))
     # energy vs K-weighted loudness differ per sound, but not by much on average
@@ -314,8 +356,15 @@ def test_several_events_per_mixture_still_sum_to_the_mixture(sources, tmp_path):
 
 def test_rerun_replaces_the_split_folder(sources, tmp_path):
     progress = []
-    generate_mixtures(*sources, count=2, split="test", out_dir=tmp_path, seed=0, workers=1,
-                      on_progress=lambda done, total: progress.append((done, total)))
+    generate_mixtures(
+        *sources,
+        count=2,
+        split="test",
+        out_dir=tmp_path,
+        seed=0,
+        workers=1,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
     assert progress == [(2, 2)]
     generate_mixtures(*sources, count=1, split="test", out_dir=tmp_path, seed=0, workers=1)
     assert len(list((tmp_path / "test" / "mixture").iterdir())) == 1
@@ -323,6 +372,7 @@ def test_rerun_replaces_the_split_folder(sources, tmp_path):
 
 
 # ---------------------------------------------------------------- validation before any work
+
 
 def test_a_folder_not_written_by_this_module_is_never_replaced(sources, tmp_path):
     (tmp_path / "train").mkdir()
@@ -332,13 +382,16 @@ def test_a_folder_not_written_by_this_module_is_never_replaced(sources, tmp_path
     assert (tmp_path / "train" / "precious.txt").is_file()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda coughs, noise: (coughs.iloc[:0], noise), "no cough given"),
-    (lambda coughs, noise: (coughs, noise.iloc[:0]), "no noise given"),
-    (lambda coughs, noise: (coughs.drop(columns="participant_id"), noise), "participant_id"),
-    (lambda coughs, noise: (coughs.assign(path=coughs["path"] + ".gone"), noise), "not found"),
-    (lambda coughs, noise: (coughs, noise.assign(category="bad/name")), "categories"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda coughs, noise: (coughs.iloc[:0], noise), "no cough given"),
+        (lambda coughs, noise: (coughs, noise.iloc[:0]), "no noise given"),
+        (lambda coughs, noise: (coughs.drop(columns="participant_id"), noise), "participant_id"),
+        (lambda coughs, noise: (coughs.assign(path=coughs["path"] + ".gone"), noise), "not found"),
+        (lambda coughs, noise: (coughs, noise.assign(category="bad/name")), "categories"),
+    ],
+)
 def test_invalid_inputs_fail_before_anything_is_written(sources, tmp_path, change, message):
     coughs, noise = change(*sources)
     with pytest.raises(MixtureError, match=message):
@@ -346,9 +399,15 @@ def test_invalid_inputs_fail_before_anything_is_written(sources, tmp_path, chang
     assert not (tmp_path / "train").exists()
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ({"count": -1}, "count"), ({"workers": 0}, "workers"), ({"split": "a/b"}, "split"), ({"seed": -3}, "seed"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"count": -1}, "count"),
+        ({"workers": 0}, "workers"),
+        ({"split": "a/b"}, "split"),
+        ({"seed": -3}, "seed"),
+    ],
+)
 def test_invalid_arguments_fail_before_anything_is_written(sources, tmp_path, arguments, message):
     settings = {"count": 1, "split": "train", "workers": 1, "seed": 0, **arguments}
     with pytest.raises(MixtureError, match=message):
@@ -364,8 +423,9 @@ def test_no_usable_cough_is_a_clear_error(sources, tmp_path):
 
 def test_one_mixture_per_cough_uses_every_usable_cough_exactly_once(sources, tmp_path):
     coughs, noise = sources
-    result = generate_mixtures(coughs, noise, count=1, split="classification", out_dir=tmp_path, seed=0, workers=1,
-                               one_per_cough=True)
+    result = generate_mixtures(
+        coughs, noise, count=1, split="classification", out_dir=tmp_path, seed=0, workers=1, one_per_cough=True
+    )
     used = result.events["cough_file"].tolist()
     rejected = set(result.rejected.loc[result.rejected["role"] == "cough", "path"])
     assert len(used) == len(set(used)) == len(coughs) - len(rejected)

@@ -26,8 +26,11 @@ def test_coswara_metadata(shared_data):
     frame = rows("coswara", shared_data / "coswara")
     assert len(frame) == 2 * 2746 and frame["participant_id"].nunique() == 2746
     per_participant = frame[frame["cough_type"] == "heavy"]
-    assert per_participant["covid_label"].value_counts().to_dict() == {"negative": 1433, "positive": 681,
-                                                                      "unknown": 632}
+    assert per_participant["covid_label"].value_counts().to_dict() == {
+        "negative": 1433,
+        "positive": 681,
+        "unknown": 632,
+    }
     raw = per_participant["covid_label_raw"].value_counts()
     assert raw["positive_mild"] == 426 and raw["no_resp_illness_exposed"] == 248 and raw["recovered_full"] == 146
     reasons = per_participant["exclude_reason"].value_counts()
@@ -53,7 +56,10 @@ def test_coughvid_metadata(shared_data):
     frame = rows("coughvid", shared_data / "coughvid" / "third_party_column_subset")
     assert len(frame) == 27_550
     assert frame["covid_label_raw"].value_counts().to_dict() == {
-        "healthy": 12_479, "symptomatic": 2_590, "COVID-19": 1_155}
+        "healthy": 12_479,
+        "symptomatic": 2_590,
+        "COVID-19": 1_155,
+    }
     assert frame["covid_label_raw"].isna().sum() == 11_326
     assert (frame["cough_detected"] >= 0.8).sum() == 15_125
     assert (frame["exclude_reason"] == "not_cough").sum() == 27_550 - 15_125

@@ -19,8 +19,8 @@ from cough_pipeline.segmentation import (
     HysteresisConfig,
     RmsConfig,
     Segment,
-    count_table,
     coughs_per_minute,
+    count_table,
     fleiss_kappa,
     locate_clips,
     precision_proxy,
@@ -60,7 +60,7 @@ def synthetic_coughs(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
         t = np.arange(int(length * rate)) / rate
         envelope = np.minimum(t / 0.01, 1.0) * np.exp(-t / (length / 4))
         start = int(onset * rate)
-        signal[start:start + t.size] += rng.uniform(0.3, 0.8) * envelope * rng.standard_normal(t.size)
+        signal[start : start + t.size] += rng.uniform(0.3, 0.8) * envelope * rng.standard_normal(t.size)
         onset += length + rng.uniform(0.8, 2.5)
     return np.clip(signal, -1, 1).astype(np.float32)
 
@@ -174,7 +174,7 @@ def test_rms_frames_match_librosa():
 
     signal = synthetic_coughs(3, RATE_48K, seed=1)[:100_003]
     frames = FrameRms(2048, 512)
-    ours = np.concatenate([frames.add(signal[i:i + 7_777]) for i in range(0, signal.size, 7_777)] + [frames.finish()])
+    ours = np.concatenate([frames.add(signal[i : i + 7_777]) for i in range(0, signal.size, 7_777)] + [frames.finish()])
     np.testing.assert_allclose(ours, librosa.feature.rms(y=signal)[0], rtol=1e-4, atol=1e-7)
 
 
@@ -319,7 +319,9 @@ def test_segment_file_resamples_to_the_config_rate_and_validates(tmp_path, long_
     path, _ = long_wav
     native = segment_file(path, "hysteresis", HysteresisConfig(sample_rate=None))
     assert native.sample_rate == RATE_48K and native.samples.size == 40 * RATE_48K
-    assert segment_file(path, "rms", RmsConfig(sample_rate=16_000, hop_length=170, frame_length=680)).sample_rate == 16_000
+    assert (
+        segment_file(path, "rms", RmsConfig(sample_rate=16_000, hop_length=170, frame_length=680)).sample_rate == 16_000
+    )
     with pytest.raises(ValueError, match="unknown segmentation method"):
         segment_file(path, "energy")
     with pytest.raises(TypeError, match="RmsConfig"):
@@ -334,10 +336,20 @@ def test_segment_file_resamples_to_the_config_rate_and_validates(tmp_path, long_
 
 def test_fleiss_kappa_on_the_published_worked_example():
     # Fleiss (1971) as worked on Wikipedia's "Fleiss' kappa" page: 10 subjects, 14 raters, 5 categories.
-    table = np.array([
-        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
-    ])
+    table = np.array(
+        [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ]
+    )
     assert fleiss_kappa(table) == pytest.approx(0.210, abs=5e-4)
 
 
@@ -352,10 +364,12 @@ def test_fleiss_kappa_perfect_agreement_and_bad_tables():
 
 def test_precision_proxy_counts_segments_overlapping_exactly_one_manual():
     manual = [Segment(1.0, 2.0), Segment(2.5, 3.0), Segment(5.0, 6.0)]
-    automatic = [Segment(1.2, 1.8),  # one: counts
-                 Segment(1.9, 2.7),  # two: merged coughs
-                 Segment(3.5, 4.5),  # none: false alarm
-                 Segment(5.5, 7.0)]  # one: counts
+    automatic = [
+        Segment(1.2, 1.8),  # one: counts
+        Segment(1.9, 2.7),  # two: merged coughs
+        Segment(3.5, 4.5),  # none: false alarm
+        Segment(5.5, 7.0),
+    ]  # one: counts
     assert precision_proxy(automatic, manual) == 0.5
     assert precision_proxy(automatic, []) == 0.0
     assert np.isnan(precision_proxy([], manual))
@@ -380,7 +394,7 @@ def test_locate_clips_finds_gain_changed_noisy_padded_clips():
     lengths = [6_000, 7_000, 2_500, 3_000]
     clips = []
     for start, length in zip(starts, lengths):
-        piece = 1.7 * original[start:start + length] + 1e-4 * rng.standard_normal(length).astype(np.float32)
+        piece = 1.7 * original[start : start + length] + 1e-4 * rng.standard_normal(length).astype(np.float32)
         clips.append(np.concatenate((piece, np.zeros(RATE_16K, dtype=np.float32))))  # silence-padded, as Virufy's
     located = locate_clips(original, clips, RATE_16K)
     for segment, start, length in zip(located, starts, lengths):
@@ -405,8 +419,10 @@ def virufy_originals(shared_data: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def virufy_segmentations(shared_data) -> dict[str, dict[str, list[Segment]]]:
     """method -> original file name -> segments, with the published configurations (the defaults)."""
-    return {method: {path.name: list(segment_file(path, method).segments) for path in virufy_originals(shared_data)}
-            for method in ("hysteresis", "rms")}
+    return {
+        method: {path.name: list(segment_file(path, method).segments) for path in virufy_originals(shared_data)}
+        for method in ("hysteresis", "rms")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -438,8 +454,10 @@ def test_virufy_precision_proxy_against_located_manual_segments(shared_data, vir
     single = {"hysteresis": 0.0, "rms": 0.0}
     for original in virufy_originals(shared_data):
         samples, rate = load_mono(original, RATE_16K)
-        clip_paths = sorted((clinical / "segmented" / original.parent.name).glob(f"{original.stem}-*.mp3"),
-                            key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        clip_paths = sorted(
+            (clinical / "segmented" / original.parent.name).glob(f"{original.stem}-*.mp3"),
+            key=lambda p: int(p.stem.rsplit("-", 1)[1]),
+        )
         manual = locate_clips(samples, [load_mono(p, RATE_16K)[0] for p in clip_paths], rate)
         # Manual clips are numbered in time order: located starts must be too.
         assert [m.start_s for m in manual] == sorted(m.start_s for m in manual), original.name

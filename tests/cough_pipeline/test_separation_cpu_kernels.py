@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.cpu_kernels import (
     _exp_inplace,
     log_power,
     lstm_recurrence,
     scaled_layer,
 )
+from cough_pipeline.separation.model import CoughSeparator
 
 
 def _layer(inputs: int, hidden: int, seed: int) -> nn.LSTM:
@@ -22,8 +22,9 @@ def _layer(inputs: int, hidden: int, seed: int) -> nn.LSTM:
     return nn.LSTM(inputs, hidden, batch_first=True).eval()
 
 
-@pytest.mark.parametrize(("batch", "frames", "inputs", "hidden"),
-                         [(1, 300, 257, 50), (3, 41, 50, 50), (2, 1, 7, 13), (1, 5, 3, 1)])
+@pytest.mark.parametrize(
+    ("batch", "frames", "inputs", "hidden"), [(1, 300, 257, 50), (3, 41, 50, 50), (2, 1, 7, 13), (1, 5, 3, 1)]
+)
 def test_kernel_equals_torch_lstm_with_and_without_state(batch, frames, inputs, hidden):
     layer = _layer(inputs, hidden, seed=frames)
     kernel = scaled_layer(layer)
@@ -48,7 +49,7 @@ def test_state_carries_across_calls_like_one_long_call():
     whole, whole_state = kernel(x)
     state, pieces = None, []
     for start in range(0, 200, 37):
-        piece, state = kernel(x[:, start:start + 37], state)
+        piece, state = kernel(x[:, start : start + 37], state)
         pieces.append(piece)
     assert (torch.cat(pieces, dim=1) - whole).abs().max() < 1e-6
     assert all((a - b).abs().max() < 1e-6 for a, b in zip(state, whole_state))
@@ -75,8 +76,7 @@ def test_exp_is_accurate_over_the_float_range_and_keeps_nan():
     assert np.max(np.abs(values - expected) / expected) < 5e-7  # a few float32 ulp
     clamped = np.array([-1e4, 1e4, np.nan], np.float32)
     _exp_inplace(clamped, 3)
-    assert clamped[0] == pytest.approx(np.exp(-87.0), rel=1e-6) and clamped[1] == pytest.approx(np.exp(88.0),
-                                                                                                rel=1e-6)
+    assert clamped[0] == pytest.approx(np.exp(-87.0), rel=1e-6) and clamped[1] == pytest.approx(np.exp(88.0), rel=1e-6)
     assert np.isnan(clamped[2])
 
 
@@ -123,7 +123,7 @@ def test_inference_separator_paths_agree():
 
 def test_log_power_matches_float64_over_the_float_range():
     rng = np.random.default_rng(8)
-    magnitudes = np.concatenate([10.0 ** rng.uniform(-7.9, 18.0, 50_000), [1.0, 0.5, 2.0 ** 0.5, 1e-9, 0.0]])
+    magnitudes = np.concatenate([10.0 ** rng.uniform(-7.9, 18.0, 50_000), [1.0, 0.5, 2.0**0.5, 1e-9, 0.0]])
     angles = rng.uniform(0, 2 * np.pi, magnitudes.size)
     spectrum = torch.from_numpy((magnitudes * np.exp(1j * angles)).astype(np.complex64)).reshape(5, -1)
     out = log_power(spectrum, 1e-16)

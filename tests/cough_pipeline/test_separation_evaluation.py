@@ -29,7 +29,7 @@ def synthetic_clip(seed: int, noise_gain: float = 0.1) -> tuple[np.ndarray, np.n
     cough = np.zeros(samples)
     burst = int(0.3 * SAMPLE_RATE)
     start = int(0.5 * SAMPLE_RATE)
-    cough[start:start + burst] = rng.standard_normal(burst) * np.exp(-np.arange(burst) / (0.05 * SAMPLE_RATE))
+    cough[start : start + burst] = rng.standard_normal(burst) * np.exp(-np.arange(burst) / (0.05 * SAMPLE_RATE))
     noise = noise_gain * rng.standard_normal(samples)
     cough, noise = cough.astype(np.float32), noise.astype(np.float32)
     return cough + noise, cough, noise
@@ -69,17 +69,21 @@ def test_cough_scores_do_not_depend_on_the_noise_estimate():
 
 def test_less_noise_in_the_estimate_scores_higher():
     _, cough, noise = synthetic_clip(3)
-    scores = [bss_eval(cough, noise, cough + gain * noise, (1 - gain) * noise, SAMPLE_RATE).sdr
-              for gain in (1.0, 0.3, 0.1)]
+    scores = [
+        bss_eval(cough, noise, cough + gain * noise, (1 - gain) * noise, SAMPLE_RATE).sdr for gain in (1.0, 0.3, 0.1)
+    ]
     assert scores[0] < scores[1] < scores[2]
 
 
-@pytest.mark.parametrize(("signals", "reason"), [
-    (lambda m, c, n: (np.zeros_like(c), n, m, m - m), "silent_reference_cough"),
-    (lambda m, c, n: (c, np.zeros_like(n), m, m - m), "silent_reference_noise"),
-    (lambda m, c, n: (c, n, np.zeros_like(m), m), "silent_estimate"),
-    (lambda m, c, n: (c, n, np.full_like(m, np.nan), m), "non_finite"),
-])
+@pytest.mark.parametrize(
+    ("signals", "reason"),
+    [
+        (lambda m, c, n: (np.zeros_like(c), n, m, m - m), "silent_reference_cough"),
+        (lambda m, c, n: (c, np.zeros_like(n), m, m - m), "silent_reference_noise"),
+        (lambda m, c, n: (c, n, np.zeros_like(m), m), "silent_estimate"),
+        (lambda m, c, n: (c, n, np.full_like(m, np.nan), m), "non_finite"),
+    ],
+)
 def test_degenerate_clips_give_nan_with_a_reason(signals, reason):
     scores = bss_eval(*signals(*synthetic_clip(4)), SAMPLE_RATE)
     assert scores.reason == reason
@@ -88,7 +92,7 @@ def test_degenerate_clips_give_nan_with_a_reason(signals, reason):
 
 def test_windowed_scores_skip_windows_without_a_cough():
     _, cough, noise = synthetic_clip(5)
-    cough[int(1.0 * SAMPLE_RATE):] = 0.0  # windows after the burst: an exactly silent reference, scored NaN
+    cough[int(1.0 * SAMPLE_RATE) :] = 0.0  # windows after the burst: an exactly silent reference, scored NaN
     scores = bss_eval(cough, noise, cough + 0.1 * noise, 0.9 * noise, SAMPLE_RATE, window_seconds=0.5)
     assert scores.reason is None and math.isfinite(scores.sdr)
 
@@ -113,15 +117,17 @@ def test_evaluate_separation_tables():
     np.testing.assert_allclose(baseline["sdr"], baseline["snr"], atol=0.05)
     # halving the noise amplitude is a 6 dB SNR gain
     np.testing.assert_allclose(system["snr_improvement"], 20 * math.log10(2), atol=1e-3)
-    assert summary.loc["half noise", "sdr_improvement_median"] == pytest.approx(
-        system["sdr_improvement"].median())
+    assert summary.loc["half noise", "sdr_improvement_median"] == pytest.approx(system["sdr_improvement"].median())
     assert summary.loc["half noise", "scored"] == 3
 
 
 def test_evaluate_separation_reports_a_silent_reference_without_crashing():
     _, cough, noise = synthetic_clip(13)
-    per_clip, summary = evaluate_separation([(noise, np.zeros_like(cough), noise), synthetic_clip(14)],
-                                            {"identity": lambda wave: wave}, sample_rate=SAMPLE_RATE)
+    per_clip, summary = evaluate_separation(
+        [(noise, np.zeros_like(cough), noise), synthetic_clip(14)],
+        {"identity": lambda wave: wave},
+        sample_rate=SAMPLE_RATE,
+    )
     silent = per_clip[per_clip["clip"] == "0"]
     assert set(silent["reason"]) == {"silent_reference_cough"} and silent["sdr"].isna().all()
     assert summary.loc["identity", "clips"] == 2 and summary.loc["identity", "scored"] == 1
@@ -144,8 +150,9 @@ def test_a_separator_returning_the_wrong_length_is_named():
 def test_a_model_scores_through_model_separator():
     torch.manual_seed(0)
     model = CoughSeparator(SeparatorConfig(sample_rate=SAMPLE_RATE, n_fft=256, hop_length=64, hidden_size=8))
-    per_clip, _ = evaluate_separation([synthetic_clip(17)], {"untrained": model_separator(model)},
-                                      sample_rate=SAMPLE_RATE)
+    per_clip, _ = evaluate_separation(
+        [synthetic_clip(17)], {"untrained": model_separator(model)}, sample_rate=SAMPLE_RATE
+    )
     row = per_clip[per_clip["system"] == "untrained"].iloc[0]
     assert row["reason"] is None and np.isfinite(row["sdr"]) and np.isfinite(row["snr"])
     assert not model.training

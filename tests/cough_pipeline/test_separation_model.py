@@ -61,7 +61,7 @@ def _signal(seconds: float, seed: int = 1) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * RATE)) / RATE
     wave = 0.1 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)
-    wave[t.size // 3: t.size // 2] += 0.3 * rng.standard_normal(t.size // 2 - t.size // 3)
+    wave[t.size // 3 : t.size // 2] += 0.3 * rng.standard_normal(t.size // 2 - t.size // 3)
     return torch.from_numpy(wave.astype(np.float32))
 
 
@@ -151,13 +151,13 @@ def test_streaming_equals_offline(chunk):
         offline = model(wave.unsqueeze(0))[0].numpy()
     streamer = StreamingSeparator(model)
     assert streamer.latency_samples == 511
-    pieces = [streamer.process(wave[i:i + chunk].numpy()) for i in range(0, wave.shape[0], chunk)]
-    assert [len(piece) for piece in pieces] == [len(wave[i:i + chunk]) for i in range(0, wave.shape[0], chunk)]
+    pieces = [streamer.process(wave[i : i + chunk].numpy()) for i in range(0, wave.shape[0], chunk)]
+    assert [len(piece) for piece in pieces] == [len(wave[i : i + chunk]) for i in range(0, wave.shape[0], chunk)]
     tail = streamer.flush()
     assert len(tail) == streamer.latency_samples
     delayed = np.concatenate(pieces + [tail])
-    assert np.all(delayed[:streamer.latency_samples] == 0)
-    assert np.abs(delayed[streamer.latency_samples:] - offline).max() < 1e-4
+    assert np.all(delayed[: streamer.latency_samples] == 0)
+    assert np.abs(delayed[streamer.latency_samples :] - offline).max() < 1e-4
     # torch chunks come back as tensors; reset() starts over
     streamer.reset()
     out = torch.cat([streamer.process(wave[:700]), streamer.flush()])

@@ -59,8 +59,13 @@ def batches(count: int, batch_size: int = 3, seed: int = 0) -> list[tuple[torch.
 def test_config_validates_and_round_trips():
     config = PruningConfig(keep_fraction=0.05, target_parameters=["masker.output.weight", "masker.lstm.weight_hh_l0"])
     assert PruningConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    for bad in ({"keep_fraction": 0.0}, {"keep_fraction": 1.5}, {"target_parameters": ()},
-                {"sensitivity_batches": 0}, {"scope": "layer"}):
+    for bad in (
+        {"keep_fraction": 0.0},
+        {"keep_fraction": 1.5},
+        {"target_parameters": ()},
+        {"sensitivity_batches": 0},
+        {"scope": "layer"},
+    ):
         with pytest.raises(ValueError):
             PruningConfig(**bad)
 
@@ -139,12 +144,23 @@ def test_apply_masks_zeroes_the_pruned_weights():
 
 def test_training_with_the_masks_keeps_the_pruned_weights_at_zero(tmp_path):
     model = small_model()
-    config = PruningConfig(keep_fraction=0.05, target_parameters=("masker.output.weight", "masker.lstm.weight_hh_l0"),
-                           scope="per_parameter")
+    config = PruningConfig(
+        keep_fraction=0.05,
+        target_parameters=("masker.output.weight", "masker.lstm.weight_hh_l0"),
+        scope="per_parameter",
+    )
     masks = snip_masks(model, batches(2), config)
     clips = [(mixture[0], cough[0]) for mixture, cough in batches(4, batch_size=1)]
-    result = train_on_datasets(clips[:3], clips[3:], config=SMALL, epochs=2, batch_size=2, device="cpu",
-                               grad_masks=masks, model=apply_masks(model, masks))
+    result = train_on_datasets(
+        clips[:3],
+        clips[3:],
+        config=SMALL,
+        epochs=2,
+        batch_size=2,
+        device="cpu",
+        grad_masks=masks,
+        model=apply_masks(model, masks),
+    )
     trained = dict(result.model.named_parameters())
     for name, mask in masks.items():
         assert not trained[name].detach()[~mask].any()
@@ -234,8 +250,15 @@ def test_parameter_counts_and_sizes_of_the_sparse_model():
 def test_complexity_table_has_one_row_per_model_and_device():
     pruned, _, _ = pruned_small_model()
     models = {"dense": small_model().eval(), "pruned sparse": optimize_for_inference(pruned)}
-    table = complexity_table(models, clip_seconds=0.25, sample_rate=SMALL.sample_rate, devices=["cpu"],
-                             batch_size=2, latency_runs=2, throughput_runs=1)
+    table = complexity_table(
+        models,
+        clip_seconds=0.25,
+        sample_rate=SMALL.sample_rate,
+        devices=["cpu"],
+        batch_size=2,
+        latency_runs=2,
+        throughput_runs=1,
+    )
     assert list(table["model"]) == ["dense", "pruned sparse"] and set(table["device"]) == {"cpu"}
     assert (table["latency_ms"] > 0).all() and (table["throughput_clips_per_s"] > 0).all()
     dense, sparse = table.iloc[0], table.iloc[1]

@@ -37,7 +37,7 @@ def test_anova_by_hand():
     assert result.statistic == pytest.approx(22.5, rel=1e-12)
     assert result.effect_squared == pytest.approx(0.9, rel=1e-12)
     assert result.effect == pytest.approx(math.sqrt(0.9), rel=1e-12)
-    assert result.p_value == pytest.approx(10 ** -2.5, rel=1e-9)
+    assert result.p_value == pytest.approx(10**-2.5, rel=1e-9)
 
 
 def test_chi_square_2x2_by_hand():
@@ -117,16 +117,19 @@ def test_perfect_separation_is_infinite_f_not_an_error():
     assert math.isinf(result.statistic) and result.p_value == 0.0 and result.effect == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(("values", "groups", "message"), [
-    ([1, 2, 3], ["a", "a", "a"], "at least 2 groups"),
-    ([1, 2, None], ["a", "a", "b"], "at least 2 groups"),  # the only "b" is null: one group left
-    ([1, 2], ["a", "b"], "more observations than groups"),
-    ([3, 3, 3, 3], ["a", "a", "b", "b"], "zero variance"),
-    ([1, 2, 3], ["a", "b"], "equal length"),
-    ([1, "x", 3, 4], ["a", "a", "b", "b"], "numeric"),
-    ([1, np.inf, 3, 4], ["a", "a", "b", "b"], "infinite"),
-    ([[1, 2], [3, 4]], [["a", "b"], ["a", "b"]], "1-D"),
-])
+@pytest.mark.parametrize(
+    ("values", "groups", "message"),
+    [
+        ([1, 2, 3], ["a", "a", "a"], "at least 2 groups"),
+        ([1, 2, None], ["a", "a", "b"], "at least 2 groups"),  # the only "b" is null: one group left
+        ([1, 2], ["a", "b"], "more observations than groups"),
+        ([3, 3, 3, 3], ["a", "a", "b", "b"], "zero variance"),
+        ([1, 2, 3], ["a", "b"], "equal length"),
+        ([1, "x", 3, 4], ["a", "a", "b", "b"], "numeric"),
+        ([1, np.inf, 3, 4], ["a", "a", "b", "b"], "infinite"),
+        ([[1, 2], [3, 4]], [["a", "b"], ["a", "b"]], "1-D"),
+    ],
+)
 def test_anova_errors(values, groups, message):
     with pytest.raises(StatsError, match=message):
         anova_oneway(values, groups)

@@ -14,8 +14,13 @@ def recordings_table(participants_per_dataset: dict[str, int], recordings_per_pa
     for dataset, n_participants in participants_per_dataset.items():
         for participant in range(n_participants):
             for take in range(recordings_per_participant):
-                rows.append({"dataset": dataset, "participant_id": f"{dataset}:p{participant}",
-                             "recording_id": f"{dataset}:p{participant}:r{take}"})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "participant_id": f"{dataset}:p{participant}",
+                        "recording_id": f"{dataset}:p{participant}:r{take}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -25,7 +30,9 @@ def test_every_participant_is_in_exactly_one_subset():
     assert (subsets_per_participant == 1).all()
     assert set(split["subset"]) == {SEPARATION, CLASSIFICATION}
     assert leakage(split[split["subset"] == SEPARATION], split[split["subset"] == CLASSIFICATION]) == {
-        "recording_ids": [], "participant_ids": []}
+        "recording_ids": [],
+        "participant_ids": [],
+    }
 
 
 def test_every_row_is_assigned_once_and_order_is_kept():
@@ -85,12 +92,15 @@ def test_empty_input_comes_back_empty_with_the_column():
     assert split.empty and "subset" in split.columns
 
 
-@pytest.mark.parametrize(("recordings", "fraction", "message"), [
-    (pd.DataFrame({"recording_id": ["a"], "dataset": ["ccs"]}), 0.5, "participant_id"),
-    (recordings_table({"ccs": 2}), 1.5, r"\[0, 1\]"),
-    (pd.concat([recordings_table({"ccs": 2})] * 2), 0.5, "unique"),
-    (recordings_table({"ccs": 2}).assign(participant_id=None), 0.5, "missing values"),
-])
+@pytest.mark.parametrize(
+    ("recordings", "fraction", "message"),
+    [
+        (pd.DataFrame({"recording_id": ["a"], "dataset": ["ccs"]}), 0.5, "participant_id"),
+        (recordings_table({"ccs": 2}), 1.5, r"\[0, 1\]"),
+        (pd.concat([recordings_table({"ccs": 2})] * 2), 0.5, "unique"),
+        (recordings_table({"ccs": 2}).assign(participant_id=None), 0.5, "missing values"),
+    ],
+)
 def test_invalid_input_is_rejected_with_a_clear_error(recordings, fraction, message):
     with pytest.raises(ValueError, match=message):
         split_subsets(recordings, fraction, seed=0)
@@ -105,11 +115,13 @@ def test_leakage_reports_shared_recordings_and_participants():
 
 
 def test_separation_coughs_split_by_participant_across_train_validation_test():
-    coughs = pd.DataFrame({
-        "path": [f"/c/{i}.wav" for i in range(60)],
-        "participant_id": [f"p{i // 3}" for i in range(60)],
-        "dataset": ["a" if i < 30 else "b" for i in range(60)],
-    })
+    coughs = pd.DataFrame(
+        {
+            "path": [f"/c/{i}.wav" for i in range(60)],
+            "participant_id": [f"p{i // 3}" for i in range(60)],
+            "dataset": ["a" if i < 30 else "b" for i in range(60)],
+        }
+    )
     split = split_coughs(coughs, seed=0)
     assert set(split["split"]) == {"train", "validation", "test"}
     assert (split.groupby("participant_id")["split"].nunique() == 1).all()

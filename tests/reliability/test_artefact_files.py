@@ -63,9 +63,14 @@ def consistent(storage) -> pd.DataFrame:
 def test_a_failing_config_touches_no_file(segmented):
     storage = segmented["storage"]
     before = consistent(storage)
-    failed = materialize([manifest, cough_segments], selection=[cough_segments], partition_key="ccs",
-                         resources=segmented, raise_on_error=False,
-                         run_config={"ops": {"cough_segments": {"config": {"methods": []}}}})
+    failed = materialize(
+        [manifest, cough_segments],
+        selection=[cough_segments],
+        partition_key="ccs",
+        resources=segmented,
+        raise_on_error=False,
+        run_config={"ops": {"cough_segments": {"config": {"methods": []}}}},
+    )
     assert not failed.success
     after = consistent(storage)
     pd.testing.assert_frame_equal(before, after)
@@ -78,9 +83,12 @@ def test_a_stage_killed_while_writing_leaves_the_previous_table_and_files(segmen
     before = consistent(storage)
     folder = storage.root_path / "segments" / "ccs"
     started = time.time()
-    child = subprocess.Popen([sys.executable, "-c", SLOW_SEGMENTATION, str(storage.root_path),
-                              str(storage.catalog_path)], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SEGMENTATION, str(storage.root_path), str(storage.catalog_path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
@@ -94,8 +102,9 @@ def test_a_stage_killed_while_writing_leaves_the_previous_table_and_files(segmen
         child.wait(timeout=30)
     pd.testing.assert_frame_equal(before, consistent(storage))
     # the next successful run removes the killed run's files and the superseded generation
-    assert materialize([manifest, cough_segments], selection=[cough_segments], partition_key="ccs",
-                       resources=segmented).success
+    assert materialize(
+        [manifest, cough_segments], selection=[cough_segments], partition_key="ccs", resources=segmented
+    ).success
     consistent(storage)
     assert len([p for p in folder.iterdir() if p.is_dir()]) == 1
 
@@ -110,8 +119,9 @@ def test_recordings_whose_ids_sanitise_alike_keep_their_own_segment_files(demo_c
     build = build_manifest("ccs", demo_corpus / "ccs")
     rows = build.manifest[build.manifest["exclude_reason"].isna()].head(4).copy()
     rows["recording_id"] = ["ccs:a é", "ccs:a ü", "ccs:a b", "ccs:a_b"]
-    run = SegmentationRun(methods={"hysteresis": HysteresisConfig()}, output_dir=tmp_path / "out",
-                          relative_to=tmp_path, workers=1)
+    run = SegmentationRun(
+        methods={"hysteresis": HysteresisConfig()}, output_dir=tmp_path / "out", relative_to=tmp_path, workers=1
+    )
     segments = segment_recordings(rows, demo_corpus / "ccs", run).segments
     assert segments["recording_id"].nunique() == 4
     assert not segments["path"].duplicated().any()

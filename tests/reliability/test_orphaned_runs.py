@@ -52,8 +52,14 @@ def _wait_for_started_run(instance: DagsterInstance, process: subprocess.Popen, 
 
 
 def test_a_killed_run_is_marked_failed_naming_its_process():
-    process = subprocess.Popen([sys.executable, "-c", SLOW_RUN], cwd=REPO, env=dict(os.environ),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN],
+        cwd=REPO,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with DagsterInstance.get() as instance:
             run = _wait_for_started_run(instance, process)
@@ -94,12 +100,18 @@ def test_only_runs_of_dead_processes_on_this_host_are_marked():
         marked = mark_orphaned_runs(instance)
 
         assert sorted(line.split()[1] for line in marked) == sorted([recycled_pid.run_id, never_started.run_id])
-        status = {run.run_id: instance.get_run_by_id(run.run_id).status
-                  for run in (alive, other_host, untagged, finished, recycled_pid, never_started)}
-        assert status == {alive.run_id: DagsterRunStatus.STARTED, other_host.run_id: DagsterRunStatus.STARTED,
-                          untagged.run_id: DagsterRunStatus.STARTED, finished.run_id: DagsterRunStatus.SUCCESS,
-                          recycled_pid.run_id: DagsterRunStatus.FAILURE,
-                          never_started.run_id: DagsterRunStatus.FAILURE}
+        status = {
+            run.run_id: instance.get_run_by_id(run.run_id).status
+            for run in (alive, other_host, untagged, finished, recycled_pid, never_started)
+        }
+        assert status == {
+            alive.run_id: DagsterRunStatus.STARTED,
+            other_host.run_id: DagsterRunStatus.STARTED,
+            untagged.run_id: DagsterRunStatus.STARTED,
+            finished.run_id: DagsterRunStatus.SUCCESS,
+            recycled_pid.run_id: DagsterRunStatus.FAILURE,
+            never_started.run_id: DagsterRunStatus.FAILURE,
+        }
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc")
@@ -114,12 +126,19 @@ def test_the_commands_mark_orphaned_runs_when_they_start():
     """``python -m assets.orphans`` (what ``make ui`` runs first; the demo and backfill commands share the code)."""
     with DagsterInstance.get() as instance:
         run = _add_run(instance, DagsterRunStatus.STARTED, {**process_tags(), PROCESS_TAG: "other-boot:1"})
-    completed = subprocess.run([sys.executable, "-m", "assets.orphans"], cwd=REPO, env=dict(os.environ),
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-m", "assets.orphans"],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.splitlines() == [
         f"run {run.run_id} (__ASSET_JOB): run process {os.getpid()} on host {socket.gethostname()} is gone "
-        "(killed or crashed); marked failed by python -m assets.orphans"]
+        "(killed or crashed); marked failed by python -m assets.orphans"
+    ]
     with DagsterInstance.get() as instance:
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
 
@@ -136,6 +155,10 @@ def test_run_monitoring_is_enabled_in_the_project_instance(tmp_path):
 def test_demo_and_backfill_mark_orphans_before_running():
     for module in ("demo", "backfill"):
         source = (REPO / "assets" / f"{module}.py").read_text()
-        main = source[source.index("def main("):]
-        assert main.index("check_settings()") < main.index("DagsterInstance.get()") < main.index(
-            "report_orphaned_runs(") < main.index("build_resources()"), module
+        main = source[source.index("def main(") :]
+        assert (
+            main.index("check_settings()")
+            < main.index("DagsterInstance.get()")
+            < main.index("report_orphaned_runs(")
+            < main.index("build_resources()")
+        ), module

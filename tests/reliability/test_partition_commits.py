@@ -16,17 +16,17 @@ from dagster import AssetOut, Output, materialize, multi_asset
 from assets.manifest import manifest
 from assets.resources import build_resources
 
-HOLD_CATALOG = ("import duckdb, sys\n"
-                "connection = duckdb.connect(sys.argv[1])\n"
-                "print('holding', flush=True)\n"
-                "sys.stdin.read()\n")
+HOLD_CATALOG = (
+    "import duckdb, sys\nconnection = duckdb.connect(sys.argv[1])\nprint('holding', flush=True)\nsys.stdin.read()\n"
+)
 
 
 @contextmanager
 def catalog_held(catalog: Path):
     """Another process (an analyst's DuckDB client) holding the catalog open for writing."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_CATALOG, str(catalog)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CATALOG, str(catalog)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         yield
@@ -39,8 +39,9 @@ def visible(catalog: Path, dataset: str) -> tuple[int, int]:
     """(manifest rows, quarantine rows) of ``dataset`` as a DuckDB reader of the catalog sees them."""
     with duckdb.connect(str(catalog), read_only=True) as connection:
         kept = connection.execute("SELECT count(*) FROM manifest WHERE dataset = ?", [dataset]).fetchone()[0]
-        quarantined = connection.execute("SELECT count(*) FROM manifest_quarantine WHERE dataset = ?",
-                                         [dataset]).fetchone()[0]
+        quarantined = connection.execute(
+            "SELECT count(*) FROM manifest_quarantine WHERE dataset = ?", [dataset]
+        ).fetchone()[0]
     return kept, quarantined
 
 
@@ -53,13 +54,23 @@ def ccs_copy(tmp_path, demo_corpus):
 
 def materialise_ccs(tmp_path, root):
     resources = build_resources(str(tmp_path / "data"), str(tmp_path / "warehouse.duckdb"))
-    return materialize([manifest], partition_key="ccs", resources=resources, raise_on_error=False,
-                       run_config={"resources": {"data_roots": {"config": {"ccs": str(root)}}}})
+    return materialize(
+        [manifest],
+        partition_key="ccs",
+        resources=resources,
+        raise_on_error=False,
+        run_config={"resources": {"data_roots": {"config": {"ccs": str(root)}}}},
+    )
 
 
 def rows_in(result) -> int:
-    return next(m for m in result.asset_materializations_for_node("manifest")
-                if m.asset_key.to_user_string() == "manifest").metadata["rows_in"].value
+    return (
+        next(
+            m for m in result.asset_materializations_for_node("manifest") if m.asset_key.to_user_string() == "manifest"
+        )
+        .metadata["rows_in"]
+        .value
+    )
 
 
 def test_a_held_catalog_and_a_corrupt_file_never_leave_a_partition_half_written(tmp_path, ccs_copy):
@@ -88,12 +99,16 @@ def test_a_view_that_cannot_be_created_is_a_warning_with_the_command_that_create
     with catalog_held(catalog):
         result = materialise_ccs(tmp_path, ccs_copy)
     assert result.success  # the tables are written; only the views are missing
-    warning = next(m.metadata["catalog_warning"].value for m in result.asset_materializations_for_node("manifest")
-                   if "catalog_warning" in m.metadata)
+    warning = next(
+        m.metadata["catalog_warning"].value
+        for m in result.asset_materializations_for_node("manifest")
+        if "catalog_warning" in m.metadata
+    )
     assert "locked" in warning and "-m resources.catalog" in warning
     with duckdb.connect(str(catalog), read_only=True) as connection:
-        views = {row[0] for row in connection.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal")
-                 .fetchall()}
+        views = {
+            row[0] for row in connection.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+        }
     assert "manifest" not in views
     command = warning.split("run `", 1)[1].split("`", 1)[0]
     subprocess.run(command, shell=True, check=True, capture_output=True)
@@ -101,8 +116,12 @@ def test_a_view_that_cannot_be_created_is_a_warning_with_the_command_that_create
     assert kept + quarantined == rows_in(result)
 
 
-@multi_asset(outs={"first_table": AssetOut(io_manager_key="table_io_manager"),
-                   "second_table": AssetOut(io_manager_key="table_io_manager")})
+@multi_asset(
+    outs={
+        "first_table": AssetOut(io_manager_key="table_io_manager"),
+        "second_table": AssetOut(io_manager_key="table_io_manager"),
+    }
+)
 def two_tables(context):
     yield Output(pd.DataFrame({"version": [context.run.tags.get("version")]}), output_name="first_table")
     if context.run.tags.get("version") == "broken":
@@ -135,8 +154,9 @@ def test_a_commit_interrupted_after_its_journal_is_rolled_forward(tmp_path):
     storage.stage_table(batch, "b", "x", pd.DataFrame({"v": [2]}))
     journal = storage.tables_root / ".journal" / f"{batch}.json"
     journal.parent.mkdir(parents=True, exist_ok=True)
-    journal.write_text(f'[[".staging/{batch}/a/x.parquet", "a/x.parquet"], '
-                       f'[".staging/{batch}/b/x.parquet", "b/x.parquet"]]')
+    journal.write_text(
+        f'[[".staging/{batch}/a/x.parquet", "a/x.parquet"], [".staging/{batch}/b/x.parquet", "b/x.parquet"]]'
+    )
     (storage.tables_root / ".staging" / batch / "a" / "x.parquet").replace(storage.table_path("a", "x"))
     assert storage.read_table("b", ["x"])["v"].tolist() == [2]  # reading finishes the commit first
     assert storage.read_table("a", ["x"])["v"].tolist() == [2]

@@ -111,20 +111,43 @@ def test_a_run_whose_worker_and_code_server_are_killed_is_failed_by_run_monitori
     # Its own session, so that one killpg ends the code server and the run worker it starts, as a killed
     # ``dagster dev`` does.
     server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "api", "grpc", "--python-file", str(tmp_path / "sleepy_defs.py"),
-         "--host", "localhost", "--port", str(port), "--location-name", LOCATION],
-        cwd=tmp_path, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "api",
+            "grpc",
+            "--python-file",
+            str(tmp_path / "sleepy_defs.py"),
+            "--host",
+            "localhost",
+            "--port",
+            str(port),
+            "--location-name",
+            LOCATION,
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait(lambda: _ping(port) or server.poll() is not None, "the code server")
         assert server.poll() is None, server.communicate()[1][-3000:]
         target = GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)
         with WorkspaceProcessContext(instance, target) as context:
             workspace = context.create_request_context()
-            remote_job = workspace.get_code_location(LOCATION).get_repository("__repository__").get_full_job(
-                "sleepy_job")
-            run = create_run_for_test(instance, job_name="sleepy_job", remote_job_origin=remote_job.get_remote_origin(),
-                                      job_code_origin=remote_job.get_python_origin())
+            remote_job = (
+                workspace.get_code_location(LOCATION).get_repository("__repository__").get_full_job("sleepy_job")
+            )
+            run = create_run_for_test(
+                instance,
+                job_name="sleepy_job",
+                remote_job_origin=remote_job.get_remote_origin(),
+                job_code_origin=remote_job.get_python_origin(),
+            )
             instance.launch_run(run.run_id, workspace)
             run = _wait(lambda: _started(instance, run.run_id), "the run to start")
             pid = _run_start_pid(instance, run.run_id)
@@ -146,7 +169,8 @@ def test_a_run_whose_worker_and_code_server_are_killed_is_failed_by_run_monitori
 
             assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
             assert f"run worker process {pid} on host {socket.gethostname()} is gone (killed or crashed)" in (
-                _failure_message(instance, run.run_id))
+                _failure_message(instance, run.run_id)
+            )
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
@@ -157,8 +181,9 @@ def _started_run(instance: DagsterInstance, pid: int, timestamp: float, grpc_inf
     """A run in the instance as a run worker with ``pid`` left it at ``timestamp``, launched through a code server
     at ``grpc_info``."""
     tags = {GRPC_INFO_TAG: json.dumps(grpc_info)} if grpc_info else {}
-    run = instance.add_run(DagsterRun(job_name="sleepy_job", run_id=str(uuid.uuid4()),
-                                      status=DagsterRunStatus.STARTING, tags=tags))
+    run = instance.add_run(
+        DagsterRun(job_name="sleepy_job", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTING, tags=tags)
+    )
     event = DagsterEvent(DagsterEventType.RUN_START.value, "sleepy_job", pid=pid)
     instance.report_dagster_event(event, run.run_id, timestamp=timestamp)
     run = instance.get_run_by_id(run.run_id)
@@ -173,8 +198,11 @@ def test_which_runs_are_checked_and_how(instance):
     check = instance.run_launcher.check_run_worker_health
 
     assert check(_started_run(instance, os.getpid(), time.time(), local)).status == WorkerStatus.RUNNING
-    for info in ({"host": "127.0.0.1", "port": 4000}, {"host": socket.gethostname(), "port": 4000},
-                 {"host": "localhost", "socket": "/tmp/code.sock"}):
+    for info in (
+        {"host": "127.0.0.1", "port": 4000},
+        {"host": socket.gethostname(), "port": 4000},
+        {"host": "localhost", "socket": "/tmp/code.sock"},
+    ):
         assert check(_started_run(instance, dead.pid, time.time(), info)).status == WorkerStatus.FAILED, info
     gone = check(_started_run(instance, dead.pid, time.time(), local))
     assert gone.msg == f"run worker process {dead.pid} on host {socket.gethostname()} is gone (killed or crashed)"
@@ -193,6 +221,7 @@ def test_a_recycled_pid_is_not_the_run_worker(instance):
     started = process_start_time(os.getpid())
     assert started is not None and abs(started - time.time()) < 24 * 3600
     recycled = instance.run_launcher.check_run_worker_health(
-        _started_run(instance, os.getpid(), started - 60, {"host": "localhost", "port": 4000}))
+        _started_run(instance, os.getpid(), started - 60, {"host": "localhost", "port": 4000})
+    )
     assert recycled.status == WorkerStatus.FAILED
     assert str(os.getpid()) in recycled.msg

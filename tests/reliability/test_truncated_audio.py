@@ -31,7 +31,7 @@ def write_tone(path: Path, frames: int = FRAMES, **options) -> Path:
 
 def cut_to_half(path: Path) -> Path:
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     return path
 
 
@@ -56,14 +56,17 @@ def test_a_wav_cut_to_half_its_bytes_is_truncated(tmp_path):
     assert error.detail == f"header declares {FRAMES} frames (0.970 s), file holds {held} ({held / RATE:.3f} s)"
 
 
-@pytest.mark.parametrize("name, options", [
-    ("float.wav", {"subtype": "FLOAT"}),  # carries a fact chunk before data
-    ("stereo24.wav", {"subtype": "PCM_24", "format": "WAVEX"}),  # WAVE_FORMAT_EXTENSIBLE
-    ("bigendian.wav", {"subtype": "PCM_16", "format": "WAV", "endian": "BIG"}),  # RIFX
-    ("rf64.wav", {"subtype": "PCM_16", "format": "RF64"}),  # size in the ds64 chunk
-    ("adpcm.wav", {"subtype": "IMA_ADPCM"}),  # counted by its fact chunk
-    ("tone.flac", {"subtype": "PCM_16"}),  # STREAMINFO total samples; libsndfile fails, ffmpeg decodes a part
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("float.wav", {"subtype": "FLOAT"}),  # carries a fact chunk before data
+        ("stereo24.wav", {"subtype": "PCM_24", "format": "WAVEX"}),  # WAVE_FORMAT_EXTENSIBLE
+        ("bigendian.wav", {"subtype": "PCM_16", "format": "WAV", "endian": "BIG"}),  # RIFX
+        ("rf64.wav", {"subtype": "PCM_16", "format": "RF64"}),  # size in the ds64 chunk
+        ("adpcm.wav", {"subtype": "IMA_ADPCM"}),  # counted by its fact chunk
+        ("tone.flac", {"subtype": "PCM_16"}),  # STREAMINFO total samples; libsndfile fails, ffmpeg decodes a part
+    ],
+)
 def test_other_wav_layouts_and_flac_cut_short_are_truncated(tmp_path, name, options):
     path = cut_to_half(write_tone(tmp_path / name, **options))
     error = decode_error(path)
@@ -111,6 +114,7 @@ def test_a_directory_is_unreadable_and_an_absent_path_missing(tmp_path):
 
 # ---- end to end, on copies of demo corpus datasets ----
 
+
 def copy_dataset(demo_corpus: Path, dataset: str, tmp_path: Path) -> Path:
     return Path(shutil.copytree(demo_corpus / dataset, tmp_path / dataset))
 
@@ -142,13 +146,17 @@ def test_truncated_wav_is_quarantined_by_the_manifest_builder(demo_corpus, tmp_p
     assert_accounted(build, before.rows_in)
 
 
-@pytest.mark.parametrize("dataset, relative_path, recording_id", [
-    ("ccs", "dist/wav/train_002.wav", "ccs:train_002"),  # path built from the metadata
-    # found by listing the audio folder
-    ("virufy", "clinical/original/neg/neg-0423-083-cough-m-75.mp3", "virufy:neg-0423-083-cough-m-75"),
-])
-def test_directory_in_place_of_audio_is_unreadable_end_to_end(demo_corpus, tmp_path, dataset, relative_path,
-                                                              recording_id):
+@pytest.mark.parametrize(
+    "dataset, relative_path, recording_id",
+    [
+        ("ccs", "dist/wav/train_002.wav", "ccs:train_002"),  # path built from the metadata
+        # found by listing the audio folder
+        ("virufy", "clinical/original/neg/neg-0423-083-cough-m-75.mp3", "virufy:neg-0423-083-cough-m-75"),
+    ],
+)
+def test_directory_in_place_of_audio_is_unreadable_end_to_end(
+    demo_corpus, tmp_path, dataset, relative_path, recording_id
+):
     root = copy_dataset(demo_corpus, dataset, tmp_path)
     before = build_manifest(dataset, root)
     path = root / relative_path
