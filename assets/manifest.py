@@ -15,6 +15,7 @@ from dagster import (
 from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.manifest import ManifestBuild, build_manifest, duplicate_recording_ids, undecoded_rows
+from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import stacked_bar_png
 from cough_pipeline.schema import domain_violations
 from resources.data_roots import DataRoots
@@ -85,7 +86,7 @@ def manifest(context: AssetExecutionContext, data_roots: DataRoots, storage: Sto
         dataset,
         root,
         options=data_roots.loader_options(dataset),
-        on_progress=lambda done, total: context.log.info(f"{dataset}: probed {done}/{total} audio files"),
+        on_progress=throttled(context.log.info, f"{dataset}: probed audio files", every=200),
     )
     for note in build.notes:
         context.log.info(f"{dataset}: {note}")

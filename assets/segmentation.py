@@ -6,6 +6,7 @@ from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import column_schema, counts, image, preview
 from assets.partitions import dataset_partitions
+from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import waveform_with_segments_png
 from cough_pipeline.segmentation import HysteresisConfig, RmsConfig
 from cough_pipeline.segmentation.batch import SegmentationRun, segment_recordings
@@ -62,7 +63,7 @@ def cough_segments(
             workers=config.workers,
         )
         result = segment_recordings(
-            manifest, root, run, on_progress=lambda done, total: context.log.info(f"segmented {done}/{total}")
+            manifest, root, run, on_progress=throttled(context.log.info, "segmented", every=100)
         )
     per_recording = result.per_recording
     rate = per_recording.groupby("method")["coughs_per_minute"].describe()[["mean", "50%", "max"]].round(2)

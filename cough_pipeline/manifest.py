@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,8 @@ import pandas as pd
 from cough_pipeline.audio import AudioDecodeError, probe_audio
 from cough_pipeline.datasets import get_loader
 from cough_pipeline.datasets.base import MetadataRead
+from cough_pipeline.parallel import ProgressCallback, notify
 from cough_pipeline.schema import QuarantineReason, manifest_frame, quarantine_frame
-
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -134,8 +132,7 @@ def _probe_all(
                         "content_hash": result.content_hash,
                     }
                 )
-            if on_progress is not None and (done == total or done % 200 == 0):
-                on_progress(done, total)
+            notify(on_progress, done, total)
     return kept
 
 

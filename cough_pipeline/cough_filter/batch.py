@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 from cough_pipeline.audio import AudioDecodeError, resample
 from cough_pipeline.cough_filter.model import CoughClassifier
 from cough_pipeline.cough_filter.training import LabelledClip, clips_from_frame
+from cough_pipeline.parallel import ProgressCallback, notify
 
 COUGH_LIST_COLUMNS = [
     "dataset",
@@ -37,7 +37,7 @@ def classify_recordings(
     classifier: CoughClassifier,
     threshold: float,
     workers: int = 2,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """One row per manifest row: the cough probability and the decision at ``threshold``.
 
@@ -78,8 +78,7 @@ def classify_recordings(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for done, result in enumerate(pool.map(score, rows), start=1):
             scored.append(result)
-            if on_progress and (done == len(rows) or done % 200 == 0):
-                on_progress(done, len(rows))
+            notify(on_progress, done, len(rows))
     frame = pd.DataFrame(scored, columns=COUGH_LIST_COLUMNS)
     return frame.astype({"cough_probability": "Float64", "clipping_fraction": "Float64", "is_cough": "boolean"})
 

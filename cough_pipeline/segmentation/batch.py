@@ -7,7 +7,7 @@ upstream, or not a cough sound) or ``failed`` (the audio could not be decoded no
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ import pandas as pd
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio
 from cough_pipeline.naming import artefact_stem
+from cough_pipeline.parallel import ProgressCallback, notify
 from cough_pipeline.segmentation import Segment, coughs_per_minute, segment_file, write_recording_segments
 from cough_pipeline.segmentation.methods import resolve_method
 
@@ -73,7 +74,7 @@ class SegmentationResult:
 
 
 def segment_recordings(
-    manifest: pd.DataFrame, root: Path, run: SegmentationRun, on_progress: Callable[[int, int], None] | None = None
+    manifest: pd.DataFrame, root: Path, run: SegmentationRun, on_progress: ProgressCallback | None = None
 ) -> SegmentationResult:
     """Segment the cough recordings of ``manifest`` (paths relative to ``root``)."""
     rows = manifest.to_dict("records")
@@ -94,8 +95,7 @@ def segment_recordings(
                 total = sum(len(s) for s in by_method.values())
                 if best is None or total > best[0]:
                     best = (total, row, by_method)
-            if on_progress and (done == len(todo) or done % 100 == 0):
-                on_progress(done, len(todo))
+            notify(on_progress, done, len(todo))
     recordings = pd.DataFrame(per_recording, columns=RECORDING_COLUMNS)
     return SegmentationResult(
         segments=pd.DataFrame(segments, columns=SEGMENT_COLUMNS),
