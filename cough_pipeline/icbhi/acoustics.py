@@ -39,12 +39,9 @@ Silent frames
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +49,7 @@ import pandas as pd
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
 from cough_pipeline.icbhi.tables import LUNG_LABELS
+from cough_pipeline.parallel import ProgressCallback, notify, process_map
 from cough_pipeline.schema import QuarantineReason
 
 #: Lowest device rate in ICBHI 2017 (Littmann 3200), the default analysis rate.
@@ -125,7 +123,7 @@ def _window(name: str, length: int) -> np.ndarray:
     """Periodic (DFT-even) window, as librosa and ``scipy.signal.get_window(name, length, fftbins=True)``."""
     if name == "hann":
         window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
-    else:  # scipy.signal costs over a second to import, which every spawned worker would pay for "hann"
+    else:  # importing scipy.signal is slow, and every spawned worker would pay for it even for "hann"
         from scipy.signal import get_window
 
         window = get_window(name, length, fftbins=True).astype(np.float64)
@@ -170,39 +168,56 @@ def frame_features(
     n_fft, hop = config.frame_lengths(rate)
     frames = _frames(samples, n_fft, hop)
     n_frames = frames.shape[0]
-    window = _window(config.window, n_fft)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
-    rolloff_names = [_rolloff_name(p) for p in config.rolloff_percents]
-    out = {name: np.empty(n_frames) for name in ("centroid_hz", "bandwidth_hz", *rolloff_names, "flux", "rms")}
-    silent = np.empty(n_frames, dtype=bool)
+    spectrum = _Spectrum(config, _window(config.window, n_fft), np.fft.rfftfreq(n_fft, 1.0 / rate))
+    out = {name: np.empty(n_frames) for name in config.features}
+    out["silent"] = np.empty(n_frames, dtype=bool)
     previous_unit = None
     # Blocks of frames keep every temporary a few hundred kB: whole-signal (frames, bins) arrays are large enough
     # for malloc to map and unmap them on every call, and the page faults then cost more than the FFT itself.
     block = max(8, _BLOCK_VALUES // n_fft)
     for start in range(0, n_frames, block):
         chunk = frames[start : start + block]
-        rows = slice(start, start + chunk.shape[0])
+        previous_unit = spectrum.block(chunk, out, slice(start, start + chunk.shape[0]), previous_unit)
+    return {"times_s": np.arange(n_frames) * (hop / rate), **out}
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    """What every block of :func:`frame_features` shares: the config, the analysis window and the bin frequencies."""
+
+    config: SpectralConfig
+    window: np.ndarray
+    freqs: np.ndarray
+
+    def block(
+        self, chunk: np.ndarray, out: dict[str, np.ndarray], rows: slice, previous_unit: np.ndarray | None
+    ) -> np.ndarray:
+        """Fill ``out[...][rows]`` from the frames ``chunk`` ``(frames in block, n_fft)``; returns the last frame's
+        unit spectrum, the predecessor of the next block's first frame for the flux."""
+        n_fft = chunk.shape[1]
         out["rms"][rows] = np.sqrt(np.einsum("ij,ij->i", chunk, chunk) / n_fft)
-        magnitude = np.abs(np.fft.rfft(chunk * window, axis=1))  # (frames in block, n_fft // 2 + 1)
+        magnitude = np.abs(np.fft.rfft(chunk * self.window, axis=1))  # (frames in block, n_fft // 2 + 1)
         cumulative = np.cumsum(magnitude, axis=1)
         total = cumulative[:, -1]
-        silent[rows] = quiet = total <= np.finfo(np.float32).tiny  # librosa's threshold: distribution stays all-zero
+        out["silent"][rows] = quiet = total <= np.finfo(np.float32).tiny  # librosa's threshold: all-zero distribution
         scale = np.divide(1.0, total, out=np.zeros_like(total), where=~quiet)
-        centroid = (magnitude @ freqs) * scale
+        centroid = (magnitude @ self.freqs) * scale
         out["centroid_hz"][rows] = centroid
         # sum_k p_k (f_k - c)^2 = sum_k p_k f_k^2 - c^2: no (frames, bins) temporaries; in float64 the cancellation
         # error is ~1e-10 Hz^2, far below a bin; clipped at 0 for single-bin frames.
-        out["bandwidth_hz"][rows] = np.sqrt(np.maximum((magnitude @ (freqs * freqs)) * scale - centroid**2, 0.0))
-        for percent, name in zip(config.rolloff_percents, rolloff_names):
+        out["bandwidth_hz"][rows] = np.sqrt(
+            np.maximum((magnitude @ (self.freqs * self.freqs)) * scale - centroid**2, 0.0)
+        )
+        for percent in self.config.rolloff_percents:
             # argmax finds the first bin whose cumulative magnitude reaches the threshold (0 Hz for a silent frame)
-            out[name][rows] = freqs[np.argmax(cumulative >= (percent * total)[:, None], axis=1)]
+            reached = np.argmax(cumulative >= (percent * total)[:, None], axis=1)
+            out[_rolloff_name(percent)][rows] = self.freqs[reached]
         norms = np.sqrt(np.einsum("ij,ij->i", magnitude, magnitude))
         unit = magnitude * np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)[:, None]
         before = np.concatenate([unit[:1] if previous_unit is None else previous_unit, unit[:-1]])
         rise = np.maximum(unit - before, 0.0)  # frame 0 is compared with itself: flux 0
         out["flux"][rows] = np.sqrt(np.einsum("ij,ij->i", rise, rise))
-        previous_unit = unit[-1:]
-    return {"times_s": np.arange(n_frames) * (hop / rate), **out, "silent": silent}
+        return unit[-1:]
 
 
 def recording_features(samples: np.ndarray, sample_rate: int, config: SpectralConfig = SpectralConfig()) -> dict:
@@ -248,20 +263,6 @@ def _analyse_file(path: str, config: SpectralConfig) -> dict | tuple[str, str]:
     return summary
 
 
-@contextmanager
-def _mapper(workers: int) -> Iterator[Callable]:
-    """``map``-like callable (results in input order): in this process for one worker, else a spawned pool.
-
-    Spawned, not forked, workers: a Dagster step is multi-threaded and forking it can copy held locks.
-    A script calling with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
-    """
-    if workers == 1:
-        yield lambda function, items, chunksize=1: map(function, items)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield pool.map
-
-
 def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [column for column in columns if column not in table.columns]
     if missing:
@@ -273,7 +274,7 @@ def spectral_table(
     root: str | Path,
     config: SpectralConfig = SpectralConfig(),
     workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-recording spectral summaries of every recording with audio, and the recordings that could not be analysed.
 
@@ -281,64 +282,69 @@ def spectral_table(
     ``root``). Rows without audio (``audio_present`` False) are not analysed and appear in neither output, so
     ``len(table) + len(problems)`` equals the number of rows with audio. Returns ``(table, problems)``:
 
-    * ``table``: one row per analysed recording, in input order: ``recording_id, lung_label, diagnosis, device,
-      sample_rate`` (native, from the file), ``analysis_sample_rate, duration_s, n_frames, n_silent_frames`` and
-      :attr:`SpectralConfig.summary_columns`.
+    * ``table``: one row per analysed recording, in input order: :data:`FEATURE_LEADING_COLUMNS` (``sample_rate``
+      is the file's native rate) and :attr:`SpectralConfig.summary_columns`.
     * ``problems``: :data:`PROBLEM_COLUMNS`; ``reason`` is the decoder's quarantine code
       (:class:`cough_pipeline.schema.QuarantineReason`) or :data:`SILENT_REASON`.
 
-    ``workers > 1`` analyses files in a spawned process pool (same, deterministic output); starting it costs about
-    1.5 s (each worker imports numpy and pandas) against ~10 ms per 20 s recording at 44.1 kHz in one process, so it
-    pays off only for hundreds of recordings on idle cores. ``progress(done, total)`` is called after each recording.
+    ``workers > 1`` analyses files in a spawned process pool (:func:`cough_pipeline.parallel.process_map`; same,
+    deterministic output). Starting the pool costs far more than one recording, so it pays off only for hundreds
+    of recordings on idle cores (figures: ``make bench BENCH=icbhi_spectral``,
+    ``benchmarks/results/icbhi_spectral.json``). ``progress(done, total)`` is called after each recording.
     """
     _check_columns(recordings, REQUIRED_COLUMNS, "recordings")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    root = Path(root)
     with_audio = recordings[recordings["audio_present"].fillna(False).astype(bool)]
-    rows, problems = [], []
-    jobs = []
-    for row in with_audio.itertuples(index=False):
-        if pd.isna(row.audio_path) or not str(row.audio_path):
-            problems.append(_problem(row, QuarantineReason.AUDIO_MISSING.value, "audio_present but no audio_path"))
-        else:
-            jobs.append(row)
-    total = len(with_audio)
-    done = len(problems)
-    if progress is not None and done:
-        progress(done, total)
-    paths = [str(root / str(row.audio_path)) for row in jobs]
-    with _mapper(min(workers, max(1, len(jobs)))) as mapper:
+    jobs, problems = _jobs_and_pathless(with_audio)
+    total, done = len(with_audio), len(problems)
+    if done:
+        notify(progress, done, total)
+    rows = []
+    paths = [str(Path(root) / str(row.audio_path)) for row in jobs]
+    with process_map(min(workers, max(1, len(jobs)))) as mapper:
         chunksize = max(1, len(jobs) // (workers * 8))
         for row, result in zip(jobs, mapper(partial(_analyse_file, config=config), paths, chunksize=chunksize)):
             if isinstance(result, tuple):
                 problems.append(_problem(row, *result))
             else:
-                rows.append(
-                    {
-                        "recording_id": row.recording_id,
-                        "lung_label": row.lung_label,
-                        "diagnosis": row.diagnosis,
-                        "device": row.device,
-                        **result,
-                    }
-                )
+                rows.append({name: getattr(row, name) for name in _ID_COLUMNS} | result)
             done += 1
-            if progress is not None:
-                progress(done, total)
-    leading = [
-        "recording_id",
-        "lung_label",
-        "diagnosis",
-        "device",
-        "sample_rate",
-        "analysis_sample_rate",
-        "duration_s",
-        "n_frames",
-        "n_silent_frames",
-    ]
-    table = pd.DataFrame(rows, columns=[*leading, *config.summary_columns])
-    table = table.astype(
+            notify(progress, done, total)
+    return _features_frame(rows, config), _problems_frame(problems)
+
+
+#: Columns of :func:`spectral_table` before the summary columns.
+FEATURE_LEADING_COLUMNS = (
+    "recording_id",
+    "lung_label",
+    "diagnosis",
+    "device",
+    "sample_rate",
+    "analysis_sample_rate",
+    "duration_s",
+    "n_frames",
+    "n_silent_frames",
+)
+#: Recordings-table columns copied into each row of :func:`spectral_table`.
+_ID_COLUMNS = ("recording_id", "lung_label", "diagnosis", "device")
+
+
+def _jobs_and_pathless(with_audio: pd.DataFrame) -> tuple[list, list[dict]]:
+    """The rows to analyse, and problem rows for those marked ``audio_present`` without an ``audio_path``."""
+    jobs, problems = [], []
+    for row in with_audio.itertuples(index=False):
+        if pd.isna(row.audio_path) or not str(row.audio_path):
+            problems.append(_problem(row, QuarantineReason.AUDIO_MISSING.value, "audio_present but no audio_path"))
+        else:
+            jobs.append(row)
+    return jobs, problems
+
+
+def _features_frame(rows: list[dict], config: SpectralConfig) -> pd.DataFrame:
+    """The rows of :func:`spectral_table` with its columns and dtypes (also when empty)."""
+    table = pd.DataFrame(rows, columns=[*FEATURE_LEADING_COLUMNS, *config.summary_columns])
+    return table.astype(
         {
             "sample_rate": "Int64",
             "analysis_sample_rate": "Int64",
@@ -346,10 +352,9 @@ def spectral_table(
             "n_silent_frames": "int64",
             "duration_s": "float64",
             **{column: "float64" for column in config.summary_columns},
-            **{column: "string" for column in ("recording_id", "lung_label", "diagnosis", "device")},
+            **{column: "string" for column in _ID_COLUMNS},
         }
     )
-    return table, _problems_frame(problems)
 
 
 def _problems_frame(problems: list[dict]) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import os
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,9 @@ import pandas as pd
 import soundfile as sf
 
 from cough_pipeline.icbhi.augmentation import AugmentConfig, augment_with_seed
-from cough_pipeline.icbhi.windows import ordered_bounded_map, write_wav
+from cough_pipeline.icbhi.windows import write_wav
 from cough_pipeline.naming import artefact_stem
+from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
 STRATEGIES = ("original", "undersample", "oversample", "hybrid_anchor")
 PLAN_COLUMNS = [
@@ -106,71 +108,13 @@ def balance_plan(
     """
     if strategy not in STRATEGIES:
         raise BalancingError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
-    missing = sorted({"window_id", label_column, split_column} - set(windows.columns))
-    if missing:
-        raise BalancingError(f"windows table lacks columns {missing}")
-    if windows["window_id"].duplicated().any():
-        duplicated = windows.loc[windows["window_id"].duplicated(), "window_id"].head(3).tolist()
-        raise BalancingError(f"window_id must be unique; repeated: {duplicated}")
-    table = windows.reset_index(drop=True)
-    # Labels are compared as strings, so classes given as strings match integer-coded label columns too.
-    table[label_column] = table[label_column].map(lambda value: None if pd.isna(value) else str(value))
-    train = (table[split_column] == train_split).fillna(False).to_numpy(dtype=bool)
-    if not train.any():
-        raise BalancingError(f"no row has {split_column} == {train_split!r}: nothing to balance")
-    train_labels = table.loc[train, label_column]
-    if train_labels.isna().any():
-        raise BalancingError(f"{int(train_labels.isna().sum())} training rows have no {label_column}")
-    classes = list(classes) if classes is not None else ordered_classes(table[label_column])
-    unknown = sorted(set(map(str, train_labels)) - set(classes))
-    if unknown:
-        raise BalancingError(f"training labels {unknown} are not in classes {classes}")
-    counts = {label: int((train_labels == label).sum()) for label in classes}
-    empty = [label for label, n in counts.items() if n == 0]
+    training = _Training.of(windows, label_column, split_column, train_split, classes)
+    empty = [label for label, n in training.counts.items() if n == 0]
     if empty:
         warnings.warn(f"classes {empty} have no {train_split} windows and stay at 0", BalancingWarning, stacklevel=2)
-    targets = _targets(counts, strategy)
-
-    kept = np.ones(len(table), dtype=bool)
-    copies: dict[int, list[int]] = {}  # row position -> copy indices of its augmented copies
-    for label in classes:
-        positions = np.flatnonzero(train & (table[label_column] == label).to_numpy(dtype=bool))
-        n, target = positions.size, targets[label]
-        # One generator per class, so a class's choice does not depend on the other classes.
-        rng = np.random.default_rng([seed, zlib.crc32(str(label).encode())])
-        if target < n:
-            kept[positions] = False
-            kept[np.sort(rng.choice(positions, size=target, replace=False))] = True
-        elif target > n:
-            order = positions[rng.permutation(n)]
-            for extra in range(target - n):
-                copies.setdefault(int(order[extra % n]), []).append(1 + extra // n)
-
-    ids, labels, splits = table["window_id"].tolist(), table[label_column].tolist(), table[split_column].tolist()
-    rows = []
-    for position in np.flatnonzero(kept):
-        is_train = bool(train[position])
-        label = labels[position]
-        before = counts[str(label)] if is_train else None
-        after = targets[str(label)] if is_train else None
-        base = {
-            "window_id": ids[position],
-            "split": splits[position],
-            "label": label,
-            "strategy": strategy,
-            "class_size_before": before,
-            "class_size_after": after,
-        }
-        rows.append({**base, "copy_index": 0, "augmented": False, "augment_seed": None})
-        for copy_index in sorted(copies.get(int(position), [])):
-            rows.append(
-                {
-                    **base,
-                    "copy_index": copy_index,
-                    "augmented": True,
-                    "augment_seed": augment_seed(seed, ids[position], copy_index),
-                }
-            )
+    targets = _targets(training.counts, strategy)
+    kept, copies = training.select(targets, seed)
+    rows = training.plan_rows(kept, copies, targets, strategy, seed)
     plan = pd.DataFrame(rows, columns=PLAN_COLUMNS).astype(
         {
             "copy_index": "int64",
@@ -180,8 +124,95 @@ def balance_plan(
             "class_size_after": "Int64",
         }
     )
-    plan.attrs.update(classes=classes, empty_train_classes=empty, train_split=train_split, seed=int(seed))
+    plan.attrs.update(classes=training.classes, empty_train_classes=empty, train_split=train_split, seed=int(seed))
     return plan
+
+
+@dataclass(frozen=True)
+class _Training:
+    """A windows table with string labels, which of its rows are in the training split, and the class sizes there."""
+
+    table: pd.DataFrame
+    label_column: str
+    split_column: str
+    train: np.ndarray
+    classes: list[str]
+    counts: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        windows: pd.DataFrame,
+        label_column: str,
+        split_column: str,
+        train_split: str,
+        classes: list[str] | tuple[str, ...] | None,
+    ) -> _Training:
+        """Check the table and count the training windows of each class."""
+        missing = sorted({"window_id", label_column, split_column} - set(windows.columns))
+        if missing:
+            raise BalancingError(f"windows table lacks columns {missing}")
+        if windows["window_id"].duplicated().any():
+            duplicated = windows.loc[windows["window_id"].duplicated(), "window_id"].head(3).tolist()
+            raise BalancingError(f"window_id must be unique; repeated: {duplicated}")
+        table = windows.reset_index(drop=True)
+        # Labels are compared as strings, so classes given as strings match integer-coded label columns too.
+        table[label_column] = table[label_column].map(lambda value: None if pd.isna(value) else str(value))
+        train = (table[split_column] == train_split).fillna(False).to_numpy(dtype=bool)
+        if not train.any():
+            raise BalancingError(f"no row has {split_column} == {train_split!r}: nothing to balance")
+        train_labels = table.loc[train, label_column]
+        if train_labels.isna().any():
+            raise BalancingError(f"{int(train_labels.isna().sum())} training rows have no {label_column}")
+        classes = list(classes) if classes is not None else ordered_classes(table[label_column])
+        unknown = sorted(set(map(str, train_labels)) - set(classes))
+        if unknown:
+            raise BalancingError(f"training labels {unknown} are not in classes {classes}")
+        counts = {label: int((train_labels == label).sum()) for label in classes}
+        return cls(table, label_column, split_column, train, classes, counts)
+
+    def select(self, targets: dict[str, int], seed: int) -> tuple[np.ndarray, dict[int, list[int]]]:
+        """Which rows stay (bool per row) and, per row position, the copy indices of its augmented copies."""
+        kept = np.ones(len(self.table), dtype=bool)
+        copies: dict[int, list[int]] = {}
+        labels = self.table[self.label_column]
+        for label in self.classes:
+            positions = np.flatnonzero(self.train & (labels == label).to_numpy(dtype=bool))
+            n, target = positions.size, targets[label]
+            # One generator per class, so a class's choice does not depend on the other classes.
+            rng = np.random.default_rng([seed, zlib.crc32(str(label).encode())])
+            if target < n:
+                kept[positions] = False
+                kept[np.sort(rng.choice(positions, size=target, replace=False))] = True
+            elif target > n:
+                order = positions[rng.permutation(n)]
+                for extra in range(target - n):
+                    copies.setdefault(int(order[extra % n]), []).append(1 + extra // n)
+        return kept, copies
+
+    def plan_rows(
+        self, kept: np.ndarray, copies: dict[int, list[int]], targets: dict[str, int], strategy: str, seed: int
+    ) -> list[dict]:
+        """Plan rows in table order: each kept window, then its augmented copies."""
+        ids = self.table["window_id"].tolist()
+        labels = self.table[self.label_column].tolist()
+        splits = self.table[self.split_column].tolist()
+        rows = []
+        for position in np.flatnonzero(kept):
+            is_train, label = bool(self.train[position]), labels[position]
+            base = {
+                "window_id": ids[position],
+                "split": splits[position],
+                "label": label,
+                "strategy": strategy,
+                "class_size_before": self.counts[str(label)] if is_train else None,
+                "class_size_after": targets[str(label)] if is_train else None,
+            }
+            rows.append({**base, "copy_index": 0, "augmented": False, "augment_seed": None})
+            for copy_index in sorted(copies.get(int(position), [])):
+                seed_of_copy = augment_seed(seed, ids[position], copy_index)
+                rows.append({**base, "copy_index": copy_index, "augmented": True, "augment_seed": seed_of_copy})
+        return rows
 
 
 def class_counts(
@@ -251,6 +282,7 @@ def render_plan(
     relative_to: str | Path | None = None,
     workers: int = 1,
     wav_subtype: str = "PCM_16",
+    progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Write the plan's augmented copies as WAVs and return the plan with window metadata and audio paths.
 
@@ -259,40 +291,66 @@ def render_plan(
     ``out_dir/<window id>_aug<copy>.wav`` (earlier copies matching that pattern are removed first). The returned
     table keeps the plan's rows and order, adds the window metadata columns, ``audio_path`` relative to
     ``relative_to`` (default ``window_dir``; it can start with ``..``) for originals and copies alike, and
-    ``augmentation`` (the params as a JSON string; null for originals).
+    ``augmentation`` (the params as a JSON string; null for originals). ``workers`` threads read, augment and
+    write; ``progress(done, total)`` is called after each plan row.
     """
-    augment_config = AugmentConfig() if augment_config is None else augment_config
-    window_dir, out_dir = Path(window_dir).resolve(), Path(out_dir).resolve()
-    relative_to = Path(relative_to).resolve() if relative_to is not None else window_dir
+    window_dir = Path(window_dir).resolve()
+    target = _RenderTarget(
+        window_dir,
+        Path(out_dir).resolve(),
+        Path(relative_to).resolve() if relative_to is not None else window_dir,
+        AugmentConfig() if augment_config is None else augment_config,
+        wav_subtype,
+    )
+    table = _with_window_columns(plan, windows)
+    if target.out_dir.is_dir():
+        for stale in target.out_dir.glob("*_aug[0-9][0-9][0-9].wav"):
+            stale.unlink()
+    rows = table.to_dict("records")
+    rendered = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, result in enumerate(ordered_bounded_map(pool, target.render, rows, 4 * max(1, workers)), start=1):
+            rendered.append(result)
+            notify(progress, done, len(rows))
+    table["audio_path"] = [Path(path).as_posix() for path, _ in rendered]
+    table["augmentation"] = pd.array([params for _, params in rendered], dtype="string")
+    return table.drop(columns=["window_path"])
+
+
+def _with_window_columns(plan: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """The plan with its windows' metadata (:data:`RENDER_META_COLUMNS`) and their path as ``window_path``."""
     unknown = sorted(set(plan["window_id"]) - set(windows["window_id"]))
     if unknown:
         raise BalancingError(f"{len(unknown)} plan windows are not in the windows table, e.g. {unknown[:3]}")
     meta = [c for c in RENDER_META_COLUMNS if c in windows.columns]
-    table = plan.merge(
+    return plan.merge(
         windows[["window_id", *meta, "audio_path"]].rename(columns={"audio_path": "window_path"}),
         on="window_id",
         how="left",
         validate="many_to_one",
     )
-    if out_dir.is_dir():
-        for stale in out_dir.glob("*_aug[0-9][0-9][0-9].wav"):
-            stale.unlink()
 
-    def render(row: dict) -> tuple[str, str | None]:
-        source = window_dir / row["window_path"]
+
+@dataclass(frozen=True)
+class _RenderTarget:
+    """Where :func:`render_plan` reads windows and writes copies, and how it augments and encodes them."""
+
+    window_dir: Path
+    out_dir: Path
+    relative_to: Path
+    augment_config: AugmentConfig
+    wav_subtype: str
+
+    def render(self, row: dict) -> tuple[str, str | None]:
+        """``(audio path relative to relative_to, augmentation params as JSON or None)`` of one plan row."""
+        source = self.window_dir / row["window_path"]
         if not row["augmented"]:
-            return os.path.relpath(source, relative_to), None
+            return os.path.relpath(source, self.relative_to), None
         samples, rate = sf.read(str(source), dtype="float32")
-        augmented, params = augment_with_seed(samples, rate, int(row["augment_seed"]), augment_config)
-        target = out_dir / f"{artefact_stem(row['window_id'])}_aug{int(row['copy_index']):03d}.wav"
-        write_wav(target, augmented, rate, wav_subtype)
-        return os.path.relpath(target, relative_to), json.dumps(params, sort_keys=True)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rendered = list(ordered_bounded_map(pool, render, table.to_dict("records"), 4 * max(1, workers)))
-    table["audio_path"] = [Path(path).as_posix() for path, _ in rendered]
-    table["augmentation"] = pd.array([params for _, params in rendered], dtype="string")
-    return table.drop(columns=["window_path"])
+        augmented, params = augment_with_seed(samples, rate, int(row["augment_seed"]), self.augment_config)
+        target = self.out_dir / f"{artefact_stem(row['window_id'])}_aug{int(row['copy_index']):03d}.wav"
+        write_wav(target, augmented, rate, self.wav_subtype)
+        return os.path.relpath(target, self.relative_to), json.dumps(params, sort_keys=True)
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import librosa
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from cough_pipeline.icbhi.windows import ordered_bounded_map
+from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
 #: Columns copied from the input table into the MFCC summary table when present.
 ID_COLUMNS = (
@@ -150,6 +150,7 @@ def feature_arrays(
     config: FeatureConfig | None = None,
     out_path: str | Path | None = None,
     workers: int = 1,
+    progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Log-mel of every window of ``table`` stacked as ``(N, n_mels, frames)`` and an MFCC summary table.
 
@@ -159,9 +160,29 @@ def feature_arrays(
     window: the :data:`ID_COLUMNS` present in ``table``, ``array_index`` and :func:`mfcc_columns` (mean and
     population std of each coefficient over frames). With ``out_path`` the array is a ``.npy`` memory map written
     in place (memory stays at a few windows); otherwise it is in memory. Every file must be mono at
-    ``config.sample_rate`` with the length of the first file, else :class:`FeatureError`.
+    ``config.sample_rate`` with the length of the first file, else :class:`FeatureError`. ``workers`` threads
+    read and transform windows; ``progress(done, total)`` is called after each window.
     """
     config = FeatureConfig() if config is None else config
+    _check_single_length(table)
+    paths = [Path(audio_root) / path for path in table["audio_path"]]
+    n_samples = sf.info(str(paths[0])).frames
+    array = _log_mel_array(out_path, (len(paths), config.n_mels, config.frames(n_samples)), config.dtype)
+    summary = np.empty((len(paths), 2 * config.n_mfcc), dtype=np.float64)
+    extract = partial(_extract, array=array, summary=summary, config=config, n_samples=n_samples)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        extracted = ordered_bounded_map(pool, extract, list(enumerate(paths)), 4 * max(1, workers))
+        for done, _ in enumerate(extracted, start=1):
+            notify(progress, done, len(paths))
+    if out_path is not None:
+        array.flush()
+    ids = table[[c for c in ID_COLUMNS if c in table.columns]].reset_index(drop=True)
+    ids.insert(len(ids.columns), "array_index", np.arange(len(paths), dtype=np.int64))
+    return array, pd.concat([ids, pd.DataFrame(summary, columns=mfcc_columns(config.n_mfcc))], axis=1)
+
+
+def _check_single_length(table: pd.DataFrame) -> None:
+    """A non-empty table of windows with paths, all of one length."""
     if "audio_path" not in table.columns:
         raise FeatureError("table lacks an audio_path column")
     if table.empty:
@@ -171,37 +192,30 @@ def feature_arrays(
             f"one window length per call; table has {sorted(table['window_seconds'].unique())} "
             "(use feature_arrays_by_length)"
         )
-    audio_root = Path(audio_root)
-    paths = [audio_root / path for path in table["audio_path"]]
-    n_samples = sf.info(str(paths[0])).frames
-    shape = (len(paths), config.n_mels, config.frames(n_samples))
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        array = np.lib.format.open_memmap(out_path, mode="w+", dtype=config.dtype, shape=shape)
-    else:
-        array = np.empty(shape, dtype=config.dtype)
-    summary = np.empty((len(paths), 2 * config.n_mfcc), dtype=np.float64)
 
-    def extract(item: tuple[int, Path]) -> None:
-        index, path = item
-        samples, rate = sf.read(str(path), dtype="float32")
-        if samples.ndim != 1 or rate != config.sample_rate or samples.shape[0] != n_samples:
-            raise FeatureError(
-                f"{path.name}: expected mono {n_samples} samples at {config.sample_rate} Hz, got "
-                f"shape {samples.shape} at {rate} Hz"
-            )
-        log_mel_db, coefficients = log_mel_and_mfcc(samples, config)
-        array[index] = log_mel_db
-        summary[index] = np.concatenate([coefficients.mean(axis=1), coefficients.std(axis=1)])
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in ordered_bounded_map(pool, extract, list(enumerate(paths)), 4 * max(1, workers)):
-            pass
-    if out_path is not None:
-        array.flush()
-    ids = table[[c for c in ID_COLUMNS if c in table.columns]].reset_index(drop=True)
-    ids.insert(len(ids.columns), "array_index", np.arange(len(paths), dtype=np.int64))
-    return array, pd.concat([ids, pd.DataFrame(summary, columns=mfcc_columns(config.n_mfcc))], axis=1)
+def _log_mel_array(out_path: str | Path | None, shape: tuple[int, int, int], dtype: str) -> np.ndarray:
+    """The stacked log-mel array: a ``.npy`` memory map at ``out_path``, else in memory."""
+    if out_path is None:
+        return np.empty(shape, dtype=dtype)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(out_path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _extract(
+    item: tuple[int, Path], array: np.ndarray, summary: np.ndarray, config: FeatureConfig, n_samples: int
+) -> None:
+    """Log-mel of window ``item = (index, path)`` into ``array[index]``, its MFCC mean/std into ``summary[index]``."""
+    index, path = item
+    samples, rate = sf.read(str(path), dtype="float32")
+    if samples.ndim != 1 or rate != config.sample_rate or samples.shape[0] != n_samples:
+        raise FeatureError(
+            f"{path.name}: expected mono {n_samples} samples at {config.sample_rate} Hz, got "
+            f"shape {samples.shape} at {rate} Hz"
+        )
+    log_mel_db, coefficients = log_mel_and_mfcc(samples, config)
+    array[index] = log_mel_db
+    summary[index] = np.concatenate([coefficients.mean(axis=1), coefficients.std(axis=1)])
 
 
 def logmel_file(out_dir: str | Path, window_s: float) -> Path:
@@ -215,17 +229,25 @@ def feature_arrays_by_length(
     config: FeatureConfig | None = None,
     out_dir: str | Path | None = None,
     workers: int = 1,
+    progress: ProgressCallback | None = None,
 ) -> dict[float, tuple[np.ndarray, pd.DataFrame]]:
     """:func:`feature_arrays` per ``window_seconds`` (rows kept in table order within each length); with
-    ``out_dir`` each array is ``out_dir/logmel_<W>s.npy``."""
+    ``out_dir`` each array is ``out_dir/logmel_<W>s.npy``. ``progress(done, total)`` counts windows over all
+    lengths."""
     if "window_seconds" not in table.columns:
         raise FeatureError("table lacks a window_seconds column")
-    results = {}
+    results, done = {}, 0
     for window_s in sorted(table["window_seconds"].unique()):
         subset = table[table["window_seconds"] == window_s]
         out_path = logmel_file(out_dir, window_s) if out_dir is not None else None
-        results[float(window_s)] = feature_arrays(subset, audio_root, config, out_path, workers)
+        overall = partial(_offset_progress, progress=progress, offset=done, total=len(table))
+        results[float(window_s)] = feature_arrays(subset, audio_root, config, out_path, workers, overall)
+        done += len(subset)
     return results
+
+
+def _offset_progress(done: int, _total: int, progress: ProgressCallback | None, offset: int, total: int) -> None:
+    notify(progress, offset + done, total)
 
 
 __all__ = [

@@ -36,6 +36,7 @@ recordings quarantined and annotation lines = cycles kept + cycles quarantined (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from cough_pipeline.datasets.icbhi import (
     DIAGNOSES,
     NAME,
     AnnotationLine,
+    IcbhiLayout,
     find_layout,
     parse_annotation,
     read_demographics,
@@ -246,14 +248,57 @@ class IcbhiTables:
         )
 
 
+#: Bookkeeping counts collected while walking the files (:attr:`IcbhiTables.counts` adds patient counts).
+WALK_COUNTS = (
+    "annotation_files",
+    "recordings_kept",
+    "recordings_quarantined",
+    "annotation_lines",
+    "cycles_kept",
+    "cycles_quarantined",
+    "wav_files",
+    "wavs_without_annotation",
+    "audio_read",
+    "audio_quarantined",
+)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What every annotation file is read against: the layout, the metadata files and the label rule."""
+
+    layout: IcbhiLayout
+    diagnoses: dict[str, str]
+    demographics: dict[str, dict]
+    splits: dict[str, str]
+    label_rule: str
+    read_audio: bool
+
+    @classmethod
+    def read(cls, layout: IcbhiLayout, label_rule: str, read_audio: bool) -> _Sources:
+        return cls(
+            layout,
+            read_diagnoses(layout.diagnosis),
+            read_demographics(layout.demographics),
+            read_split(layout.split),
+            label_rule,
+            read_audio,
+        )
+
+    def split_of(self, stem: str) -> str | None:
+        """The official split of a recording, listed under its stem or under its stem without the device."""
+        return self.splits.get(stem) or self.splits.get(stem.rsplit("_", 1)[0])
+
+
 @dataclass
 class _Build:
-    """Rows collected while walking the files."""
+    """Rows and bookkeeping counts collected while walking the files."""
 
     folder: str
     recordings: list[dict] = field(default_factory=list)
     cycles: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WALK_COUNTS, 0))
 
     def reject(
         self,
@@ -334,49 +379,23 @@ def build_icbhi_tables(root: str | Path, label_rule: str = "any", read_audio: bo
     annotations and ``audio_present``/``audio_path`` still say whether the file exists.
     Durations are in seconds.
     """
-    rule = _rule(label_rule)
+    _rule(label_rule)
     root = Path(root)
     layout = find_layout(root)
-    diagnoses = read_diagnoses(layout.diagnosis)
-    demographics = read_demographics(layout.demographics)
-    splits = read_split(layout.split)
+    sources = _Sources.read(layout, label_rule, read_audio)
     build = _Build(layout.recordings.relative_to(root).as_posix())
     wavs = {path.stem for path in layout.recordings.glob("*.wav")}
     # Other .txt files (the official second release's <name>_events.txt) are not cycle annotations.
     annotated = {path.stem for path in layout.recordings.glob("*.txt") if NAME.match(path.stem) or path.stem in wavs}
-    counts = dict.fromkeys(
-        (
-            "annotation_files",
-            "recordings_kept",
-            "recordings_quarantined",
-            "annotation_lines",
-            "cycles_kept",
-            "cycles_quarantined",
-            "wav_files",
-            "wavs_without_annotation",
-            "audio_read",
-            "audio_quarantined",
-        ),
-        0,
-    )
-    counts.update(annotation_files=len(annotated), wav_files=len(wavs))
+    build.counts.update(annotation_files=len(annotated), wav_files=len(wavs))
     for stem in sorted(wavs - annotated):
-        wav = f"{build.folder}/{stem}.wav"
-        build.reject(
-            stem,
-            QuarantineReason.ANNOTATION_MISSING,
-            f"{wav} has no annotation file {stem}.txt",
-            audio_path=wav,
-            annotated=False,
-        )
-        counts["wavs_without_annotation"] += 1
+        _reject_unannotated(build, stem)
     for stem in sorted(annotated):
-        _add_recording(
-            build, layout, stem, stem in wavs, read_audio, rule, label_rule, diagnoses, demographics, splits, counts
-        )
+        _add_recording(build, sources, stem, stem in wavs)
     recordings = _typed(build.recordings, RECORDING_COLUMNS)
     cycles = _typed(build.cycles, CYCLE_COLUMNS)
     quarantine = quarantine_frame(build.quarantine)
+    counts = dict(build.counts)
     counts.update(
         recordings_kept=len(recordings),
         cycles_kept=len(cycles),
@@ -387,62 +406,131 @@ def build_icbhi_tables(root: str | Path, label_rule: str = "any", read_audio: bo
     return IcbhiTables(recordings, cycles, quarantine, counts)
 
 
-def _add_recording(
-    build: _Build,
-    layout,
-    stem: str,
-    has_wav: bool,
-    read_audio: bool,
-    rule,
-    label_rule: str,
-    diagnoses: dict[str, str],
-    demographics: dict[str, dict],
-    splits: dict[str, str],
-    counts: dict[str, int],
-) -> None:
+def _reject_unannotated(build: _Build, stem: str) -> None:
+    """Quarantine a WAV that has no annotation file."""
+    wav = f"{build.folder}/{stem}.wav"
+    build.reject(
+        stem,
+        QuarantineReason.ANNOTATION_MISSING,
+        f"{wav} has no annotation file {stem}.txt",
+        audio_path=wav,
+        annotated=False,
+    )
+    build.counts["wavs_without_annotation"] += 1
+
+
+@dataclass(frozen=True)
+class _Recording:
+    """A recording whose annotation file passed the file-level checks, with the cycles it keeps."""
+
+    stem: str
+    name: re.Match
+    diagnosis: str
+    audio_path: str | None
+    sample_rate: int | None
+    wav_duration: float | None
+    kept: list[AnnotationLine]
+    quarantined_lines: int
+
+    @property
+    def patient(self) -> str:
+        return self.name["patient"]
+
+    @property
+    def recording_id(self) -> str:
+        return f"{DATASET}:{self.stem}"
+
+
+def _add_recording(build: _Build, sources: _Sources, stem: str, has_wav: bool) -> None:
     """Parse one annotation file and append its recording and cycles, or its quarantine rows."""
     audio_path = f"{build.folder}/{stem}.wav" if has_wav else None
-    lines = parse_annotation((layout.recordings / f"{stem}.txt").read_text())
-    counts["annotation_lines"] += len(lines)
+    lines = parse_annotation((sources.layout.recordings / f"{stem}.txt").read_text())
+    build.counts["annotation_lines"] += len(lines)
     name = NAME.match(stem)
-    patient = name["patient"] if name else None
-    diagnosis = diagnoses.get(patient) if name else None
-    if name is None:
-        file_problem = (QuarantineReason.INVALID_VALUE, "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>")
-    elif diagnosis is None:
-        file_problem = (QuarantineReason.UNKNOWN_DIAGNOSIS, f"patient {patient} has no line in {layout.diagnosis.name}")
-    elif diagnosis not in DIAGNOSES:
-        file_problem = (
-            QuarantineReason.UNKNOWN_DIAGNOSIS,
-            f"diagnosis {diagnosis!r} of patient {patient} is not one of {list(DIAGNOSES)}",
-        )
-    else:
-        file_problem = None
-    if file_problem is not None:
-        reason, detail = file_problem
-        build.reject(
-            stem,
-            reason,
-            f"{detail} ({len(lines)} annotation lines dropped with it)",
-            audio_path=audio_path,
-            annotated=True,
-        )
-        for line in lines:
-            if line.problem is not None:
-                build.reject_line(stem, line, line.problem, line.detail, audio_path)
-            else:
-                build.reject_line(stem, line, reason, f"dropped with its recording: {detail}", audio_path)
-        counts["recordings_quarantined"] += 1
+    problem = _file_problem(name, sources)
+    if problem is not None:
+        _reject_file(build, stem, lines, problem, audio_path)
         return
-
     sample_rate, wav_duration, audio_problem = None, None, None
-    if has_wav and read_audio:
-        probe = _probe_wav(layout.recordings / f"{stem}.wav")
+    if has_wav and sources.read_audio:
+        probe = _probe_wav(sources.layout.recordings / f"{stem}.wav")
         if isinstance(probe[0], QuarantineReason):
             audio_problem = probe
         else:
             sample_rate, wav_duration = probe
+    kept = _kept_lines(build, stem, lines, wav_duration, audio_path)
+    if not kept:
+        build.reject(
+            stem,
+            QuarantineReason.NO_VALID_CYCLES,
+            f"{build.folder}/{stem}.txt has no valid cycle ({len(lines)} non-blank lines, all quarantined)",
+            audio_path=audio_path,
+            annotated=True,
+        )
+        build.counts["recordings_quarantined"] += 1
+        return
+    if audio_problem is not None:
+        reason, detail = audio_problem
+        build.reject(
+            stem,
+            reason,
+            f"{detail}; recording kept for statistics without audio, duration from annotations",
+            audio_path=audio_path,
+            annotated=True,
+        )
+        build.counts["audio_quarantined"] += 1
+        audio_path = None
+    elif wav_duration is not None:
+        build.counts["audio_read"] += 1
+    diagnosis = sources.diagnoses[name["patient"]]
+    recording = _Recording(stem, name, diagnosis, audio_path, sample_rate, wav_duration, kept, len(lines) - len(kept))
+    _append_recording(build, sources, recording)
 
+
+def _file_problem(name: re.Match | None, sources: _Sources) -> tuple[QuarantineReason, str] | None:
+    """Why a whole annotation file is unusable (its name, its patient's diagnosis), or ``None``."""
+    if name is None:
+        return QuarantineReason.INVALID_VALUE, "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>"
+    patient = name["patient"]
+    diagnosis = sources.diagnoses.get(patient)
+    if diagnosis is None:
+        return QuarantineReason.UNKNOWN_DIAGNOSIS, f"patient {patient} has no line in {sources.layout.diagnosis.name}"
+    if diagnosis not in DIAGNOSES:
+        return (
+            QuarantineReason.UNKNOWN_DIAGNOSIS,
+            f"diagnosis {diagnosis!r} of patient {patient} is not one of {list(DIAGNOSES)}",
+        )
+    return None
+
+
+def _reject_file(
+    build: _Build,
+    stem: str,
+    lines: list[AnnotationLine],
+    problem: tuple[QuarantineReason, str],
+    audio_path: str | None,
+) -> None:
+    """Quarantine an annotation file and every one of its lines (a bad line keeps its own reason)."""
+    reason, detail = problem
+    build.reject(
+        stem,
+        reason,
+        f"{detail} ({len(lines)} annotation lines dropped with it)",
+        audio_path=audio_path,
+        annotated=True,
+    )
+    for line in lines:
+        if line.problem is not None:
+            build.reject_line(stem, line, line.problem, line.detail, audio_path)
+        else:
+            build.reject_line(stem, line, reason, f"dropped with its recording: {detail}", audio_path)
+    build.counts["recordings_quarantined"] += 1
+
+
+def _kept_lines(
+    build: _Build, stem: str, lines: list[AnnotationLine], wav_duration: float | None, audio_path: str | None
+) -> list[AnnotationLine]:
+    """The valid lines of a file within the WAV's duration; the others are quarantined."""
     kept: list[AnnotationLine] = []
     for line in lines:
         if line.problem is not None:
@@ -458,43 +546,21 @@ def _add_recording(
             )
         else:
             kept.append(line)
-    if not kept:
-        build.reject(
-            stem,
-            QuarantineReason.NO_VALID_CYCLES,
-            f"{build.folder}/{stem}.txt has no valid cycle ({len(lines)} non-blank lines, all quarantined)",
-            audio_path=audio_path,
-            annotated=True,
-        )
-        counts["recordings_quarantined"] += 1
-        return
+    return kept
 
-    if audio_problem is not None:
-        reason, detail = audio_problem
-        build.reject(
-            stem,
-            reason,
-            f"{detail}; recording kept for statistics without audio, duration from annotations",
-            audio_path=audio_path,
-            annotated=True,
-        )
-        counts["audio_quarantined"] += 1
-        audio_path = None
-    elif wav_duration is not None:
-        counts["audio_read"] += 1
 
-    person = _person(patient, demographics, layout.demographics.name)
-    split = splits.get(stem) or splits.get(stem.rsplit("_", 1)[0])
-    recording_id = f"{DATASET}:{stem}"
+def _append_recording(build: _Build, sources: _Sources, recording: _Recording) -> None:
+    """Append the recording row and one cycle row per kept line."""
+    person = _person(recording.patient, sources.demographics, sources.layout.demographics.name)
+    split = sources.split_of(recording.stem)
+    kept = recording.kept
     crackles = np.array([line.crackles for line in kept])
     wheezes = np.array([line.wheezes for line in kept])
-    labels = cycle_labels(crackles, wheezes)
-    tally = CycleCounts.from_flags(crackles, wheezes)
-    for line, label in zip(kept, labels):
+    for line, label in zip(kept, cycle_labels(crackles, wheezes)):
         build.cycles.append(
             {
-                "recording_id": recording_id,
-                "patient_id": patient,
+                "recording_id": recording.recording_id,
+                "patient_id": recording.patient,
                 "cycle": line.cycle,
                 "onset_s": line.onset_s,
                 "offset_s": line.offset_s,
@@ -502,40 +568,45 @@ def _add_recording(
                 "crackles": line.crackles,
                 "wheezes": line.wheezes,
                 "cycle_label": label,
-                "diagnosis": diagnosis,
+                "diagnosis": recording.diagnosis,
                 "age": person["age"],
                 "sex": person["sex"],
                 "official_split": split,
             }
         )
-    build.recordings.append(
-        {
-            "recording_id": recording_id,
-            "stem": stem,
-            "patient_id": patient,
-            "diagnosis": diagnosis,
-            **person,
-            "recording_index": name["index"],
-            "chest_location": name["chest"],
-            "acquisition_mode": name["mode"],
-            "device": name["device"],
-            "official_split": split,
-            "audio_path": audio_path,
-            "audio_present": audio_path is not None,
-            "sample_rate": sample_rate,
-            # Without a readable WAV the last annotated offset is the best lower bound of the recording's length.
-            "duration_s": wav_duration if wav_duration is not None else max(line.offset_s for line in kept),
-            "duration_source": "wav" if wav_duration is not None else "annotations",
-            "n_cycles": tally.total,
-            "n_normal": tally.normal,
-            "n_crackles_only": tally.crackles_only,
-            "n_wheezes_only": tally.wheezes_only,
-            "n_both": tally.both,
-            "cycles_quarantined": len(lines) - len(kept),
-            "lung_label": rule(tally),
-            "label_rule": label_rule,
-        }
-    )
+    tally = CycleCounts.from_flags(crackles, wheezes)
+    build.recordings.append(_recording_row(recording, person, split, tally, sources.label_rule))
+
+
+def _recording_row(recording: _Recording, person: dict, split: str | None, tally: CycleCounts, rule: str) -> dict:
+    """One row of the recordings table (:data:`RECORDING_COLUMNS`)."""
+    name, wav_duration = recording.name, recording.wav_duration
+    return {
+        "recording_id": recording.recording_id,
+        "stem": recording.stem,
+        "patient_id": recording.patient,
+        "diagnosis": recording.diagnosis,
+        **person,
+        "recording_index": name["index"],
+        "chest_location": name["chest"],
+        "acquisition_mode": name["mode"],
+        "device": name["device"],
+        "official_split": split,
+        "audio_path": recording.audio_path,
+        "audio_present": recording.audio_path is not None,
+        "sample_rate": recording.sample_rate,
+        # Without a readable WAV the last annotated offset is the best lower bound of the recording's length.
+        "duration_s": wav_duration if wav_duration is not None else max(line.offset_s for line in recording.kept),
+        "duration_source": "wav" if wav_duration is not None else "annotations",
+        "n_cycles": tally.total,
+        "n_normal": tally.normal,
+        "n_crackles_only": tally.crackles_only,
+        "n_wheezes_only": tally.wheezes_only,
+        "n_both": tally.both,
+        "cycles_quarantined": recording.quarantined_lines,
+        "lung_label": LABEL_RULES[rule](tally),
+        "label_rule": rule,
+    }
 
 
 def _typed(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:

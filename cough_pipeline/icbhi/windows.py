@@ -23,7 +23,6 @@ and writes each window as a WAV under ``out_dir/<W>s/``; every recording that yi
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import soundfile as sf
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
 from cough_pipeline.naming import artefact_stem
+from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
 WINDOW_COLUMNS = [
     "window_id",
@@ -176,11 +176,24 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = 
     path.parent.mkdir(parents=True, exist_ok=True)
     if subtype != "FLOAT":
         samples = np.clip(samples, -1.0, 1.0)
-    # Encoded in memory, then one plain write: soundfile closing a real file fsyncs it, which doubled the cost of
-    # a window (the bytes are identical).
+    # Encoded in memory, then one plain write: soundfile closing a real file fsyncs it, a disk flush per window
+    # that nothing here needs (the bytes are identical).
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, subtype=subtype, format="WAV")
     path.write_bytes(buffer.getbuffer())
+
+
+#: Recordings-table columns :func:`make_windows` reads.
+REQUIRED_COLUMNS = (
+    "recording_id",
+    "stem",
+    "patient_id",
+    "lung_label",
+    "diagnosis",
+    "official_split",
+    "audio_path",
+    "audio_present",
+)
 
 
 def make_windows(
@@ -189,58 +202,53 @@ def make_windows(
     config: WindowConfig | None,
     out_dir: str | Path,
     workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Window every recording of an ICBHI ``recordings`` table; returns ``(windows, problems)``.
 
-    ``recordings`` needs ``recording_id``, ``stem``, ``patient_id``, ``lung_label``, ``diagnosis``,
-    ``official_split``, ``audio_path`` (relative to ``root``) and ``audio_present``. WAVs go to
+    ``recordings`` needs :data:`REQUIRED_COLUMNS` (``audio_path`` relative to ``root``). WAVs go to
     ``out_dir/<W>s/<artefact stem of stem>_<W>s_<index>.wav``; ``windows.audio_path`` is relative to ``out_dir``.
-    Rows are ordered
-    by recording (table order), then window length (config order), then window index; ``window_id`` is
-    ``<stem>:<W>s:<index>`` (3 digits). Every recording without a window is a ``problems`` row: ``audio_absent``
-    (the table has no WAV for it) or the decoder's quarantine code (``audio_missing``, ``audio_empty``,
-    ``audio_no_samples``, ``audio_unreadable``). WAVs already in ``out_dir/<W>s/`` are removed first, so a re-run
-    never leaves stale windows behind. ``workers`` threads decode/resample/write in parallel (the work is in
-    libsndfile/soxr/numpy, which release the GIL); ``progress(done, total)`` is called after each recording.
+    Rows are ordered by recording (table order), then window length (config order), then window index;
+    ``window_id`` is ``<stem>:<W>s:<index>`` (3 digits). Every recording without a window is a ``problems`` row:
+    ``audio_absent`` (the table has no WAV for it) or the decoder's quarantine code (``audio_missing``,
+    ``audio_empty``, ``audio_no_samples``, ``audio_unreadable``). WAVs already in ``out_dir/<W>s/`` are removed
+    first, so a re-run never leaves stale windows behind. ``workers`` threads decode/resample/write in parallel
+    (the work is in libsndfile/soxr/numpy, which release the GIL); ``progress(done, total)`` is called after each
+    recording.
     """
     config = WindowConfig() if config is None else config
-    missing = sorted(
-        {
-            "recording_id",
-            "stem",
-            "patient_id",
-            "lung_label",
-            "diagnosis",
-            "official_split",
-            "audio_path",
-            "audio_present",
-        }
-        - set(recordings.columns)
-    )
+    missing = sorted(set(REQUIRED_COLUMNS) - set(recordings.columns))
     if missing:
         raise WindowError(f"recordings table lacks columns {missing}")
     if workers < 1:
         raise WindowError(f"workers must be >= 1, got {workers}")
     root, out_dir = Path(root), Path(out_dir)
-    for window_s in config.window_seconds:
-        folder = out_dir / window_label(window_s)
-        for stale in folder.glob("*.wav") if folder.is_dir() else ():
-            stale.unlink()
+    _remove_stale_windows(out_dir, config)
     rows = recordings.to_dict("records")
     window_rows: list[dict] = []
     problems: list[dict] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = ordered_bounded_map(pool, lambda row: _window_one(row, root, config, out_dir), rows, 2 * workers)
-        for done, (_row, outcome) in enumerate(zip(rows, outcomes), start=1):
+        for done, outcome in enumerate(outcomes, start=1):
             if isinstance(outcome, dict):
                 problems.append(outcome)
             else:
                 window_rows += outcome
-            if progress is not None:
-                progress(done, len(rows))
-    windows = pd.DataFrame(window_rows, columns=WINDOW_COLUMNS)
-    windows = windows.astype(
+            notify(progress, done, len(rows))
+    return _windows_frame(window_rows), pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
+
+
+def _remove_stale_windows(out_dir: Path, config: WindowConfig) -> None:
+    """Delete the WAVs of an earlier run from the folders of ``config``'s window lengths."""
+    for window_s in config.window_seconds:
+        folder = out_dir / window_label(window_s)
+        for stale in folder.glob("*.wav") if folder.is_dir() else ():
+            stale.unlink()
+
+
+def _windows_frame(rows: list[dict]) -> pd.DataFrame:
+    """Window rows with :data:`WINDOW_COLUMNS` and their dtypes (also when empty)."""
+    return pd.DataFrame(rows, columns=WINDOW_COLUMNS).astype(
         {
             "window_seconds": "float64",
             "window_index": "int64",
@@ -252,18 +260,6 @@ def make_windows(
             "sample_rate": "int64",
         }
     )
-    return windows, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
-
-
-def ordered_bounded_map(pool: ThreadPoolExecutor, function: Callable, items: list, in_flight: int) -> Iterable:
-    """``pool.map`` that keeps at most ``in_flight`` items submitted ahead, so decoded audio never piles up."""
-    futures = []
-    for item in items:
-        futures.append(pool.submit(function, item))
-        if len(futures) >= in_flight:
-            yield futures.pop(0).result()
-    for future in futures:
-        yield future.result()
 
 
 def _present(row: dict) -> bool:
@@ -347,7 +343,6 @@ __all__ = [
     "expected_window_count",
     "loop_pad",
     "make_windows",
-    "ordered_bounded_map",
     "slice_windows",
     "window_label",
     "window_samples",
