@@ -33,9 +33,12 @@ def check_partition(partition: str) -> None:
 def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, resources: dict) -> bool:
     check_partition(partition)
     partitioned, unpartitioned = downstream_of_manifest()
-    ok = run_assets(partitioned, f"partition {partition}", instance, resources, partition_key=partition)
+    everything = list(defs.assets or [])
+    ok = run_assets(
+        everything, f"partition {partition}", instance, resources, selection=partitioned, partition_key=partition
+    )
     if ok and with_summaries and unpartitioned:
-        ok = run_assets(list(defs.assets or []), "summaries", instance, resources, selection=unpartitioned)
+        ok = run_assets(everything, "summaries", instance, resources, selection=unpartitioned)
     return ok
 
 

@@ -3,14 +3,16 @@
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from assets import cough_filter, icbhi, manifest, segmentation, separation
-from assets.jobs import dataset_job, icbhi_balancing_job
+from assets.jobs import build_jobs
 from assets.resources import build_resources
 
 ASSET_MODULES = [manifest, segmentation, cough_filter, separation, icbhi]
 
+ALL_ASSETS = load_assets_from_modules(ASSET_MODULES)
+
 defs = Definitions(
-    assets=load_assets_from_modules(ASSET_MODULES),
+    assets=ALL_ASSETS,
     asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[dataset_job, icbhi_balancing_job],
+    jobs=build_jobs(ALL_ASSETS),
     resources=build_resources(),
 )

@@ -1,7 +1,14 @@
-"""Static partitions: one per COVID-19 cough dataset."""
+"""Every partitions definition of the graph, in one place.
+
+* ``dataset_partitions``: one partition per COVID-19 cough dataset; the per-dataset chain (manifest, quarantine,
+  segments, cough list, ...) is partitioned by it, so one dataset re-runs without touching the others.
+* ``balance_partitions``: one partition per ICBHI class-balancing strategy.
+"""
 
 from dagster import StaticPartitionsDefinition
 
+from cough_pipeline.icbhi.balancing import STRATEGIES
 from cough_pipeline.schema import COVID_DATASETS
 
 dataset_partitions = StaticPartitionsDefinition(list(COVID_DATASETS))
+balance_partitions = StaticPartitionsDefinition(list(STRATEGIES))

@@ -32,7 +32,7 @@ def test_the_cough_filter_model_is_trained_and_saved_without_pickles(resources):
     resources_, result = resources
     metadata = result.asset_materializations_for_node("cough_filter_model")[0].metadata
     assert metadata["cv_mean_roc_auc"].value > 0.8 and metadata["coughs"].value > 0
-    folder = resources_["storage"].current_generation("models", "cough_filter")
+    folder = resources_["model_store"].model_folder("cough_filter_model")
     assert sorted(p.name for p in folder.iterdir()) == ["booster.json", "model_card.json", "scaler.json"]
     assert json.loads((folder / "model_card.json").read_text())["input_sample_rate"] == 48_000
 
@@ -48,7 +48,9 @@ def test_segmentation_evaluation_scores_both_methods(resources):
 @pytest.mark.parametrize("partition", ["ccs", "coughvid"])
 def test_partitioned_stages_materialise_with_plots_and_counts(resources, partition):
     resources_, _ = resources
-    result = materialize(PARTITIONED, partition_key=partition, resources=resources_)
+    result = materialize(
+        [*PARTITIONED, cough_filter_model], partition_key=partition, resources=resources_, selection=PARTITIONED
+    )
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert all(c.passed for c in checks) and "every_manifest_row_scored" in {c.check_name for c in checks}
