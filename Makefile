@@ -20,13 +20,27 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test ui settings bench backfill sql catalog separation-experiment install system-deps clean-data
+.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff: lint and formatting (line length 120, pyproject.toml); CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Rewrite constraints.txt from what .venv holds now (after an upgrade that passed `make test`).
+constraints: install
+	@{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && echo "constraints.txt: $$(grep -vc '^#' constraints.txt) pinned packages"
 
 # Settings are checked (and runs left unfinished by a killed `make demo`/`make backfill` failed) before the UI starts.
 ui: install
@@ -64,12 +78,12 @@ catalog: install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml | system-deps
+$(STAMP): pyproject.toml constraints.txt | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (the first time downloads torch: several GB)"
 	@# torch and torchvision in one step so pip picks a matching pair (timm needs both).
-	@$(PIP) install torch torchvision $(PIP_FILTER)
-	@$(PIP) install -e '.[dev]' $(PIP_FILTER)
+	@$(PIP) install -c constraints.txt torch torchvision $(PIP_FILTER)
+	@$(PIP) install -c constraints.txt -e '.[dev]' $(PIP_FILTER)
 	@$(PY) -c "import timm, scaper, museval, dagster" || { echo "install check failed: see the import error above"; exit 1; }
 	@touch $(STAMP)
 

@@ -12,7 +12,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.metadata import column_schema, counts, image, preview
+from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
 from cough_pipeline.manifest import ManifestBuild, build_manifest, duplicate_recording_ids, undecoded_rows
 from cough_pipeline.parallel import throttled
@@ -64,16 +64,19 @@ MANIFEST_CHECKS = [
 @multi_asset(
     outs={
         "manifest": AssetOut(
-            description="One row per usable audio file, in the harmonised schema.", io_manager_key="table_io_manager"
+            description="One row per usable audio file, in the harmonised schema.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
         ),
         "manifest_quarantine": AssetOut(
-            description="Every rejected input row with a machine-readable reason.", io_manager_key="table_io_manager"
+            description="Every rejected input row with a machine-readable reason.",
+            io_manager_key="table_io_manager",
+            kinds={"pandas"},
         ),
     },
     partitions_def=dataset_partitions,
     check_specs=MANIFEST_CHECKS,
     group_name="manifest",
-    compute_kind="pandas",
 )
 def manifest(context: AssetExecutionContext, data_roots: DataRoots, storage: Storage):
     """Read one dataset from its native layout, probe every audio file and quarantine what cannot be used.
@@ -108,8 +111,6 @@ def _manifest_metadata(build: ManifestBuild, source: str) -> dict:
         for label, group in frame.groupby("covid_label", observed=True)
     }
     return {
-        "dagster/row_count": len(frame),
-        "dagster/column_schema": column_schema(frame),
         "source": source,
         "rows_in": build.rows_in,
         "usable_rows": int(usable.sum()),
@@ -120,16 +121,15 @@ def _manifest_metadata(build: ManifestBuild, source: str) -> dict:
         "sample_rates": MetadataValue.json(counts(frame["sample_rate"])),
         "seconds": round(build.seconds, 2),
         "labels_plot": image(stacked_bar_png(by_label, f"{build.dataset}: recordings per label"), "labels"),
-        "preview": preview(frame, PREVIEW_COLUMNS),
+        "key_columns": preview(frame, PREVIEW_COLUMNS),
     }
 
 
 def _quarantine_metadata(build: ManifestBuild) -> dict:
     frame = build.quarantine
     return {
-        "dagster/row_count": len(frame),
         "reasons": MetadataValue.json(counts(frame["reason"])),
-        "preview": preview(frame, QUARANTINE_PREVIEW),
+        "key_columns": preview(frame, QUARANTINE_PREVIEW),
     }
 
 

@@ -3,14 +3,18 @@
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 
 from assets.artefacts import artefact_paths_check, artefact_paths_spec
-from assets.config import mirror
-from assets.metadata import column_schema, counts, image, preview
+from assets.config import bounded, mirror
+from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
+from cough_pipeline.bounds import PositiveInt
 from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import waveform_with_segments_png
+from cough_pipeline.schema import EXCLUDE_REASONS
 from cough_pipeline.segmentation import HysteresisConfig, RmsConfig
 from cough_pipeline.segmentation.batch import SegmentationRun, segment_recordings
+from cough_pipeline.segmentation.methods import METHODS
 from cough_pipeline.segmentation.virufy_evaluation import evaluate_virufy
+from resources.config_types import choices, plain
 from resources.data_roots import DataRoots
 from resources.storage import Storage
 
@@ -25,14 +29,19 @@ RmsSettings = mirror(
 )
 
 
+#: The segmentation methods and the manifest's exclude reasons, as config choices.
+MethodName = choices("MethodName", METHODS)
+ExcludeReason = choices("ExcludeReason", EXCLUDE_REASONS)
+
+
 class CoughSegmentsConfig(Config):
-    methods: list[str] = ["hysteresis", "rms"]
+    methods: list[MethodName] = ["hysteresis", "rms"]
     hysteresis: HysteresisSettings = HysteresisSettings()
     rms: RmsSettings = RmsSettings()
     #: Recordings excluded upstream for these reasons are not segmented (they are counted in the metadata).
-    skip_exclude_reasons: list[str] = ["not_cough", "duplicate"]
+    skip_exclude_reasons: list[ExcludeReason] = ["not_cough", "duplicate"]
     write_wavs: bool = True
-    workers: int = 2
+    workers: bounded(PositiveInt) = 2
 
 
 @asset(
@@ -40,7 +49,7 @@ class CoughSegmentsConfig(Config):
     partitions_def=dataset_partitions,
     io_manager_key="table_io_manager",
     group_name="segmentation",
-    compute_kind="numpy",
+    kinds={"numpy"},
     check_specs=[artefact_paths_spec("cough_segments")],
 )
 def cough_segments(
@@ -52,14 +61,14 @@ def cough_segments(
     deleted only once this table is committed."""
     dataset = context.partition_key
     settings = {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
-    methods = {m: settings[m] for m in config.methods}
+    methods = {m: settings[m] for m in plain(config.methods)}
     root = data_roots.root_for(dataset)
     with storage.generation("segments", dataset, run_id=context.run.run_id) as folder:
         run = SegmentationRun(
             methods=methods,  # validated here, before anything is written
             output_dir=folder if config.write_wavs else None,
             relative_to=storage.root_path,
-            skip_exclude_reasons=tuple(config.skip_exclude_reasons),
+            skip_exclude_reasons=tuple(plain(config.skip_exclude_reasons)),
             workers=config.workers,
         )
         result = segment_recordings(
@@ -69,15 +78,12 @@ def cough_segments(
     rate = per_recording.groupby("method")["coughs_per_minute"].describe()[["mean", "50%", "max"]].round(2)
     example = result.example
     metadata = {
-        "dagster/row_count": len(result.segments),
-        "dagster/column_schema": column_schema(result.segments),
         "recordings_segmented": int(per_recording["recording_id"].nunique()),
         "recordings_skipped": MetadataValue.json(result.skipped_counts),
         "recordings_failed": MetadataValue.json(result.failed_counts),
         "segments_per_method": MetadataValue.json(counts(result.segments["method"])),
         "coughs_per_minute": preview(rate.rename(columns={"50%": "median"}).reset_index()),
         "per_recording": preview(per_recording, rows=20),
-        "preview": preview(result.segments),
         "folder": MetadataValue.path(str(folder)),
     }
     if example is not None:
@@ -100,7 +106,7 @@ class SegmentationEvaluationConfig(Config):
     rms: RmsSettings = RmsSettings()
 
 
-@asset(io_manager_key="table_io_manager", group_name="segmentation", compute_kind="numpy")
+@asset(io_manager_key="table_io_manager", group_name="segmentation", kinds={"numpy"})
 def segmentation_evaluation(
     context: AssetExecutionContext, config: SegmentationEvaluationConfig, data_roots: DataRoots
 ):
@@ -112,7 +118,6 @@ def segmentation_evaluation(
         root, {"hysteresis": config.hysteresis.library_config(), "rms": config.rms.library_config()}
     )
     metadata = {
-        "dagster/row_count": len(evaluation.per_file),
         "source": data_roots.source("virufy"),
         "summary": preview(evaluation.summary),
         "fleiss_kappa_manual_hysteresis_rms": round(float(evaluation.fleiss_kappa), 4),

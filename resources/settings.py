@@ -3,13 +3,16 @@ noise bank the separation stages mix coughs with."""
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from dagster import ConfigurableResource, ResourceDependency
 
+from cough_pipeline.bounds import PositiveInt, Seed
 from cough_pipeline.mixtures import esc50_noise_bank, load_noise_bank, split_noise_bank
-from cough_pipeline.profiles import Profile, get_profile
+from cough_pipeline.profiles import PROFILES, Profile, get_profile
 from cough_pipeline.separation.model import resolve_device
+from resources.config_types import bounded
 from resources.data_roots import DataRoots
 from resources.environment import DEFAULT_PROFILE, PROFILE, profile_problem
 
@@ -18,10 +21,11 @@ class PipelineSettings(ConfigurableResource):
     """``profile`` (``demo`` | ``modest`` | ``paper``; default ``$COUGH_PIPELINE_PROFILE`` or demo), ``seed``,
     ``device`` (empty: CUDA when available, else CPU) and ``workers`` (processes for parallel stages)."""
 
-    profile: str = ""
-    seed: int = 0
+    #: Empty: ``$COUGH_PIPELINE_PROFILE``, else ``demo``.
+    profile: Literal[("", *PROFILES)] = ""
+    seed: bounded(Seed) = 0
     device: str = ""
-    workers: int = 2
+    workers: bounded(PositiveInt) = 2
 
     def scale(self) -> Profile:
         """The configured profile, else ``$COUGH_PIPELINE_PROFILE``, else ``demo``; a name that is not a profile is a

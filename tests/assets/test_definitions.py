@@ -46,8 +46,9 @@ def graph_snapshot(definitions: Definitions) -> dict:
 
 def test_the_graph_matches_its_reviewed_snapshot():
     current = graph_snapshot(defs)
-    if os.environ.get("UPDATE_SNAPSHOT") == "1" or not SNAPSHOT.exists():
+    if os.environ.get("UPDATE_SNAPSHOT") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"{SNAPSHOT.name} is missing: create it with UPDATE_SNAPSHOT=1 and review it"
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected, "the asset graph changed: rerun with UPDATE_SNAPSHOT=1 and review the snapshot diff"
 

@@ -1,0 +1,55 @@
+"""Bad config values are refused when a run is launched, by Dagster's config error naming the field, before any
+step runs (no table, no model, no file is written)."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInvalidConfigError, materialize
+
+from assets.definitions import ALL_ASSETS
+from assets.resources import build_resources
+
+CASES = {
+    "choice_not_in_literal": (
+        ["cough_segments"],
+        {"ops": {"cough_segments": {"config": {"methods": ["hysteresis", "zero_crossings"]}}}},
+        "root:ops:cough_segments:config:methods",
+    ),
+    "probability_above_one": (
+        ["cough_filter_model"],
+        {"ops": {"cough_filter_model": {"config": {"threshold": 1.5}}}},
+        "root:ops:cough_filter_model:config:threshold",
+    ),
+    "unknown_profile": (
+        ["cough_filter_model"],
+        {"resources": {"settings": {"config": {"profile": "huge"}}}},
+        "root:resources:settings:config:profile",
+    ),
+    "zero_workers": (
+        ["cough_list"],
+        {"ops": {"cough_list": {"config": {"workers": 0}}}},
+        "root:ops:cough_list:config:workers",
+    ),
+}
+
+
+def selected(names: list[str]) -> list:
+    return [asset for asset in ALL_ASSETS if {key.to_user_string() for key in asset.keys} & set(names)]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_value_fails_at_launch_naming_the_field_before_any_step(case, tmp_path):
+    names, run_config, path = CASES[case]
+    root = tmp_path / "storage"
+    resources = build_resources(str(root), str(tmp_path / "warehouse.duckdb"))
+    partition = {"partition_key": "ccs"} if names != ["cough_filter_model"] else {}
+    with pytest.raises(DagsterInvalidConfigError) as error:
+        materialize(
+            ALL_ASSETS,
+            selection=selected(names),
+            resources=resources,
+            run_config=run_config,
+            **partition,
+        )
+    assert path in str(error.value)
+    assert not root.exists() or not any(root.rglob("*.parquet")), "a step ran before the config was checked"
