@@ -1,5 +1,6 @@
 """The XGBoost cough filter: a model (pretrained or trained here), and per-dataset cough probabilities."""
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -7,107 +8,89 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
-    MaterializeResult,
     MetadataValue,
     Output,
     asset,
 )
 
-from assets.metadata import column_schema, counts, image, preview
+from assets.config import bounded, mirror
+from assets.metadata import counts, image
 from assets.partitions import dataset_partitions
-from cough_pipeline.cough_filter import CoughClassifier, TrainingSettings, esc50_clips, train_cough_classifier
+from cough_pipeline.bounds import PositiveInt
+from cough_pipeline.cough_filter import CoughClassifier, esc50_clips, train_cough_classifier
 from cough_pipeline.cough_filter.batch import classify_recordings, prepared_clips
+from cough_pipeline.cough_filter.settings import CoughFilterSettings, clip_table
 from cough_pipeline.demo_corpus.clips import CLIP_DATASETS, labelled_clips
 from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import histogram_png
 from resources.cough_model import CoughModelSource
 from resources.data_roots import DataRoots
-from resources.storage import Storage
+from resources.model_store import TrainedModel, fingerprint
 
-MODEL_FOLDER = ("models", "cough_filter")
-
-
-class CoughFilterModelConfig(Config):
-    """Train on ``training_clips`` (``demo``, or an ESC-50 folder: ``coughing`` vs every other class) unless a
-    pretrained model is configured in the ``cough_model_source`` resource."""
-
-    training_clips: str = "demo"
-    seed: int = 0
-    n_estimators: int = 100
-    max_depth: int = 4
-    n_splits: int = 5
-    threshold: float = 0.8
-    #: Every clip is resampled to this rate before features (0: keep each file's own rate, as COUGHVID did).
-    input_sample_rate: int = 48_000
+CoughFilterModelConfig = mirror(
+    CoughFilterSettings,
+    "Train on ``training_clips`` (``demo``, or an ESC-50 folder: ``coughing`` vs every other class) unless a "
+    "pretrained model is configured in the ``cough_model_source`` resource.",
+)
 
 
-@asset(group_name="cough_filter", compute_kind="xgboost")
+def cross_validation_metadata(report: dict) -> dict:
+    """The training report of :func:`train_cough_classifier` as UI metadata."""
+    cv = report["cross_validation"]
+    return {
+        "clips": report["n_clips"],
+        "coughs": report["n_positive"],
+        "groups": report["n_groups"],
+        "rejected_clips": MetadataValue.json(report["rejected"]),
+        "cv_mean_roc_auc": round(cv["mean_roc_auc"], 4) if cv["mean_roc_auc"] is not None else None,
+        "cv_pooled_roc_auc": round(cv["pooled_roc_auc"], 4),
+        "cv_folds": MetadataValue.json(
+            [{k: f[k] for k in ("fold", "n_train", "n_test", "n_test_positive", "roc_auc")} for f in cv["folds"]]
+        ),
+    }
+
+
+@asset(group_name="cough_filter", kinds={"xgboost"}, io_manager_key="model_io_manager")
 def cough_filter_model(
     context: AssetExecutionContext,
     config: CoughFilterModelConfig,
     cough_model_source: CoughModelSource,
     data_roots: DataRoots,
-    storage: Storage,
-) -> MaterializeResult:
-    """The cough/non-cough XGBoost model (native JSON booster + scaler + model card) the cough list uses, saved as
-    a new generation of ``models/cough_filter/`` that becomes current only once it is complete."""
+) -> Output[TrainedModel]:
+    """The cough/non-cough XGBoost model (native JSON booster + scaler) the cough list uses: pretrained, or
+    trained here with group-disjoint cross-validation; stored as a new model version."""
+    settings = config.library_config()
     pretrained = cough_model_source.pretrained_folder()
-    metadata = {}
     if pretrained is not None:
         classifier = CoughClassifier.from_pretrained(pretrained)
         context.log.info(f"using the pretrained model in {pretrained}")
-        metadata["source"] = str(pretrained)
+        metadata, training_data, metrics = {"source": str(pretrained)}, {"pretrained": str(pretrained)}, {}
     else:
-        if config.training_clips == "demo":
-            clips = labelled_clips(data_roots.demo_corpus(CLIP_DATASETS), seed=config.seed)
+        if settings.training_clips == "demo":
+            clips = labelled_clips(data_roots.demo_corpus(CLIP_DATASETS), seed=settings.seed)
         else:
-            clips = esc50_clips(config.training_clips)
-        clips = prepared_clips(clips, config.input_sample_rate or None)
-        settings = TrainingSettings(
-            n_estimators=config.n_estimators,
-            max_depth=config.max_depth,
-            n_splits=config.n_splits,
-            threshold=config.threshold,
-        )
-        classifier, report = train_cough_classifier(clips, seed=config.seed, settings=settings)
-        cv = report["cross_validation"]
-        metadata.update(
-            {
-                "source": f"trained on {config.training_clips} clips",
-                "clips": report["n_clips"],
-                "coughs": report["n_positive"],
-                "groups": report["n_groups"],
-                "rejected_clips": MetadataValue.json(report["rejected"]),
-                "cv_mean_roc_auc": round(cv["mean_roc_auc"], 4) if cv["mean_roc_auc"] is not None else None,
-                "cv_pooled_roc_auc": round(cv["pooled_roc_auc"], 4),
-                "cv_folds": MetadataValue.json(
-                    [
-                        {k: f[k] for k in ("fold", "n_train", "n_test", "n_test_positive", "roc_auc")}
-                        for f in cv["folds"]
-                    ]
-                ),
-            }
-        )
-    classifier.threshold = config.threshold
-    classifier.input_sample_rate = config.input_sample_rate or None
-    with storage.generation(*MODEL_FOLDER, run_id=context.run.run_id) as folder:
-        classifier.save(folder)
-    storage.publish_generation(folder)
-    metadata.update({"path": str(folder), "threshold": config.threshold})
-    return MaterializeResult(metadata=metadata)
+            clips = esc50_clips(settings.training_clips)
+        clips = prepared_clips(clips, settings.input_sample_rate or None)
+        classifier, report = train_cough_classifier(clips, seed=settings.seed, settings=settings.training_settings())
+        metadata = {"source": f"trained on {settings.training_clips} clips", **cross_validation_metadata(report)}
+        training_data = {"clips": fingerprint(clip_table(clips))}
+        metrics = {k: metadata[k] for k in ("cv_mean_roc_auc", "cv_pooled_roc_auc", "clips", "coughs", "groups")}
+    classifier.threshold = settings.threshold
+    classifier.input_sample_rate = settings.input_sample_rate or None
+    trained = TrainedModel(classifier, config=config.model_dump(), training_data=training_data, metrics=metrics)
+    return Output(trained, metadata={**metadata, "threshold": settings.threshold})
 
 
 class CoughListConfig(Config):
-    workers: int = 2
+    workers: bounded(PositiveInt) = 2
 
 
 @asset(
-    ins={"manifest": AssetIn()},
-    deps=[cough_filter_model],
+    ins={"manifest": AssetIn(), "cough_filter_model": AssetIn()},
     partitions_def=dataset_partitions,
     io_manager_key="table_io_manager",
     group_name="cough_filter",
-    compute_kind="xgboost",
+    kinds={"xgboost"},
     check_specs=[
         AssetCheckSpec(
             "every_manifest_row_scored",
@@ -118,12 +101,15 @@ class CoughListConfig(Config):
     ],
 )
 def cough_list(
-    context: AssetExecutionContext, config: CoughListConfig, manifest, data_roots: DataRoots, storage: Storage
+    context: AssetExecutionContext,
+    config: CoughListConfig,
+    manifest: pd.DataFrame,
+    cough_filter_model: TrainedModel,
+    data_roots: DataRoots,
 ):
     """Per recording: the cough probability and the decision at the model's threshold (COUGHVID: 0.80)."""
     dataset = context.partition_key
-    model_folder = storage.current_generation(*MODEL_FOLDER, what="cough_filter_model")
-    classifier = CoughClassifier.from_folder(model_folder)
+    classifier = cough_filter_model.model
     table = classify_recordings(
         manifest,
         data_roots.root_for(dataset),
@@ -136,9 +122,8 @@ def cough_list(
     yield Output(
         table,
         metadata={
-            "dagster/row_count": len(table),
-            "dagster/column_schema": column_schema(table),
             "threshold": classifier.threshold,
+            "model_version": MetadataValue.text(cough_filter_model.version or ""),
             "coughs_kept": kept,
             "rejected": len(table) - kept,
             "reasons": MetadataValue.json(counts(table["reason"])),
@@ -151,7 +136,6 @@ def cough_list(
                 ),
                 "histogram",
             ),
-            "preview": preview(table),
         },
     )
     missing = sorted(set(manifest["recording_id"]) - set(table["recording_id"]))
