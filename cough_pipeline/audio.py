@@ -93,52 +93,79 @@ _UNKNOWN_RIFF_SIZES = frozenset({0, 0xFFFFFFFF})
 _MAX_RIFF_CHUNKS = 64
 
 
+@dataclass
+class _WavHeader:
+    """What the chunk headers of a WAV file say, filled in as the chunks are read."""
+
+    endian: str
+    tag: int | None = None
+    block_align: int | None = None
+    fact_frames: int | None = None
+    ds64_data_size: int | None = None
+    data_size: int | None = None
+    data_end: int | None = None
+
+    def declared_frames(self, file_size: int) -> int | None:
+        """PCM, float and G.711 data hold ``data_size // block_align`` frames; other codecs (ADPCM, GSM) are
+        counted by their ``fact`` chunk, trusted only when the ``data`` chunk also runs past the end of the file."""
+        if self.data_size is None or self.data_size in _UNKNOWN_RIFF_SIZES or not self.block_align:
+            return None
+        if self.tag in _ONE_FRAME_PER_BLOCK_TAGS:
+            return self.data_size // self.block_align
+        return self.fact_frames if self.fact_frames and self.data_end > file_size else None
+
+
 def _wav_declared_frames(path: Path) -> int | None:
     """Frames a RIFF/RIFX/RF64 WAV header promises, reading only chunk headers.
 
-    PCM, float and G.711 data hold ``data_size // block_align`` frames; other codecs (ADPCM, GSM) are counted by
-    their ``fact`` chunk, trusted only when the ``data`` chunk also runs past the end of the file. ``None`` when
-    the file is not a WAV, its length is unknown (a streaming header), or the header does not say.
+    ``None`` when the file is not a WAV, its length is unknown (a streaming header), or the header does not say.
     """
     try:
         with path.open("rb") as handle:
             head = handle.read(12)
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
                 return None
-            endian = ">" if head[:4] == b"RIFX" else "<"
+            header = _read_wav_chunks(handle, _WavHeader(">" if head[:4] == b"RIFX" else "<"))
             file_size = path.stat().st_size
-            tag = block_align = fact_frames = ds64_data_size = data_size = data_end = None
-            position = 12
-            for _ in range(_MAX_RIFF_CHUNKS):
-                handle.seek(position)
-                header = handle.read(8)
-                if len(header) < 8:
-                    break
-                chunk_id, (size,) = header[:4], struct.unpack(endian + "I", header[4:])
-                if chunk_id == b"ds64" and size >= 16:
-                    ds64_data_size = struct.unpack("<Q", handle.read(16)[8:16])[0]
-                elif chunk_id == b"fmt " and size >= 16:
-                    body = handle.read(min(size, 40))
-                    (tag,) = struct.unpack(endian + "H", body[0:2])
-                    (block_align,) = struct.unpack(endian + "H", body[12:14])
-                    if tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
-                        (tag,) = struct.unpack(endian + "H", body[24:26])  # the sub-format GUID starts with the tag
-                elif chunk_id == b"fact" and size >= 4:
-                    fact_frames = struct.unpack(endian + "I", handle.read(4))[0]
-                elif chunk_id == b"data":
-                    if size == 0xFFFFFFFF and ds64_data_size is not None:
-                        size = ds64_data_size
-                    data_size, data_end = size, position + 8 + size
-                    if tag is not None:
-                        break
-                position += 8 + size + (size & 1)
     except (OSError, struct.error):
         return None
-    if data_size is None or data_size in _UNKNOWN_RIFF_SIZES or not block_align:
-        return None
-    if tag in _ONE_FRAME_PER_BLOCK_TAGS:
-        return data_size // block_align
-    return fact_frames if fact_frames and data_end > file_size else None
+    return header.declared_frames(file_size)
+
+
+def _read_wav_chunks(handle, header: _WavHeader) -> _WavHeader:
+    """Walk the chunks after the 12-byte RIFF header until ``data`` follows ``fmt `` (or the chunks run out)."""
+    position = 12
+    for _ in range(_MAX_RIFF_CHUNKS):
+        handle.seek(position)
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            break
+        chunk_id, (size,) = chunk[:4], struct.unpack(header.endian + "I", chunk[4:])
+        if chunk_id == b"data":
+            if size == 0xFFFFFFFF and header.ds64_data_size is not None:
+                size = header.ds64_data_size
+            header.data_size, header.data_end = size, position + 8 + size
+            if header.tag is not None:
+                break
+        else:
+            _read_wav_chunk_body(handle, chunk_id, size, header)
+        position += 8 + size + (size & 1)
+    return header
+
+
+def _read_wav_chunk_body(handle, chunk_id: bytes, size: int, header: _WavHeader) -> None:
+    """Record what a ``ds64``, ``fmt `` or ``fact`` chunk (the handle is at its body) says; skip any other."""
+    endian = header.endian
+    if chunk_id == b"ds64" and size >= 16:
+        header.ds64_data_size = struct.unpack("<Q", handle.read(16)[8:16])[0]
+    elif chunk_id == b"fmt " and size >= 16:
+        body = handle.read(min(size, 40))
+        (header.tag,) = struct.unpack(endian + "H", body[0:2])
+        (header.block_align,) = struct.unpack(endian + "H", body[12:14])
+        if header.tag == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+            (header.tag,) = struct.unpack(endian + "H", body[24:26])  # the sub-format GUID starts with the tag
+    elif chunk_id == b"fact" and size >= 4:
+        header.fact_frames = struct.unpack(endian + "I", handle.read(4))[0]
 
 
 def _flac_declared_frames(path: Path) -> int | None:
@@ -243,14 +270,7 @@ def decode_audio(path: str | Path) -> DecodedAudio:
     declares is ``audio_truncated`` (a cut-off download); a header of unknown length (streaming) is not checked.
     """
     path = Path(path)
-    if path.is_dir():
-        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is a directory, not an audio file")
-    if not path.exists():
-        raise AudioDecodeError(QuarantineReason.AUDIO_MISSING, f"no file at {path.name}")
-    if not path.is_file():
-        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is not a regular file")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(QuarantineReason.AUDIO_EMPTY, "file is 0 bytes")
+    _check_is_audio_file(path)
     try:
         decoded = _decode_with_soundfile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as soundfile_error:
@@ -260,6 +280,24 @@ def decode_audio(path: str | Path) -> DecodedAudio:
             # Decoder messages repeat the absolute path; the manifest keeps paths relative, so drop it.
             detail = f"libsndfile: {soundfile_error}; {ffmpeg_error.detail}".replace(str(path), path.name)
             raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, detail) from None
+    _check_decoded(path, decoded)
+    return decoded
+
+
+def _check_is_audio_file(path: Path) -> None:
+    """Raise :class:`AudioDecodeError` unless ``path`` is a non-empty regular file."""
+    if path.is_dir():
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is a directory, not an audio file")
+    if not path.exists():
+        raise AudioDecodeError(QuarantineReason.AUDIO_MISSING, f"no file at {path.name}")
+    if not path.is_file():
+        raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, f"{path.name} is not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(QuarantineReason.AUDIO_EMPTY, "file is 0 bytes")
+
+
+def _check_decoded(path: Path, decoded: DecodedAudio) -> None:
+    """Raise :class:`AudioDecodeError` for samples cut short of the header's length, none at all, or non-finite."""
     declared, held, rate = declared_frames(path), decoded.samples.shape[0], decoded.sample_rate
     if declared is not None and held < declared:
         raise AudioDecodeError(
@@ -272,7 +310,6 @@ def decode_audio(path: str | Path) -> DecodedAudio:
         )
     if not np.isfinite(decoded.samples).all():
         raise AudioDecodeError(QuarantineReason.AUDIO_UNREADABLE, "decoded samples contain NaN or infinity")
-    return decoded
 
 
 def load_mono(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
