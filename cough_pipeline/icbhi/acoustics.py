@@ -43,11 +43,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
+from cough_pipeline.bounds import Bounds, NonNegativeInt, PositiveInt
+from cough_pipeline.icbhi.config_checks import check_config
 from cough_pipeline.icbhi.tables import LUNG_LABELS
 from cough_pipeline.parallel import ProgressCallback, notify, process_map
 from cough_pipeline.schema import QuarantineReason
@@ -74,17 +77,16 @@ class SpectralConfig:
     ``rolloff_percents``: fractions in (0, 1), one roll-off feature each.
     """
 
-    analysis_sample_rate: int | None = ICBHI_MIN_RATE
-    n_fft: int = 256
-    hop_length: int = 64
+    analysis_sample_rate: NonNegativeInt | None = ICBHI_MIN_RATE
+    n_fft: Annotated[int, Bounds(ge=2)] = 256
+    hop_length: PositiveInt = 64
     window: str = "hann"
-    rolloff_percents: tuple[float, ...] = (0.85, 0.95)
+    rolloff_percents: tuple[Annotated[float, Bounds(gt=0.0, lt=1.0)], ...] = (0.85, 0.95)
 
     def __post_init__(self):
+        check_config(self)
         if self.analysis_sample_rate is not None and self.analysis_sample_rate < 0:
             raise ValueError(f"analysis_sample_rate must be positive, 0 or None, got {self.analysis_sample_rate}")
-        if self.n_fft < 2 or self.hop_length < 1:
-            raise ValueError(f"need n_fft >= 2 and hop_length >= 1, got n_fft={self.n_fft}, hop={self.hop_length}")
         if not self.rolloff_percents or not all(0.0 < p < 1.0 for p in self.rolloff_percents):
             raise ValueError(f"rolloff_percents must be fractions in (0, 1), got {self.rolloff_percents}")
         names = [_rolloff_name(p) for p in self.rolloff_percents]
@@ -404,6 +406,55 @@ def median_table(table: pd.DataFrame, by: str = "lung_label", features: Sequence
             }
         )
     return pd.DataFrame(out, columns=[by, "n", *features]).astype({"n": "int64"})
+
+
+@dataclass(frozen=True)
+class SpectralAnalysis:
+    """The acoustic analysis of an ICBHI recordings table (:func:`spectral_analysis`).
+
+    ``features``/``problems``: :func:`spectral_table` (``problems`` also holds the envelope picks that failed to
+    decode). ``medians``: :func:`median_table` of the ``summaries`` (the ``<feature>_mean`` columns) per lung-sound
+    label; without any analysed recording, the four labels with ``n = 0``. ``envelopes``: :func:`load_envelopes`
+    of one recording per label; ``missing_envelopes`` the labels without one. ``recordings_with_audio``: rows of
+    the recordings table with ``audio_present``.
+    """
+
+    features: pd.DataFrame
+    problems: pd.DataFrame
+    medians: pd.DataFrame
+    summaries: tuple[str, ...]
+    envelopes: dict[str, tuple[np.ndarray, np.ndarray, str]]
+    missing_envelopes: tuple[str, ...]
+    recordings_with_audio: int
+
+
+def spectral_analysis(
+    recordings: pd.DataFrame,
+    root: str | Path,
+    config: SpectralConfig = SpectralConfig(),
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+) -> SpectralAnalysis:
+    """Spectral features of every recording with audio, their medians per lung-sound label and the RMS envelope
+    of one recording per label. Arguments as :func:`spectral_table`; without any WAV every table is empty (the
+    medians have ``n = 0``) and every label is a missing envelope."""
+    features, problems = spectral_table(recordings, root, config, workers=workers, progress=progress)
+    summaries = tuple(f"{name}_mean" for name in config.features)
+    medians = (
+        median_table(features, features=summaries)
+        if len(features)
+        else pd.DataFrame({"lung_label": pd.Series(LUNG_LABELS, dtype="string"), "n": 0})
+    )
+    envelopes, envelope_problems = load_envelopes(pick_envelope_recordings(recordings), root)
+    return SpectralAnalysis(
+        features=features,
+        problems=pd.concat([problems, envelope_problems], ignore_index=True),
+        medians=medians,
+        summaries=summaries,
+        envelopes=envelopes,
+        missing_envelopes=tuple(label for label in LUNG_LABELS if label not in envelopes),
+        recordings_with_audio=int(recordings["audio_present"].sum()),
+    )
 
 
 def rms_envelope(

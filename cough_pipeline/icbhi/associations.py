@@ -1,6 +1,6 @@
 """Demographic association tests and duration summaries over the ICBHI tables of :mod:`.tables`.
 
-:func:`association_tests` runs, at one level of observation,
+:func:`association_tests` runs, at one level of observation (:func:`association_table`: at several),
 
 * age × lung-sound label and age × diagnosis: one-way ANOVA with the correlation ratio η (and η²);
 * sex × lung-sound label and sex × diagnosis: chi-square test of independence with Cramér's V (and V²).
@@ -23,13 +23,18 @@ corpus) keeps its row with null statistics and the reason in ``note``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal, get_args
+
 import numpy as np
 import pandas as pd
 
 from cough_pipeline.icbhi.tables import DURATION_SOURCES, LUNG_LABELS, CycleCounts, lung_label
 from cough_pipeline.stats import RESULT_COLUMNS, StatsError, anova_oneway, chi_square, results_frame
 
-LEVELS = ("recording", "patient", "cycle")
+#: Levels of observation (see the module docstring).
+Level = Literal["recording", "patient", "cycle"]
+LEVELS: tuple[str, ...] = get_args(Level)
 #: (variable, grouping, test) in output order.
 TESTS: tuple[tuple[str, str, str], ...] = (
     ("age", "lung_label", "anova"),
@@ -41,7 +46,7 @@ ASSOCIATION_COLUMNS = ("level", "variable", "grouping", *RESULT_COLUMNS, "note")
 _EFFECT_NAMES = {"anova": "eta", "chi_square": "cramers_v"}
 
 
-def observations(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str = "recording") -> pd.DataFrame:
+def observations(recordings: pd.DataFrame, cycles: pd.DataFrame, level: Level = "recording") -> pd.DataFrame:
     """One row per observation of ``level`` with columns ``age``, ``sex``, ``diagnosis`` and ``lung_label``."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
@@ -70,7 +75,7 @@ def observations(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str = "r
     return per_patient[columns].reset_index(drop=True)
 
 
-def association_tests(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str = "recording") -> pd.DataFrame:
+def association_tests(recordings: pd.DataFrame, cycles: pd.DataFrame, level: Level = "recording") -> pd.DataFrame:
     """The four tests of :data:`TESTS` at ``level``, one row each with :data:`ASSOCIATION_COLUMNS`.
 
     recordings, cycles: the tables of :func:`cough_pipeline.icbhi.tables.build_icbhi_tables`. ``df`` is text
@@ -110,6 +115,17 @@ def association_tests(recordings: pd.DataFrame, cycles: pd.DataFrame, level: str
     for column in ("level", "variable", "grouping", "test", "df", "effect_name", "note"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None).astype("string")
     return frame[list(ASSOCIATION_COLUMNS)]
+
+
+def association_table(
+    recordings: pd.DataFrame, cycles: pd.DataFrame, levels: Sequence[Level] = ("recording",)
+) -> pd.DataFrame:
+    """:func:`association_tests` at each of ``levels`` (a non-empty subset of :data:`LEVELS`), one table in that
+    order: four rows per level."""
+    unknown = sorted(set(levels) - set(LEVELS))
+    if unknown or not levels:
+        raise ValueError(f"levels {list(levels)} must be a non-empty subset of {list(LEVELS)}")
+    return pd.concat([association_tests(recordings, cycles, level) for level in levels], ignore_index=True)
 
 
 def duration_summary(recordings: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:

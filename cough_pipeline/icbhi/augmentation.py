@@ -6,9 +6,10 @@ They run in this order, on float64 internally:
 1. **pitch shift** by ``s`` semitones (frequencies x ``2 ** (s / 12)``), length kept. Two methods:
    ``"librosa"`` (default): :func:`librosa.effects.pitch_shift` — phase-vocoder time stretch then soxr
    resampling; tempo (breathing rate) is preserved, transients are slightly smeared. ``"resample"``: vari-speed
-   (tape-speed) shift by one soxr resampling, ~10x faster; tempo changes by the same factor (at most 12 % for
-   2 semitones), and the length is restored by loop padding (shift up: the sped-up signal is shorter) or by
-   keeping the first ``n`` samples (shift down). ``params["pitch_shift_tempo_factor"]`` records the tempo change.
+   (tape-speed) shift by one soxr resampling, much cheaper (figures: ``benchmarks/results/icbhi_preprocessing.json``,
+   README); tempo changes by the same factor (at most 12 % for 2 semitones), and the length is restored by loop
+   padding (shift up: the sped-up signal is shorter) or by keeping the first ``n`` samples (shift down).
+   ``params["pitch_shift_tempo_factor"]`` records the tempo change.
 2. **time shift**: circular roll by ``k`` samples, ``k`` uniform integer in ``[-m, m]``,
    ``m = round(max_shift_fraction * n)`` (positive ``k`` moves content later; what falls off the end re-enters
    at the start, consistent with loop padding: nothing is replaced by silence).
@@ -27,15 +28,22 @@ seed always gives the same output.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import librosa
 import numpy as np
 import soxr
 
+from cough_pipeline.bounds import Bounds, Probability
+from cough_pipeline.icbhi.config_checks import check_config
 from cough_pipeline.icbhi.windows import loop_pad
 
-TRANSFORMS = ("pitch_shift", "time_shift", "noise", "gain")
-PITCH_METHODS = ("librosa", "resample")
+#: The transforms, in the order they run.
+Transform = Literal["pitch_shift", "time_shift", "noise", "gain"]
+TRANSFORMS: tuple[str, ...] = get_args(Transform)
+#: How a pitch shift is made (see the module docstring).
+PitchMethod = Literal["librosa", "resample"]
+PITCH_METHODS: tuple[str, ...] = get_args(PitchMethod)
 
 
 class AugmentError(ValueError):
@@ -52,32 +60,25 @@ class AugmentConfig:
     gain_probability / gain_db (low, high) in dB.
     """
 
-    pitch_probability: float = 0.5
+    pitch_probability: Probability = 0.5
     pitch_semitones: tuple[float, float] = (-2.0, 2.0)
-    pitch_method: str = "librosa"
-    shift_probability: float = 0.5
-    max_shift_fraction: float = 0.2
-    noise_probability: float = 0.5
+    pitch_method: PitchMethod = "librosa"
+    shift_probability: Probability = 0.5
+    max_shift_fraction: Annotated[float, Bounds(ge=0.0, lt=1.0)] = 0.2
+    noise_probability: Probability = 0.5
     noise_snr_db: tuple[float, float] = (20.0, 40.0)
-    gain_probability: float = 0.5
+    gain_probability: Probability = 0.5
     gain_db: tuple[float, float] = (-6.0, 6.0)
 
     def __post_init__(self):
-        for name in ("pitch_probability", "shift_probability", "noise_probability", "gain_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise AugmentError(f"{name} must be in [0, 1], got {value}")
+        check_config(self, AugmentError)
         for name in ("pitch_semitones", "noise_snr_db", "gain_db"):
             low, high = getattr(self, name)
             if not (np.isfinite(low) and np.isfinite(high) and low <= high):
                 raise AugmentError(f"{name} must be a finite (low, high) range with low <= high, got {(low, high)}")
-        if self.pitch_method not in PITCH_METHODS:
-            raise AugmentError(f"pitch_method must be one of {PITCH_METHODS}, got {self.pitch_method!r}")
-        if not 0.0 <= self.max_shift_fraction < 1.0:
-            raise AugmentError(f"max_shift_fraction must be in [0, 1), got {self.max_shift_fraction}")
 
     @classmethod
-    def only(cls, transform: str, **overrides) -> AugmentConfig:
+    def only(cls, transform: Transform, **overrides) -> AugmentConfig:
         """A config applying just ``transform`` (probability 1, every other probability 0), e.g. to benchmark it."""
         if transform not in TRANSFORMS:
             raise AugmentError(f"unknown transform {transform!r}; choose from {TRANSFORMS}")
@@ -91,7 +92,7 @@ class AugmentConfig:
         return cls(**{**probabilities, **overrides})
 
 
-def pitch_shift(samples: np.ndarray, sample_rate: int, semitones: float, method: str = "librosa") -> np.ndarray:
+def pitch_shift(samples: np.ndarray, sample_rate: int, semitones: float, method: PitchMethod = "librosa") -> np.ndarray:
     """``samples`` ``(n,)`` shifted by ``semitones``, still ``(n,)`` (float64); see the module docstring."""
     if method == "librosa":
         # float32 in: librosa's STFT and phase vocoder then run in complex64, half the memory of complex128.
@@ -212,6 +213,8 @@ __all__ = [
     "PITCH_METHODS",
     "TRANSFORMS",
     "AugmentConfig",
+    "PitchMethod",
+    "Transform",
     "AugmentError",
     "augment",
     "augment_with_seed",

@@ -31,6 +31,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,9 @@ from cough_pipeline.icbhi.windows import write_wav
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
-STRATEGIES = ("original", "undersample", "oversample", "hybrid_anchor")
+#: Class-balancing strategies (see the module docstring); one partition of the training set each.
+Strategy = Literal["original", "undersample", "oversample", "hybrid_anchor"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 PLAN_COLUMNS = [
     "window_id",
     "copy_index",
@@ -78,7 +81,7 @@ def ordered_classes(labels) -> list[str]:
     return [c for c in PREFERRED_ORDER if c in present] + sorted(present - set(PREFERRED_ORDER))
 
 
-def _targets(counts: dict[str, int], strategy: str) -> dict[str, int]:
+def _targets(counts: dict[str, int], strategy: Strategy) -> dict[str, int]:
     sizes = [n for n in counts.values() if n > 0]
     if strategy == "original":
         return dict(counts)
@@ -92,7 +95,7 @@ def _targets(counts: dict[str, int], strategy: str) -> dict[str, int]:
 
 def balance_plan(
     windows: pd.DataFrame,
-    strategy: str,
+    strategy: Strategy,
     seed: int,
     label_column: str = "lung_label",
     split_column: str = "official_split",
@@ -257,6 +260,29 @@ def class_counts(
     )
 
 
+def balance_per_length(
+    windows: pd.DataFrame,
+    strategy: Strategy,
+    seed: int,
+    classes: list[str] | tuple[str, ...] | None = None,
+    length_column: str = "window_seconds",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`balance_plan` of each window length on its own (lengths ascending), so every length's classes are
+    balanced; returns ``(plan, counts)``: the plans one after the other, and :func:`class_counts` of each with a
+    ``window_seconds`` column (a length's ``before`` is its own training class size). A :class:`BalancingWarning`
+    names its window length."""
+    plans, tables = [], []
+    for length in sorted(windows[length_column].unique()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BalancingWarning)
+            plan = balance_plan(windows[windows[length_column] == length], strategy, seed, classes=classes)
+        for warning in caught:
+            warnings.warn(f"{length:g} s windows: {warning.message}", BalancingWarning, stacklevel=2)
+        plans.append(plan)
+        tables.append(class_counts(plan, classes=classes).assign(**{length_column: length}))
+    return pd.concat(plans, ignore_index=True), pd.concat(tables, ignore_index=True)
+
+
 RENDER_META_COLUMNS = [
     "recording_id",
     "patient_id",
@@ -359,7 +385,9 @@ __all__ = [
     "STRATEGIES",
     "BalancingError",
     "BalancingWarning",
+    "Strategy",
     "augment_seed",
+    "balance_per_length",
     "balance_plan",
     "class_counts",
     "ordered_classes",

@@ -19,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import librosa
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt
+from cough_pipeline.icbhi.config_checks import check_config
 from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
 #: Columns copied from the input table into the MFCC summary table when present.
@@ -42,7 +45,11 @@ ID_COLUMNS = (
     "strategy",
     "window_seconds",
 )
-FEATURE_DTYPES = ("float32", "float16")
+#: Storage types of the stacked log-mel array.
+FeatureDtype = Literal["float32", "float16"]
+FEATURE_DTYPES: tuple[str, ...] = get_args(FeatureDtype)
+#: A quantity of zero or more (a frequency floor, a dB range).
+NonNegativeFloat = Annotated[float, Bounds(ge=0.0)]
 
 
 class FeatureError(ValueError):
@@ -54,28 +61,29 @@ class FeatureConfig:
     """Spectrogram settings (see the module docstring); ``dtype`` is the storage type of the stacked log-mel array
     (``float16`` halves it; dB values within +-100 keep ~0.03 dB resolution)."""
 
-    sample_rate: int = 16_000
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float = 8_000.0
-    n_fft: int = 1024
-    hop_length: int = 512
-    n_mfcc: int = 20
-    ref: float = 1.0
-    amin: float = 1e-10
-    top_db: float | None = 80.0
-    dtype: str = "float32"
+    sample_rate: PositiveInt = 16_000
+    n_mels: PositiveInt = 128
+    fmin: NonNegativeFloat = 0.0
+    fmax: PositiveFloat = 8_000.0
+    n_fft: PositiveInt = 1024
+    hop_length: PositiveInt = 512
+    n_mfcc: PositiveInt = 20
+    ref: PositiveFloat = 1.0
+    amin: PositiveFloat = 1e-10
+    top_db: NonNegativeFloat | None = 80.0
+    dtype: FeatureDtype = "float32"
 
     def __post_init__(self):
+        check_config(self, FeatureError)
+        if self.top_db is not None and self.top_db < 0:
+            raise FeatureError(f"top_db must be >= 0 or None, got {self.top_db}")
         if self.fmax > self.sample_rate / 2 or not 0 <= self.fmin < self.fmax:
             raise FeatureError(
                 f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}, "
                 f"sample_rate={self.sample_rate}"
             )
-        if min(self.n_mels, self.n_fft, self.hop_length, self.n_mfcc) <= 0 or self.n_mfcc > self.n_mels:
-            raise FeatureError("n_mels, n_fft, hop_length and n_mfcc must be positive and n_mfcc <= n_mels")
-        if self.dtype not in FEATURE_DTYPES:
-            raise FeatureError(f"dtype must be one of {FEATURE_DTYPES}, got {self.dtype!r}")
+        if self.n_mfcc > self.n_mels:
+            raise FeatureError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
 
     def frames(self, n_samples: int) -> int:
         """STFT frames of a ``n_samples`` window (``center=True``)."""

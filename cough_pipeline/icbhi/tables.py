@@ -40,6 +40,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -200,7 +201,9 @@ def label_dominant(counts: CycleCounts) -> str:
     return next(label for label in DOMINANT_PRIORITY if tally[label] == top)
 
 
-#: Rule name -> function from a recording's :class:`CycleCounts` to its lung-sound label.
+#: How a recording's cycle annotations become its lung-sound label (see :data:`LABEL_RULES`).
+LabelRule = Literal["any", "majority", "dominant"]
+#: Rule name (each :data:`LabelRule` choice) -> function from a recording's :class:`CycleCounts` to its label.
 LABEL_RULES: dict[str, Callable[[CycleCounts], str]] = {
     "any": label_any,
     "majority": label_majority,
@@ -208,7 +211,7 @@ LABEL_RULES: dict[str, Callable[[CycleCounts], str]] = {
 }
 
 
-def lung_label(counts: CycleCounts, rule: str = "any") -> str:
+def lung_label(counts: CycleCounts, rule: LabelRule = "any") -> str:
     """The lung-sound label of a set of cycles under ``rule`` (a key of :data:`LABEL_RULES`)."""
     return _rule(rule)(counts)
 
@@ -271,11 +274,11 @@ class _Sources:
     diagnoses: dict[str, str]
     demographics: dict[str, dict]
     splits: dict[str, str]
-    label_rule: str
+    label_rule: LabelRule
     read_audio: bool
 
     @classmethod
-    def read(cls, layout: IcbhiLayout, label_rule: str, read_audio: bool) -> _Sources:
+    def read(cls, layout: IcbhiLayout, label_rule: LabelRule, read_audio: bool) -> _Sources:
         return cls(
             layout,
             read_diagnoses(layout.diagnosis),
@@ -371,7 +374,7 @@ def _person(patient: str, demographics: dict[str, dict], source: str) -> dict:
     }
 
 
-def build_icbhi_tables(root: str | Path, label_rule: str = "any", read_audio: bool = True) -> IcbhiTables:
+def build_icbhi_tables(root: str | Path, label_rule: LabelRule = "any", read_audio: bool = True) -> IcbhiTables:
     """Recordings, cycles and quarantine of the ICBHI layout under ``root`` (see the module docstring).
 
     label_rule: a key of :data:`LABEL_RULES`. read_audio: read WAV headers for sample rate and duration (and

@@ -26,12 +26,15 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
 from cough_pipeline.audio import AudioDecodeError, decode_audio, resample
+from cough_pipeline.bounds import Bounds, Fraction, PositiveFloat, PositiveInt
+from cough_pipeline.icbhi.config_checks import check_config
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
@@ -55,7 +58,9 @@ WINDOW_COLUMNS = [
 PROBLEM_COLUMNS = ["recording_id", "audio_path", "reason", "detail"]
 #: ``problems.reason`` for a recording the table marks as having no WAV (``audio_present`` false or no path).
 AUDIO_ABSENT = "audio_absent"
-WAV_SUBTYPES = ("PCM_16", "FLOAT")
+#: How window WAVs are encoded.
+WavSubtype = Literal["PCM_16", "FLOAT"]
+WAV_SUBTYPES: tuple[str, ...] = get_args(WavSubtype)
 
 
 class WindowError(ValueError):
@@ -77,25 +82,18 @@ class WindowConfig:
         full scale by a hair) or ``"FLOAT"`` (bit-exact float32).
     """
 
-    sample_rate: int = 16_000
-    window_seconds: tuple[float, ...] = (6.0, 20.0)
-    hop_fraction: float = 1.0
-    min_tail_fraction: float = 0.5
-    wav_subtype: str = "PCM_16"
+    sample_rate: PositiveInt = 16_000
+    window_seconds: tuple[PositiveFloat, ...] = (6.0, 20.0)
+    hop_fraction: Annotated[float, Bounds(gt=0.0, le=1.0)] = 1.0
+    min_tail_fraction: Fraction = 0.5
+    wav_subtype: WavSubtype = "PCM_16"
 
     def __post_init__(self):
-        if self.sample_rate <= 0:
-            raise WindowError(f"sample_rate must be positive, got {self.sample_rate}")
+        check_config(self, WindowError)
         if not self.window_seconds or any(w <= 0 for w in self.window_seconds):
             raise WindowError(f"window_seconds must be positive lengths, got {self.window_seconds}")
         if len(set(map(window_label, self.window_seconds))) != len(self.window_seconds):
             raise WindowError(f"window_seconds has duplicates: {self.window_seconds}")
-        if not 0 < self.hop_fraction <= 1:
-            raise WindowError(f"hop_fraction must be in (0, 1], got {self.hop_fraction}")
-        if not 0 <= self.min_tail_fraction <= 1:
-            raise WindowError(f"min_tail_fraction must be in [0, 1], got {self.min_tail_fraction}")
-        if self.wav_subtype not in WAV_SUBTYPES:
-            raise WindowError(f"wav_subtype must be one of {WAV_SUBTYPES}, got {self.wav_subtype!r}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from cough_pipeline.icbhi.acoustics import (
     recording_features,
     rms_envelope,
     rms_envelopes_png,
+    spectral_analysis,
     spectral_table,
 )
 from cough_pipeline.icbhi.tables import build_icbhi_tables
@@ -321,6 +322,25 @@ def test_worker_pool_gives_the_same_table_in_input_order(demo_icbhi):
     pd.testing.assert_frame_equal(pooled, table)
     assert pooled_problems.empty
     assert calls == list(range(1, len(recordings) + 1))
+
+
+def test_spectral_analysis_bundles_features_medians_and_envelopes(demo_icbhi):
+    root, recordings, table, _ = demo_icbhi
+    analysis = spectral_analysis(recordings, root)
+    pd.testing.assert_frame_equal(analysis.features, table)
+    assert analysis.summaries == tuple(f"{name}_mean" for name in SpectralConfig().features)
+    pd.testing.assert_frame_equal(analysis.medians, median_table(table, features=analysis.summaries))
+    assert analysis.recordings_with_audio == len(table) and analysis.problems.empty
+    assert set(analysis.envelopes) | set(analysis.missing_envelopes) == set(LUNG_LABELS)
+
+
+def test_spectral_analysis_without_audio_has_empty_tables_and_every_pattern_missing(demo_icbhi):
+    root, recordings, _, _ = demo_icbhi
+    silent = recordings.assign(audio_present=False, audio_path=None)
+    analysis = spectral_analysis(silent, root)
+    assert analysis.features.empty and analysis.problems.empty and analysis.recordings_with_audio == 0
+    assert analysis.medians["lung_label"].tolist() == list(LUNG_LABELS) and (analysis.medians["n"] == 0).all()
+    assert analysis.envelopes == {} and analysis.missing_envelopes == tuple(LUNG_LABELS)
 
 
 def test_median_table_has_every_pattern_with_its_count():

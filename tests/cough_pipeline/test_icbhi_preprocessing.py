@@ -26,6 +26,7 @@ from cough_pipeline.icbhi.preprocessing import (
     WindowError,
     augment,
     augment_with_seed,
+    balance_per_length,
     balance_plan,
     class_counts,
     expected_window_count,
@@ -434,6 +435,19 @@ def test_pitch_shift_moves_a_tone_by_the_semitones(method, semitones):
     assert params["pitch_shift_tempo_factor"] == (pytest.approx(2 ** (semitones / 12)) if method == "resample" else 1.0)
 
 
+def test_config_bounds_and_choices_raise_each_modules_error():
+    with pytest.raises(AugmentError, match="pitch_method must be one of"):
+        AugmentConfig(pitch_method="rubberband")
+    with pytest.raises(AugmentError, match="max_shift_fraction must be < 1"):
+        AugmentConfig(max_shift_fraction=1.0)
+    with pytest.raises(WindowError, match="hop_fraction must be > 0"):
+        WindowConfig(hop_fraction=0.0)
+    with pytest.raises(FeatureError, match="dtype must be one of"):
+        FeatureConfig(dtype="float64")
+    with pytest.raises(FeatureError, match="top_db"):
+        FeatureConfig(top_db=-1.0)
+
+
 def test_augment_validates_config_and_input():
     with pytest.raises(AugmentError):
         AugmentConfig(noise_probability=1.5)
@@ -573,6 +587,25 @@ def test_class_counts_before_and_after_with_the_empty_class_flagged():
     assert warnings_by_label == {"normal": "", "crackles": "", "wheezes": "", "both": "empty_in_train"}
     test = counts[counts["split"] == "test"].set_index("label")
     assert test["before"].to_dict() == test["after"].to_dict() == {"normal": 3, "crackles": 0, "wheezes": 1, "both": 2}
+
+
+def test_balance_per_length_balances_each_length_on_its_own():
+    six = imbalanced_windows().assign(window_seconds=6.0)
+    twenty = six[six["lung_label"] != "crackles"].assign(window_seconds=20.0)
+    twenty["window_id"] = twenty["window_id"] + ":20"
+    windows = pd.concat([twenty, six], ignore_index=True)
+    with pytest.warns(BalancingWarning) as caught:
+        plan, counts = balance_per_length(windows, "oversample", 0, classes=["normal", "crackles", "wheezes", "both"])
+    assert [str(warning.message).split(":")[0] for warning in caught] == ["6 s windows", "20 s windows"]
+    lengths = plan["window_id"].str.endswith(":20").map({True: 20.0, False: 6.0})
+    assert lengths.tolist() == sorted(lengths)  # 6 s plan first, then 20 s
+    for length, table in ((6.0, six), (20.0, twenty)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BalancingWarning)
+            alone = balance_plan(table, "oversample", 0, classes=["normal", "crackles", "wheezes", "both"])
+        pd.testing.assert_frame_equal(plan[lengths == length].reset_index(drop=True), alone)
+    train = counts[counts["split"] == "train"].set_index(["window_seconds", "label"])["before"]
+    assert train[(6.0, "crackles")] == 4 and train[(20.0, "crackles")] == 0
 
 
 def test_balance_plan_rejects_bad_requests():
@@ -726,6 +759,15 @@ def test_feature_arrays_on_disk_in_float16_and_per_length(tmp_path):
     np.testing.assert_array_equal(on_disk, np.asarray(six))
     samples, _ = sf.read(tmp_path / "w" / "a.wav", dtype="float32")
     np.testing.assert_allclose(on_disk[0].astype(np.float32), log_mel(samples), atol=0.07)
+
+
+def test_feature_arrays_by_length_reports_progress_over_every_window(tmp_path):
+    table = write_windows(
+        tmp_path, [("a", 6.0, 300.0, "normal"), ("b", 20.0, 900.0, "both"), ("c", 6.0, 500.0, "both")]
+    )
+    calls = []
+    feature_arrays_by_length(table, tmp_path, workers=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
 def test_feature_arrays_rejects_a_window_of_another_rate_or_length(tmp_path):

@@ -14,6 +14,7 @@ from cough_pipeline.datasets.icbhi import parse_annotation, read_cycles
 from cough_pipeline.icbhi.associations import (
     ASSOCIATION_COLUMNS,
     LEVELS,
+    association_table,
     association_tests,
     duration_summary,
     observations,
@@ -370,6 +371,18 @@ def test_association_levels_and_exclusions(tmp_path):
     assert (ok["df1"], ok["df2"], ok["df"]) == (1, 2, "1, 2") and pd.isna(ok["note"])
     with pytest.raises(ValueError, match="unknown level"):
         association_tests(tables.recordings, tables.cycles, "site")
+
+
+def test_association_table_stacks_the_levels_in_order(tmp_path):
+    annotations = {stem(101): annotation("NN"), stem(102): annotation("CW"), stem(103): annotation("N")}
+    tables = build_icbhi_tables(write_layout(tmp_path, annotations))
+    both = association_table(tables.recordings, tables.cycles, ["cycle", "recording"])
+    assert both["level"].tolist() == ["cycle"] * 4 + ["recording"] * 4
+    expected = association_tests(tables.recordings, tables.cycles, "cycle")
+    pd.testing.assert_frame_equal(both.head(4), expected)
+    for bad in ([], ["recording", "site"]):
+        with pytest.raises(ValueError, match="non-empty subset"):
+            association_table(tables.recordings, tables.cycles, bad)
 
 
 def test_duration_summary_by_hand(tmp_path):
