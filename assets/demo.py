@@ -98,7 +98,7 @@ def summary(resources: dict) -> str:
     )
     icbhi = storage.query(
         "SELECT level, variable || ' x ' || grouping AS test, n, df, round(statistic, 3) AS statistic, "
-        "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_eda"
+        "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_associations"
     )
     home = default_dagster_home()
     return "\n".join(
@@ -107,7 +107,7 @@ def summary(resources: dict) -> str:
             "",
             coughs.to_string(index=False),
             "",
-            "ICBHI association tests (icbhi_eda):",
+            "ICBHI association tests (icbhi_associations):",
             icbhi.to_string(index=False),
             "",
             f"Tables (parquet): {storage.root_path / 'tables'}",

@@ -1,7 +1,12 @@
 """ICBHI 2017: recording and cycle tables, the demographic and acoustic analysis a clinician reads, and the
 preprocessing (16 kHz windows, augmentation, class balancing, log-mel and MFCC features) that prepares it for
-models."""
+models.
 
+The association tests (``icbhi_associations``: metadata and annotations only) and the spectral features
+(``icbhi_spectral_features``: decodes every WAV) are separate assets, so either re-runs without the other.
+"""
+
+import enum
 import warnings
 
 import numpy as np
@@ -16,38 +21,30 @@ from dagster import (
     Config,
     MetadataValue,
     Output,
-    StaticPartitionsDefinition,
     asset,
     multi_asset,
 )
 
 from assets.artefacts import artefact_paths_check, artefact_paths_spec
-from assets.config import mirror
-from assets.metadata import column_schema, counts, image, preview
-from cough_pipeline.icbhi.acoustics import (
-    SpectralConfig,
-    feature_box_plots_png,
-    load_envelopes,
-    median_table,
-    pick_envelope_recordings,
-    rms_envelopes_png,
-    spectral_table,
-)
-from cough_pipeline.icbhi.associations import LEVELS, association_tests, duration_summary
+from assets.config import bounded, mirror
+from assets.metadata import counts, image, preview
+from assets.partitions import balance_partitions
+from cough_pipeline.bounds import PositiveInt
+from cough_pipeline.icbhi.acoustics import SpectralConfig, feature_box_plots_png, rms_envelopes_png, spectral_analysis
+from cough_pipeline.icbhi.associations import LEVELS, association_table, duration_summary
 from cough_pipeline.icbhi.preprocessing import (
-    STRATEGIES,
     AugmentConfig,
     BalancingWarning,
     FeatureConfig,
     WindowConfig,
-    balance_plan,
-    class_counts,
+    balance_per_length,
     feature_arrays_by_length,
     logmel_file,
     make_windows,
     render_plan,
 )
-from cough_pipeline.icbhi.tables import LABEL_RULES, LUNG_LABELS, build_icbhi_tables
+from cough_pipeline.icbhi.tables import LUNG_LABELS, LabelRule, build_icbhi_tables
+from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import spectrogram_grid_png, stacked_bar_png
 from resources.data_roots import DataRoots
 from resources.settings import PipelineSettings
@@ -60,7 +57,7 @@ class IcbhiTablesConfig(Config):
     #: How a recording's cycle annotations become its lung-sound label: "any" (a sound in any cycle; the ICBHI
     #: convention), "majority" (in more than half of the cycles) or "dominant" (the most frequent abnormal cycle
     #: type). See cough_pipeline/icbhi/tables.py.
-    label_rule: str = "any"
+    label_rule: LabelRule = "any"
     #: Read WAV headers for durations and sample rates (False: durations from the annotations only).
     read_audio: bool = True
 
@@ -70,6 +67,7 @@ class IcbhiTablesConfig(Config):
         "icbhi_recordings": AssetOut(
             io_manager_key="table_io_manager",
             group_name=GROUP,
+            kinds={"pandas"},
             description="One row per annotated ICBHI recording: patient, diagnosis, "
             "demographics, chest location, device, official split, duration, "
             "cycle counts and the lung-sound label.",
@@ -77,11 +75,13 @@ class IcbhiTablesConfig(Config):
         "icbhi_cycles": AssetOut(
             io_manager_key="table_io_manager",
             group_name=GROUP,
+            kinds={"pandas"},
             description="One row per annotated respiratory cycle (onset, offset, crackles, wheezes, cycle label).",
         ),
         "icbhi_quarantine": AssetOut(
             io_manager_key="table_io_manager",
             group_name=GROUP,
+            kinds={"pandas"},
             description="Annotation files, lines and WAVs that could not be used, each with a machine-readable reason.",
         ),
     },
@@ -100,68 +100,32 @@ class IcbhiTablesConfig(Config):
             description="Every lung-sound label is one of normal / crackles / wheezes / both.",
         ),
     ],
-    compute_kind="pandas",
 )
 def icbhi_tables(context: AssetExecutionContext, config: IcbhiTablesConfig, data_roots: DataRoots):
     """Read the ICBHI metadata and annotations (official or Kaggle layout) into recording, cycle and quarantine
     tables; WAVs are optional (durations then come from the annotations, flagged as such)."""
-    if config.label_rule not in LABEL_RULES:
-        raise ValueError(f"label_rule {config.label_rule!r} is not one of {sorted(LABEL_RULES)}")
     root = data_roots.root_for("icbhi")
     context.log.info(f"icbhi: reading {data_roots.source('icbhi')} ({root}), label rule {config.label_rule!r}")
     tables = build_icbhi_tables(root, label_rule=config.label_rule, read_audio=config.read_audio)
     recordings, cycles, quarantine = tables.recordings, tables.cycles, tables.quarantine
-    labels = {label: int((recordings["lung_label"] == label).sum()) for label in LUNG_LABELS}
-    by_label_split = {
-        label: counts(recordings.loc[recordings["lung_label"] == label, "official_split"].fillna("none"))
-        for label in LUNG_LABELS
-    }
     yield Output(
         recordings,
         output_name="icbhi_recordings",
-        metadata={
-            "dagster/row_count": len(recordings),
-            "dagster/column_schema": column_schema(recordings),
-            "source": data_roots.source("icbhi"),
-            "label_rule": config.label_rule,
-            "recordings_per_label": MetadataValue.json(labels),
-            "recordings_per_diagnosis": MetadataValue.json(counts(recordings["diagnosis"])),
-            "recordings_per_split": MetadataValue.json(counts(recordings["official_split"].fillna("none"))),
-            "patients": int(recordings["patient_id"].nunique()),
-            "recordings_without_demographics": int((~recordings["demographics_known"]).sum()),
-            "duration_sources": MetadataValue.json(counts(recordings["duration_source"])),
-            "bookkeeping": MetadataValue.json({k: int(v) for k, v in tables.counts.items()}),
-            "labels_plot": image(
-                stacked_bar_png(
-                    by_label_split,
-                    f"ICBHI recordings per lung-sound label ({config.label_rule!r} rule)",
-                    ylabel="recordings",
-                ),
-                "labels",
-            ),
-            "preview": preview(recordings),
-        },
+        metadata=_recordings_metadata(recordings, tables.counts, config.label_rule, data_roots.source("icbhi")),
     )
     cycle_labels = {label: int((cycles["cycle_label"] == label).sum()) for label in LUNG_LABELS}
     yield Output(
         cycles,
         output_name="icbhi_cycles",
         metadata={
-            "dagster/row_count": len(cycles),
-            "dagster/column_schema": column_schema(cycles),
             "cycles_per_label": MetadataValue.json(cycle_labels),
             "mean_cycle_s": round(float(cycles["duration_s"].mean()), 3) if len(cycles) else None,
-            "preview": preview(cycles),
         },
     )
     yield Output(
         quarantine,
         output_name="icbhi_quarantine",
-        metadata={
-            "dagster/row_count": len(quarantine),
-            "reasons": MetadataValue.json(counts(quarantine["reason"])),
-            "preview": preview(quarantine, rows=20),
-        },
+        metadata={"reasons": MetadataValue.json(counts(quarantine["reason"]))},
     )
     yield AssetCheckResult(
         check_name="every_annotation_accounted",
@@ -180,6 +144,94 @@ def icbhi_tables(context: AssetExecutionContext, config: IcbhiTablesConfig, data
     )
 
 
+def _recordings_metadata(recordings: pd.DataFrame, bookkeeping: dict, label_rule: str, source: str) -> dict:
+    """Per-label, per-diagnosis and per-split counts of the recordings table, and its labels plot."""
+    labels = {label: int((recordings["lung_label"] == label).sum()) for label in LUNG_LABELS}
+    by_label_split = {
+        label: counts(recordings.loc[recordings["lung_label"] == label, "official_split"].fillna("none"))
+        for label in LUNG_LABELS
+    }
+    plot = stacked_bar_png(
+        by_label_split, f"ICBHI recordings per lung-sound label ({label_rule!r} rule)", ylabel="recordings"
+    )
+    return {
+        "source": source,
+        "label_rule": label_rule,
+        "recordings_per_label": MetadataValue.json(labels),
+        "recordings_per_diagnosis": MetadataValue.json(counts(recordings["diagnosis"])),
+        "recordings_per_split": MetadataValue.json(counts(recordings["official_split"].fillna("none"))),
+        "patients": int(recordings["patient_id"].nunique()),
+        "recordings_without_demographics": int((~recordings["demographics_known"]).sum()),
+        "duration_sources": MetadataValue.json(counts(recordings["duration_source"])),
+        "bookkeeping": MetadataValue.json({k: int(v) for k, v in bookkeeping.items()}),
+        "labels_plot": image(plot, "labels"),
+    }
+
+
+#: The association levels as a run-config enum: Dagster config has no list of literals, but a list of enums
+#: is checked when the run is launched.
+AssociationLevel = enum.StrEnum("AssociationLevel", {level: level for level in LEVELS})
+#: Columns of the association table shown in the UI.
+TEST_COLUMNS = [
+    "level",
+    "variable",
+    "grouping",
+    "test",
+    "n",
+    "n_excluded",
+    "df",
+    "statistic",
+    "p_value",
+    "effect_name",
+    "effect",
+    "note",
+]
+
+
+class IcbhiAssociationsConfig(Config):
+    #: Levels of observation for the association tests: "recording" (the ICBHI convention), "patient", "cycle".
+    levels: list[AssociationLevel] = ["recording"]
+
+
+@multi_asset(
+    ins={"icbhi_recordings": AssetIn(), "icbhi_cycles": AssetIn()},
+    outs={
+        "icbhi_associations": AssetOut(
+            io_manager_key="table_io_manager",
+            group_name=GROUP,
+            kinds={"scipy"},
+            description="Association tests: age x lung-sound label and age x diagnosis (one-way "
+            "ANOVA, eta), sex x lung-sound label and sex x diagnosis (chi-square, "
+            "Cramer's V), each with n, excluded, df, statistic, p and effect size.",
+        ),
+        "icbhi_durations": AssetOut(
+            io_manager_key="table_io_manager",
+            group_name=GROUP,
+            kinds={"pandas"},
+            description="Recording and cycle durations (mean/min/max) per lung-sound "
+            "pattern, with where each duration came from.",
+        ),
+    },
+)
+def icbhi_associations(config: IcbhiAssociationsConfig, icbhi_recordings: pd.DataFrame, icbhi_cycles: pd.DataFrame):
+    """The demographic analysis of ICBHI from metadata and annotations alone (no audio is read): association
+    tests at each configured level and durations per lung-sound pattern."""
+    tests = association_table(icbhi_recordings, icbhi_cycles, [str(level) for level in config.levels])
+    yield Output(
+        tests,
+        output_name="icbhi_associations",
+        metadata={
+            "tests": preview(tests, TEST_COLUMNS, rows=len(tests)),
+            "recordings": len(icbhi_recordings),
+            "recordings_excluded_for_missing_demographics": int((~icbhi_recordings["demographics_known"]).sum()),
+        },
+    )
+    durations = duration_summary(icbhi_recordings, icbhi_cycles)
+    yield Output(
+        durations, output_name="icbhi_durations", metadata={"durations": preview(durations, rows=len(durations))}
+    )
+
+
 SpectralSettings = mirror(
     SpectralConfig,
     "How recordings are analysed: resampled to analysis_sample_rate (4 kHz, the "
@@ -188,34 +240,20 @@ SpectralSettings = mirror(
 )
 
 
-class IcbhiEdaConfig(Config):
-    #: Levels of observation for the association tests: "recording" (the ICBHI convention), "patient", "cycle".
-    levels: list[str] = ["recording"]
+class IcbhiSpectralConfig(Config):
     spectral: SpectralSettings = SpectralSettings()
-    #: Processes for the spectral features; a pool pays off only for hundreds of recordings on idle cores
-    #: (about 10 ms per 20-s recording in one process; starting a pool costs about a second).
-    workers: int = 1
+    #: Processes for the spectral features; a pool pays off only for hundreds of recordings on idle cores (its
+    #: start-up against the time per recording: benchmarks/results/icbhi_spectral.json).
+    workers: bounded(PositiveInt) = 1
 
 
 @multi_asset(
-    ins={"icbhi_recordings": AssetIn(), "icbhi_cycles": AssetIn()},
+    ins={"icbhi_recordings": AssetIn()},
     outs={
-        "icbhi_eda": AssetOut(
-            io_manager_key="table_io_manager",
-            group_name=GROUP,
-            description="Association tests: age x lung-sound label and age x diagnosis (one-way "
-            "ANOVA, eta), sex x lung-sound label and sex x diagnosis (chi-square, "
-            "Cramer's V), each with n, excluded, df, statistic, p and effect size.",
-        ),
-        "icbhi_durations": AssetOut(
-            io_manager_key="table_io_manager",
-            group_name=GROUP,
-            description="Recording and cycle durations (mean/min/max) per lung-sound "
-            "pattern, with where each duration came from.",
-        ),
         "icbhi_spectral_features": AssetOut(
             io_manager_key="table_io_manager",
             group_name=GROUP,
+            kinds={"numpy"},
             description="Per recording with audio: spectral centroid, bandwidth, "
             "roll-off 85 %/95 %, flux and RMS (mean and median over "
             "frames).",
@@ -223,115 +261,46 @@ class IcbhiEdaConfig(Config):
         "icbhi_spectral_medians": AssetOut(
             io_manager_key="table_io_manager",
             group_name=GROUP,
+            kinds={"pandas"},
             description="Median of each spectral feature per lung-sound pattern.",
         ),
     },
-    compute_kind="scipy",
 )
-def icbhi_eda(
-    context: AssetExecutionContext,
-    config: IcbhiEdaConfig,
-    icbhi_recordings: pd.DataFrame,
-    icbhi_cycles: pd.DataFrame,
-    data_roots: DataRoots,
+def icbhi_spectral_features(
+    context: AssetExecutionContext, config: IcbhiSpectralConfig, icbhi_recordings: pd.DataFrame, data_roots: DataRoots
 ):
-    """The demographic and acoustic analysis of ICBHI: association tests, durations per pattern, RMS envelopes and
-    spectral features per recording. Works from metadata and annotations alone: without WAVs the acoustic tables
-    are empty and say so."""
-    unknown = sorted(set(config.levels) - set(LEVELS))
-    if unknown or not config.levels:
-        raise ValueError(f"levels {config.levels} must be a non-empty subset of {list(LEVELS)}")
-    tests = pd.concat(
-        [association_tests(icbhi_recordings, icbhi_cycles, level) for level in config.levels], ignore_index=True
-    )
-    yield Output(
-        tests,
-        output_name="icbhi_eda",
-        metadata={
-            "dagster/row_count": len(tests),
-            "dagster/column_schema": column_schema(tests),
-            "tests": preview(
-                tests,
-                [
-                    "level",
-                    "variable",
-                    "grouping",
-                    "test",
-                    "n",
-                    "n_excluded",
-                    "df",
-                    "statistic",
-                    "p_value",
-                    "effect_name",
-                    "effect",
-                    "note",
-                ],
-                rows=len(tests),
-            ),
-            "recordings": len(icbhi_recordings),
-            "recordings_excluded_for_missing_demographics": int((~icbhi_recordings["demographics_known"]).sum()),
-        },
-    )
-    durations = duration_summary(icbhi_recordings, icbhi_cycles)
-    yield Output(
-        durations,
-        output_name="icbhi_durations",
-        metadata={
-            "dagster/row_count": len(durations),
-            "durations": preview(durations, rows=len(durations)),
-        },
-    )
-
-    root = data_roots.root_for("icbhi")
+    """The acoustic analysis of ICBHI: spectral features per recording, their medians per pattern and RMS
+    envelopes. Without WAVs the tables are empty and say so."""
     spectral = config.spectral.library_config()
     with_audio = int(icbhi_recordings["audio_present"].sum())
     context.log.info(
         f"spectral features of {with_audio} recordings with audio "
         f"(analysis rate {spectral.analysis_sample_rate or 'native'})"
     )
-    features, problems = spectral_table(
-        icbhi_recordings, root, spectral, workers=config.workers, progress=progress_logger(context, "analysed")
+    analysis = spectral_analysis(
+        icbhi_recordings,
+        data_roots.root_for("icbhi"),
+        spectral,
+        workers=config.workers,
+        progress=throttled(context.log.info, "analysed", every=25),
     )
-    summaries = [f"{name}_mean" for name in spectral.features]
-    medians = (
-        median_table(features, features=summaries)
-        if len(features)
-        else pd.DataFrame({"lung_label": pd.Series(LUNG_LABELS, dtype="string"), "n": 0})
-    )
-    picks = pick_envelope_recordings(icbhi_recordings)
-    envelopes, envelope_problems = load_envelopes(picks, root)
-    missing = [label for label in LUNG_LABELS if label not in envelopes]
+    features, missing = analysis.features, list(analysis.missing_envelopes)
     metadata = {
-        "dagster/row_count": len(features),
-        "recordings_with_audio": with_audio,
-        "recordings_without_audio": int(len(icbhi_recordings) - with_audio),
-        "problems": preview(pd.concat([problems, envelope_problems], ignore_index=True), rows=20),
+        "recordings_with_audio": analysis.recordings_with_audio,
+        "recordings_without_audio": int(len(icbhi_recordings) - analysis.recordings_with_audio),
+        "problems": preview(analysis.problems, rows=20),
         "analysis_sample_rate": spectral.analysis_sample_rate or "native",
-        "rms_envelopes": image(rms_envelopes_png(envelopes, missing=missing), "RMS envelopes"),
+        "rms_envelopes": image(rms_envelopes_png(analysis.envelopes, missing=missing), "RMS envelopes"),
         "envelope_patterns_without_audio": MetadataValue.json(missing),
     }
     if len(features):
-        metadata["box_plots"] = image(feature_box_plots_png(features, summaries), "spectral features per pattern")
-        metadata["preview"] = preview(features)
+        plots = feature_box_plots_png(features, list(analysis.summaries))
+        metadata["box_plots"] = image(plots, "spectral features per pattern")
     yield Output(features, output_name="icbhi_spectral_features", metadata=metadata)
+    medians = analysis.medians
     yield Output(
-        medians,
-        output_name="icbhi_spectral_medians",
-        metadata={
-            "dagster/row_count": len(medians),
-            "medians": preview(medians, rows=len(medians)),
-        },
+        medians, output_name="icbhi_spectral_medians", metadata={"medians": preview(medians, rows=len(medians))}
     )
-
-
-def progress_logger(context: AssetExecutionContext, verb: str, every: int = 25):
-    """A ``progress(done, total)`` callback logging every ``every`` items and the last one."""
-
-    def log(done: int, total: int) -> None:
-        if done == total or done % every == 0:
-            context.log.info(f"{verb} {done}/{total}")
-
-    return log
 
 
 # -- preprocessing ----------------------------------------------------------------------------------------------
@@ -339,7 +308,6 @@ def progress_logger(context: AssetExecutionContext, verb: str, every: int = 25):
 WINDOWS_FOLDER = ("icbhi", "windows")
 EXAMPLES_FOLDER = ("icbhi", "examples")
 FEATURES_FOLDER = ("icbhi", "features")
-balance_partitions = StaticPartitionsDefinition(list(STRATEGIES))
 
 
 WindowSettings = mirror(
@@ -351,14 +319,15 @@ WindowSettings = mirror(
 
 class IcbhiWindowsConfig(Config):
     windows: WindowSettings = WindowSettings()
-    workers: int = 2
+    #: Threads that decode, resample and write windows.
+    workers: bounded(PositiveInt) = 2
 
 
 @asset(
     ins={"icbhi_recordings": AssetIn()},
     io_manager_key="table_io_manager",
     group_name=GROUP,
-    compute_kind="soxr",
+    kinds={"soxr"},
     check_specs=[
         AssetCheckSpec(
             "every_recording_windowed_or_reported",
@@ -387,7 +356,7 @@ def icbhi_windows(
             window_config,
             out_dir,
             workers=config.workers,
-            progress=progress_logger(context, "windowed"),
+            progress=throttled(context.log.info, "windowed", every=25),
         )
     prefix = out_dir.relative_to(storage.root_path).as_posix()
     windows["audio_path"] = prefix + "/" + windows["audio_path"].astype("string")
@@ -403,8 +372,6 @@ def icbhi_windows(
     yield Output(
         windows,
         metadata={
-            "dagster/row_count": len(windows),
-            "dagster/column_schema": column_schema(windows),
             "per_window_length": preview(per_length),
             "problems": preview(problems, rows=20),
             "problem_reasons": MetadataValue.json(counts(problems["reason"])),
@@ -412,7 +379,6 @@ def icbhi_windows(
                 stacked_bar_png(per_label, "ICBHI windows per length and lung-sound label", ylabel="windows"), "windows"
             ),
             "folder": MetadataValue.path(str(out_dir)),
-            "preview": preview(windows),
         },
     )
     windowed = set(windows["recording_id"])
@@ -442,7 +408,8 @@ AugmentSettings = mirror(
 
 class IcbhiTrainingSetConfig(Config):
     augmentation: AugmentSettings = AugmentSettings()
-    workers: int = 2
+    #: Threads that read, augment and write the augmented copies.
+    workers: bounded(PositiveInt) = 2
 
 
 @asset(
@@ -450,7 +417,7 @@ class IcbhiTrainingSetConfig(Config):
     partitions_def=balance_partitions,
     io_manager_key="table_io_manager",
     group_name=GROUP,
-    compute_kind="numpy",
+    kinds={"numpy"},
     check_specs=[
         artefact_paths_spec("icbhi_training_set"),
         AssetCheckSpec(
@@ -474,19 +441,11 @@ def icbhi_training_set(
     or ``hybrid_anchor`` (every class to the mean class size). Only the training split is balanced, per window
     length; augmented copies are written as WAVs."""
     strategy = context.partition_key
-    plans, class_tables = [], []
-    for length in sorted(icbhi_windows["window_seconds"].unique()):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", BalancingWarning)
-            plan = balance_plan(
-                icbhi_windows[icbhi_windows["window_seconds"] == length], strategy, settings.seed, classes=LUNG_LABELS
-            )
-        for warning in caught:
-            context.log.warning(f"{length:g} s windows: {warning.message}")
-        plans.append(plan)
-        # per length: a plan's "before" is its own training class size
-        class_tables.append(class_counts(plan, classes=list(LUNG_LABELS)).assign(window_seconds=length))
-    plan = pd.concat(plans, ignore_index=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BalancingWarning)
+        plan, per_class = balance_per_length(icbhi_windows, strategy, settings.seed, classes=list(LUNG_LABELS))
+    for warning in caught:
+        context.log.warning(str(warning.message))
     augmentation = config.augmentation.library_config()
     with storage.generation(*EXAMPLES_FOLDER, strategy, run_id=context.run.run_id) as out_dir:
         examples = render_plan(
@@ -497,8 +456,8 @@ def icbhi_training_set(
             augmentation,
             relative_to=storage.root_path,
             workers=config.workers,
+            progress=throttled(context.log.info, "rendered", every=500),
         )
-    per_class = pd.concat(class_tables, ignore_index=True)
     train_counts = per_class[per_class["split"] == "train"].groupby("label", sort=False)[["after", "augmented"]].sum()
     chart = {
         label: {"original": int(row.after - row.augmented), "augmented": int(row.augmented)}
@@ -507,8 +466,6 @@ def icbhi_training_set(
     yield Output(
         examples,
         metadata={
-            "dagster/row_count": len(examples),
-            "dagster/column_schema": column_schema(examples),
             "strategy": strategy,
             "class_counts": preview(per_class, rows=len(per_class)),
             "augmented_copies": int(examples["augmented"].sum()),
@@ -519,19 +476,23 @@ def icbhi_training_set(
                 "balance",
             ),
             "folder": MetadataValue.path(str(out_dir)),
-            "preview": preview(examples),
         },
     )
     storage.retire_generations(*EXAMPLES_FOLDER, strategy, keep=out_dir)
     yield artefact_paths_check(examples, storage, ["audio_path"])
+    yield _test_split_check(examples, icbhi_windows)
+
+
+def _test_split_check(examples: pd.DataFrame, windows: pd.DataFrame) -> AssetCheckResult:
+    """Every non-training window is an example exactly once, never augmented."""
     held_out = examples[examples["split"] != "train"]
-    expected = icbhi_windows[icbhi_windows["official_split"].fillna("none") != "train"]
+    expected = windows[windows["official_split"].fillna("none") != "train"]
     passed = (
         not bool(held_out["augmented"].any())
         and not held_out["window_id"].duplicated().any()
         and set(held_out["window_id"]) == set(expected["window_id"])
     )
-    yield AssetCheckResult(
+    return AssetCheckResult(
         check_name="test_split_untouched",
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
@@ -547,7 +508,8 @@ FeatureSettings = mirror(
 
 class IcbhiFeaturesConfig(Config):
     features: FeatureSettings = FeatureSettings()
-    workers: int = 2
+    #: Threads that read windows and compute their log-mel and MFCCs.
+    workers: bounded(PositiveInt) = 2
 
 
 @asset(
@@ -555,7 +517,7 @@ class IcbhiFeaturesConfig(Config):
     partitions_def=balance_partitions,
     io_manager_key="table_io_manager",
     group_name=GROUP,
-    compute_kind="librosa",
+    kinds={"librosa"},
     check_specs=[artefact_paths_spec("icbhi_features")],
 )
 def icbhi_features(
@@ -567,7 +529,12 @@ def icbhi_features(
     feature_config = config.features.library_config()
     with storage.generation(*FEATURES_FOLDER, strategy, run_id=context.run.run_id) as out_dir:
         results = feature_arrays_by_length(
-            icbhi_training_set, storage.root_path, feature_config, out_dir=out_dir, workers=config.workers
+            icbhi_training_set,
+            storage.root_path,
+            feature_config,
+            out_dir=out_dir,
+            workers=config.workers,
+            progress=throttled(context.log.info, "extracted", every=500),
         )
     tables, examples = [], {}
     for length, (array, table) in results.items():
@@ -582,12 +549,9 @@ def icbhi_features(
                     examples[f"{label} ({length:g} s)"] = np.asarray(array[int(table.loc[rows[0], "array_index"])])
     features = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     metadata = {
-        "dagster/row_count": len(features),
-        "dagster/column_schema": column_schema(features),
         "strategy": strategy,
         "arrays": MetadataValue.json({f"{length:g} s": list(array.shape) for length, (array, _) in results.items()}),
         "folder": MetadataValue.path(str(out_dir)),
-        "preview": preview(features),
     }
     if examples:
         metadata["log_mel_examples"] = image(

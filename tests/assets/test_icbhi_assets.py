@@ -1,5 +1,5 @@
-"""The ICBHI branch: tables, EDA, windows, balanced training sets and features, on the demo corpus and on the real
-metadata and annotations in ../shared/data/icbhi."""
+"""The ICBHI branch: tables, association tests, spectral features, windows, balanced training sets and features,
+on the demo corpus and on the real metadata and annotations in ../shared/data/icbhi."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import numpy as np
 import pytest
 from dagster import materialize
 
-from assets.icbhi import icbhi_eda, icbhi_features, icbhi_tables, icbhi_training_set, icbhi_windows
+from assets.icbhi import (
+    icbhi_associations,
+    icbhi_features,
+    icbhi_spectral_features,
+    icbhi_tables,
+    icbhi_training_set,
+    icbhi_windows,
+)
 from assets.resources import build_resources
 
-UNPARTITIONED = [icbhi_tables, icbhi_eda, icbhi_windows]
+UNPARTITIONED = [icbhi_tables, icbhi_associations, icbhi_spectral_features, icbhi_windows]
 PARTITIONED = [icbhi_training_set, icbhi_features]
 
 
@@ -39,11 +46,12 @@ def test_tables_and_eda_materialise_with_plots_and_passing_checks(demo_run):
     recordings = result.asset_materializations_for_node("icbhi_tables")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in recordings}
     assert plot_in(by_key["icbhi_recordings"], "labels_plot")
-    eda = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("icbhi_eda")}
+    spectral_node = result.asset_materializations_for_node("icbhi_spectral_features")
+    eda = {m.asset_key.to_user_string(): m.metadata for m in spectral_node}
     assert plot_in(eda["icbhi_spectral_features"], "box_plots")
     assert plot_in(eda["icbhi_spectral_features"], "rms_envelopes")
     storage = resources["storage"]
-    tests = storage.query("SELECT * FROM icbhi_eda")
+    tests = storage.query("SELECT * FROM icbhi_associations")
     assert len(tests) == 4 and set(tests["level"]) == {"recording"}
     assert {"n", "df", "statistic", "p_value", "effect"} <= set(tests.columns)
     spectral = storage.query("SELECT * FROM icbhi_spectral_features")
@@ -51,6 +59,20 @@ def test_tables_and_eda_materialise_with_plots_and_passing_checks(demo_run):
     assert len(spectral) == recordings_with_audio
     medians = storage.query("SELECT * FROM icbhi_spectral_medians")
     assert list(medians["lung_label"]) == ["normal", "crackles", "wheezes", "both"]
+
+
+def test_association_tests_rerun_alone_and_reproduce_their_table(demo_run):
+    """The association tests read only the recordings and cycles tables: re-running them materialises their two
+    tables and nothing acoustic."""
+    resources, _ = demo_run
+    storage = resources["storage"]
+    before = storage.query("SELECT * FROM icbhi_associations")
+    result = materialize(UNPARTITIONED, selection=[icbhi_associations], resources=resources)
+    assert result.success
+    materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialised == {"icbhi_associations", "icbhi_durations"}
+    after = storage.query("SELECT * FROM icbhi_associations")
+    assert after.equals(before)
 
 
 def test_windows_are_16k_and_loop_padded_never_silence_padded(demo_run):
@@ -100,13 +122,13 @@ def test_eda_runs_on_the_real_metadata_and_annotations_alone(shared_data, tmp_pa
     (durations from annotations) and reproduce the reference statistics."""
     resources = build_resources(str(tmp_path), str(tmp_path / "warehouse.duckdb"))
     result = materialize(
-        [icbhi_tables, icbhi_eda],
+        [icbhi_tables, icbhi_associations, icbhi_spectral_features],
         resources=resources,
         run_config={"resources": {"data_roots": {"config": {"icbhi": str(shared_data / "icbhi")}}}},
     )
     assert result.success
     storage = resources["storage"]
-    tests = storage.query("SELECT * FROM icbhi_eda").set_index(["variable", "grouping"])
+    tests = storage.query("SELECT * FROM icbhi_associations").set_index(["variable", "grouping"])
     assert (tests["n"] == 914).all() and (tests["n_excluded"] == 6).all()
     assert tests.loc[("age", "diagnosis"), "statistic"] == pytest.approx(418.525, abs=5e-4)
     assert tests.loc[("age", "diagnosis"), "effect"] == pytest.approx(0.874, abs=5e-4)
