@@ -6,7 +6,6 @@ The association tests (``icbhi_associations``: metadata and annotations only) an
 (``icbhi_spectral_features``: decodes every WAV) are separate assets, so either re-runs without the other.
 """
 
-import enum
 import warnings
 
 import numpy as np
@@ -46,6 +45,7 @@ from cough_pipeline.icbhi.preprocessing import (
 from cough_pipeline.icbhi.tables import LUNG_LABELS, LabelRule, build_icbhi_tables
 from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import spectrogram_grid_png, stacked_bar_png
+from resources.config_types import choices, plain
 from resources.data_roots import DataRoots
 from resources.settings import PipelineSettings
 from resources.storage import Storage
@@ -168,9 +168,8 @@ def _recordings_metadata(recordings: pd.DataFrame, bookkeeping: dict, label_rule
     }
 
 
-#: The association levels as a run-config enum: Dagster config has no list of literals, but a list of enums
-#: is checked when the run is launched.
-AssociationLevel = enum.StrEnum("AssociationLevel", {level: level for level in LEVELS})
+#: The association levels, as config choices.
+AssociationLevel = choices("AssociationLevel", LEVELS)
 #: Columns of the association table shown in the UI.
 TEST_COLUMNS = [
     "level",
@@ -216,7 +215,7 @@ class IcbhiAssociationsConfig(Config):
 def icbhi_associations(config: IcbhiAssociationsConfig, icbhi_recordings: pd.DataFrame, icbhi_cycles: pd.DataFrame):
     """The demographic analysis of ICBHI from metadata and annotations alone (no audio is read): association
     tests at each configured level and durations per lung-sound pattern."""
-    tests = association_table(icbhi_recordings, icbhi_cycles, [str(level) for level in config.levels])
+    tests = association_table(icbhi_recordings, icbhi_cycles, plain(config.levels))
     yield Output(
         tests,
         output_name="icbhi_associations",
