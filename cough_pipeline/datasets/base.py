@@ -35,6 +35,12 @@ class UnknownValueError(ValueError):
     """A metadata value outside its documented vocabulary."""
 
 
+def rejection_reason(error: UnknownValueError, label_field: str) -> QuarantineReason:
+    """``unknown_label`` when the value outside its vocabulary is the label's (``label_field``), else
+    ``invalid_value`` (a gender, split, … outside theirs)."""
+    return QuarantineReason.UNKNOWN_LABEL if label_field in str(error) else QuarantineReason.INVALID_VALUE
+
+
 def describe_folder(root: Path, limit: int = 25) -> str:
     """A short listing of ``root`` (two levels) for error messages."""
     if not root.exists():

@@ -27,6 +27,28 @@ UPSAMPLED = {
 }
 
 
+@dataclass(frozen=True)
+class _LabelFile:
+    """One ``lab/<split>.csv`` of the package, and where its wavs are."""
+
+    root: Path
+    wav_dir: Path
+    #: The package's split name (``train``, ``devel``, ``test``) and the manifest's (``train``, ``dev``, ``test``).
+    split: str
+    official_split: str
+    #: The label file, relative to the root.
+    source_file: Path
+
+    def audio_path(self, filename: str) -> str:
+        return (self.wav_dir / filename).relative_to(self.root).as_posix()
+
+
+def _file_index(stem: str) -> int | None:
+    """The number at the end of ``<split>_<number>``, as MuSAELab's list of upsampled files counts them."""
+    tail = stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 @dataclass
 class CcsLoader:
     name = "ccs"
@@ -46,34 +68,20 @@ class CcsLoader:
             if not label_file.is_file():
                 read.notes.append(f"{label_file.relative_to(root)} absent: its wavs are reported as unlisted")
                 continue
+            labels = _LabelFile(root, wav_dir, split, official_split, label_file.relative_to(root))
             for record in read_table(label_file, ["filename", "label"], dataset=self.name).to_dict("records"):
-                self._add_row(read, root, wav_dir, split, official_split, record, label_file.relative_to(root))
+                self._add_row(read, record, labels)
         return read
 
-    def _add_row(
-        self,
-        read: MetadataRead,
-        root: Path,
-        wav_dir: Path,
-        split: str,
-        official_split: str,
-        record: dict,
-        source_file: Path,
-    ) -> None:
+    def _add_row(self, read: MetadataRead, record: dict, labels: _LabelFile) -> None:
+        """One label-file row: a manifest row, or a quarantine row for a blank file name or an unknown label."""
         filename = record["filename"]
-        provenance = {"_source_file": source_file.as_posix(), "_source_row": record["source_row"]}
+        source = {"source_file": labels.source_file.as_posix(), "source_row": record["source_row"]}
         if not filename:
-            read.reject(
-                QuarantineReason.MISSING_ID,
-                "blank filename",
-                dataset=self.name,
-                native_id=None,
-                source_file=source_file.as_posix(),
-                source_row=record["source_row"],
-            )
+            read.reject(QuarantineReason.MISSING_ID, "blank filename", dataset=self.name, native_id=None, **source)
             return
         stem = Path(filename).stem
-        audio_path = (wav_dir / filename).relative_to(root).as_posix()
+        audio_path = labels.audio_path(filename)
         try:
             label = map_value(record["label"], LABELS, field_name="label")
         except UnknownValueError as error:
@@ -84,12 +92,10 @@ class CcsLoader:
                 native_id=stem,
                 recording_id=f"{self.name}:{stem}",
                 audio_path=audio_path,
-                source_file=source_file.as_posix(),
-                source_row=record["source_row"],
+                **source,
             )
             return
-        index = int(stem.rsplit("_", 1)[-1]) if stem.rsplit("_", 1)[-1].isdigit() else None
-        exclude = "upsampled" if index in UPSAMPLED[split] else ("no_label" if label == "unknown" else None)
+        upsampled = _file_index(stem) in UPSAMPLED[labels.split]
         read.rows.append(
             manifest_row(
                 self.name,
@@ -100,10 +106,11 @@ class CcsLoader:
                 covid_label=label,
                 covid_label_raw=record["label"],
                 label_source="self_report",
-                exclude_reason=exclude,
-                official_split=official_split,
+                exclude_reason="upsampled" if upsampled else ("no_label" if label == "unknown" else None),
+                official_split=labels.official_split,
                 split_scheme="compare2021",
-                extra=extra_json({"lab_file": source_file.name}),
-                **provenance,
+                extra=extra_json({"lab_file": labels.source_file.name}),
+                _source_file=source["source_file"],
+                _source_row=record["source_row"],
             )
         )

@@ -26,6 +26,7 @@ from cough_pipeline.datasets.base import (
     map_value,
     parse_float,
     read_table,
+    rejection_reason,
 )
 from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
 
@@ -57,6 +58,10 @@ TEST_TYPES = {"rtpcr": "pcr", "rat": "antigen"}
 SYMPTOM_FLAGS = ("cough", "fever", "cold", "st", "bd", "ftg", "mp", "loss_of_smell", "diarrhoea")
 RESPIRATORY_FLAGS = ("asthma", "cld", "pneumonia", "others_resp")
 QUALITY_CODES = {"2": "excellent", "1": "good", "0": "bad"}
+#: Columns of ``combined_data.csv`` that become manifest columns; every other one goes to ``extra``.
+USED_COLUMNS = frozenset(
+    {"id", "covid_status", "a", "g", "record_date", "l_c", "source_row", *SYMPTOM_FLAGS, *RESPIRATORY_FLAGS}
+)
 
 
 @dataclass
@@ -80,12 +85,14 @@ class CoswaraLoader:
         folders = self._participant_folders(root, read.audio_files)
         qualities = self._qualities(root)
         for record in table.to_dict("records"):
-            self._add_participant(read, root, record, tasks, folders, qualities)
+            self._add_participant(read, record, tasks, folders, qualities)
         return read
 
-    def _add_participant(self, read, root, record, tasks, folders, qualities) -> None:
+    def _add_participant(
+        self, read: MetadataRead, record: dict, tasks: dict[str, str], folders: dict[str, str], qualities: dict
+    ) -> None:
+        """One row of ``combined_data.csv``: a manifest row per task, or quarantine rows when a value is unknown."""
         participant = record["id"]
-        provenance = {"_source_file": "combined_data.csv", "_source_row": record["source_row"]}
         if not participant:
             read.reject(
                 QuarantineReason.MISSING_ID,
@@ -99,13 +106,11 @@ class CoswaraLoader:
         default_folder = f"Extracted_data/{(record['record_date'] or 'unknown').replace('-', '')}/{participant}"
         folder = folders.get(participant, default_folder)
         try:
-            label, exclude = map_value(record["covid_status"], STATUS, field_name="covid_status")
-            gender = map_value(record["g"], GENDERS, field_name="g")
+            shared, exclude = self._participant_values(record)
         except UnknownValueError as error:
-            reason = QuarantineReason.UNKNOWN_LABEL if "covid_status" in str(error) else QuarantineReason.INVALID_VALUE
             for task in tasks:
                 read.reject(
-                    reason,
+                    rejection_reason(error, "covid_status"),
                     str(error),
                     dataset=self.name,
                     native_id=participant,
@@ -115,10 +120,35 @@ class CoswaraLoader:
                     source_row=record["source_row"],
                 )
             return
+        native_extra = {k: v for k, v in record.items() if k not in USED_COLUMNS}
+        for task, kind in tasks.items():
+            quality = qualities.get(f"{participant}_{task}")
+            read.rows.append(
+                manifest_row(
+                    self.name,
+                    participant,
+                    id_suffix=task,
+                    audio_path=f"{folder}/{task}.wav",
+                    sound_type="cough" if task in COUGH_TASKS else kind,
+                    cough_type=COUGH_TASKS.get(task),
+                    exclude_reason=exclude or ("low_quality" if quality == "0" else None),
+                    quality=QUALITY_CODES.get(quality) if quality is not None else None,
+                    extra=extra_json({**native_extra, "task": task, "date_folder": Path(folder).parent.name}),
+                    _source_file="combined_data.csv",
+                    _source_row=record["source_row"],
+                    **shared,
+                )
+            )
+
+    def _participant_values(self, record: dict) -> tuple[dict, str | None]:
+        """What every recording of one participant shares (label, demographics, symptoms), and the participant's
+        exclude reason; raises :class:`UnknownValueError` for a status or gender outside the vocabulary."""
+        label, exclude = map_value(record["covid_status"], STATUS, field_name="covid_status")
+        gender = map_value(record["g"], GENDERS, field_name="g")
         if exclude == "ambiguous_status" and self.ambiguous_as_negative:
             label, exclude = "negative", None
         shared = {
-            "participant": participant,
+            "participant": record["id"],
             "covid_label": label,
             "covid_label_raw": record["covid_status"],
             "label_source": TEST_TYPES.get((clean(record.get("testType")) or "").lower(), "self_report"),
@@ -129,26 +159,7 @@ class CoswaraLoader:
             "symptoms": join_tokens(f for f in SYMPTOM_FLAGS if clean(record.get(f)) == "True"),
             "respiratory_conditions": join_tokens(f for f in RESPIRATORY_FLAGS if clean(record.get(f)) == "True"),
         }
-        used = {"id", "covid_status", "a", "g", "record_date", "l_c", "source_row", *SYMPTOM_FLAGS, *RESPIRATORY_FLAGS}
-        native_extra = {k: v for k, v in record.items() if k not in used}
-        for task, kind in tasks.items():
-            quality = qualities.get(f"{participant}_{task}")
-            row_exclude = exclude or ("low_quality" if quality == "0" else None)
-            read.rows.append(
-                manifest_row(
-                    self.name,
-                    participant,
-                    id_suffix=task,
-                    audio_path=f"{folder}/{task}.wav",
-                    sound_type="cough" if task in COUGH_TASKS else kind,
-                    cough_type=COUGH_TASKS.get(task),
-                    exclude_reason=row_exclude,
-                    quality=QUALITY_CODES.get(quality) if quality is not None else None,
-                    extra=extra_json({**native_extra, "task": task, "date_folder": Path(folder).parent.name}),
-                    **shared,
-                    **provenance,
-                )
-            )
+        return shared, exclude
 
     def _audio_root(self, root: Path) -> tuple[Path | None, list[str]]:
         """The folder holding ``<date>/<id>/<task>.wav``, extracting the split tarballs when needed."""

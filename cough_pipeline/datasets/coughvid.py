@@ -22,6 +22,7 @@ from cough_pipeline.datasets.base import (
     map_value,
     parse_float,
     read_table,
+    rejection_reason,
 )
 from cough_pipeline.schema import QuarantineReason
 
@@ -35,6 +36,26 @@ STATUS = {
 GENDERS = {"male": "male", "female": "female", "other": "other", None: "unknown"}
 LAYOUTS = ("public_dataset_v3/coughvid_20211012", "public_dataset", "coughvid_20211012", ".")
 EXPERTS = (1, 2, 3, 4)
+#: Columns that become manifest columns; every other one (bar pandas' ``Unnamed`` index columns) goes to ``extra``.
+USED_COLUMNS = frozenset(
+    {
+        "uuid",
+        "status",
+        "gender",
+        "age",
+        "cough_detected",
+        "datetime",
+        "source_row",
+        "respiratory_condition",
+        "fever_muscle_pain",
+        "",
+    }
+)
+
+
+def _flag(record: dict, column: str) -> str | None:
+    """``column`` as a token when the record marks it true."""
+    return join_tokens([column] if clean(record.get(column)) in ("True", "TRUE") else [])
 
 
 @dataclass
@@ -78,9 +99,8 @@ class CoughvidLoader:
             label, exclude = map_value(record["status"], STATUS, field_name="status", case_insensitive=False)
             gender = map_value(record.get("gender"), GENDERS, field_name="gender")
         except UnknownValueError as error:
-            reason = QuarantineReason.UNKNOWN_LABEL if "status" in str(error) else QuarantineReason.INVALID_VALUE
             read.reject(
-                reason,
+                rejection_reason(error, "status"),
                 str(error),
                 dataset=self.name,
                 native_id=uuid,
@@ -97,18 +117,6 @@ class CoughvidLoader:
             exclude = "not_cough"
         qualities = [clean(record.get(f"quality_{k}")) for k in EXPERTS]
         datetime = clean(record.get("datetime"))
-        used = {
-            "uuid",
-            "status",
-            "gender",
-            "age",
-            "cough_detected",
-            "datetime",
-            "source_row",
-            "respiratory_condition",
-            "fever_muscle_pain",
-            "",
-        }
         read.rows.append(
             manifest_row(
                 self.name,
@@ -124,14 +132,12 @@ class CoughvidLoader:
                 gender=gender,
                 recording_date=datetime[:10] if datetime else None,
                 cough_detected=cough_detected,
-                symptoms=join_tokens(
-                    ["fever_muscle_pain"] if clean(record.get("fever_muscle_pain")) in ("True", "TRUE") else []
-                ),
-                respiratory_conditions=join_tokens(
-                    ["respiratory_condition"] if clean(record.get("respiratory_condition")) in ("True", "TRUE") else []
-                ),
+                symptoms=_flag(record, "fever_muscle_pain"),
+                respiratory_conditions=_flag(record, "respiratory_condition"),
                 quality=";".join(q for q in qualities if q) or None,
-                extra=extra_json({k: v for k, v in record.items() if k not in used and not k.startswith("Unnamed")}),
+                extra=extra_json(
+                    {k: v for k, v in record.items() if k not in USED_COLUMNS and not k.startswith("Unnamed")}
+                ),
                 _source_file=source_file,
                 _source_row=record["source_row"],
             )

@@ -28,6 +28,7 @@ from cough_pipeline.datasets.base import (
     map_value,
     parse_float,
     read_table,
+    rejection_reason,
     sniff_delimiter,
 )
 from cough_pipeline.schema import ManifestSchemaError, QuarantineReason
@@ -68,6 +69,23 @@ GENDERS = {
 }
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """The metadata table as read: its columns by role, and the audio files its rows refer to."""
+
+    roles: dict[str, str]
+    #: Audio file stem -> path relative to the root.
+    by_stem: dict[str, str]
+    #: The audio folder, relative to the root.
+    audio_dir: Path
+    #: The table's file name.
+    source_file: str
+
+    def audio_path(self, native_id: str) -> str:
+        """The recording's file; an ``.ogg`` in the audio folder when none is there (reported missing later)."""
+        return self.by_stem.get(native_id, (self.audio_dir / f"{native_id}.ogg").as_posix())
+
+
 @dataclass
 class IatosLoader:
     name = "iatos"
@@ -105,9 +123,11 @@ class IatosLoader:
             audio_files=list_audio(root, audio_dir, AUDIO_SUFFIXES),
             notes=[f"read {table_path.name} as {encoding}; columns {roles}"],
         )
-        by_stem = {Path(p).stem: p for p in read.audio_files}
+        listing = _Listing(
+            roles, {Path(p).stem: p for p in read.audio_files}, audio_dir.relative_to(root), table_path.name
+        )
         for record in table.to_dict("records"):
-            self._add_row(read, record, roles, by_stem, audio_dir.relative_to(root), table_path.name)
+            self._add_row(read, record, listing)
         return read
 
     def _resolve_columns(self, table: pd.DataFrame, table_path: Path) -> dict[str, str]:
@@ -131,31 +151,24 @@ class IatosLoader:
             )
         return {role: column for role, column in roles.items() if column is not None}
 
-    def _add_row(
-        self,
-        read: MetadataRead,
-        record: dict,
-        roles: dict[str, str],
-        by_stem: dict[str, str],
-        audio_dir: Path,
-        source_file: str,
-    ) -> None:
+    def _add_row(self, read: MetadataRead, record: dict, listing: _Listing) -> None:
+        """One table row: a manifest row, or a quarantine row for a blank id or a value outside the vocabulary."""
+        roles = listing.roles
         raw_id = record[roles["id"]]
-        source = {"source_file": source_file, "source_row": record["source_row"]}
+        source = {"source_file": listing.source_file, "source_row": record["source_row"]}
         if not raw_id:
             read.reject(
                 QuarantineReason.MISSING_ID, f"blank {roles['id']}", dataset=self.name, native_id=None, **source
             )
             return
         native_id = Path(raw_id).stem if Path(raw_id).suffix.lower() in AUDIO_SUFFIXES else raw_id
-        audio_path = by_stem.get(native_id, (audio_dir / f"{native_id}.ogg").as_posix())
+        audio_path = listing.audio_path(native_id)
         try:
             label = map_value(record[roles["label"]], LABELS, field_name=roles["label"])
             gender = map_value(record.get(roles.get("gender", "")), GENDERS, field_name=roles.get("gender", "sex"))
         except UnknownValueError as error:
-            reason = QuarantineReason.UNKNOWN_LABEL if roles["label"] in str(error) else QuarantineReason.INVALID_VALUE
             read.reject(
-                reason,
+                rejection_reason(error, roles["label"]),
                 str(error),
                 dataset=self.name,
                 native_id=native_id,
@@ -181,7 +194,7 @@ class IatosLoader:
                 age=age,
                 age_group=age_raw if age is None else None,
                 extra=extra_json({k: v for k, v in record.items() if k not in (*roles.values(), "source_row")}),
-                _source_file=source_file,
+                _source_file=listing.source_file,
                 _source_row=record["source_row"],
             )
         )

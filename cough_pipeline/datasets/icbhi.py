@@ -196,94 +196,119 @@ def read_all_cycles(root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CYCLE_COLUMNS))
 
 
+@dataclass(frozen=True)
+class _PatientTables:
+    """The per-patient tables of one layout, read once for all of its recordings."""
+
+    layout: IcbhiLayout
+    #: The recordings folder, relative to the dataset root.
+    folder: str
+    diagnoses: dict[str, str]
+    demographics: dict[str, dict]
+    splits: dict[str, str]
+
+
+def _cycle_stats(cycles: pd.DataFrame | None) -> dict:
+    """Cycle and crackle/wheeze counts of an annotated recording, for ``extra``; nothing when unannotated."""
+    if cycles is None:
+        return {}
+    return {
+        "cycles": len(cycles),
+        "cycles_crackles": int(cycles.crackles.sum()),
+        "cycles_wheezes": int(cycles.wheezes.sum()),
+        "annotated_duration_s": float(cycles.offset_s.max()) if len(cycles) else 0.0,
+    }
+
+
 @dataclass
 class IcbhiLoader:
     name = "icbhi"
 
     def read_metadata(self, root: Path) -> MetadataRead:
         layout = find_layout(root)
-        diagnoses = read_diagnoses(layout.diagnosis)
-        demographics = read_demographics(layout.demographics)
-        splits = read_split(layout.split)
-        folder = layout.recordings.relative_to(root).as_posix()
+        tables = _PatientTables(
+            layout,
+            layout.recordings.relative_to(root).as_posix(),
+            read_diagnoses(layout.diagnosis),
+            read_demographics(layout.demographics),
+            read_split(layout.split),
+        )
         wavs = {p.stem for p in layout.recordings.glob("*.wav")}
         annotations = {p.stem for p in layout.recordings.glob("*.txt") if NAME.match(p.stem) or p.stem in wavs}
-        read = MetadataRead(audio_files=sorted(f"{folder}/{s}.wav" for s in wavs))
+        read = MetadataRead(audio_files=sorted(f"{tables.folder}/{s}.wav" for s in wavs))
         for stem in sorted(annotations | wavs):
-            self._add_row(read, layout, folder, stem, stem in annotations, diagnoses, demographics, splits)
+            self._add_row(read, tables, stem, stem in annotations)
         return read
 
-    def _add_row(self, read, layout, folder, stem, annotated, diagnoses, demographics, splits) -> None:
-        audio_path = f"{folder}/{stem}.wav"
-        source = {"source_file": f"{folder}/{stem}.txt" if annotated else None, "source_row": None}
+    def _add_row(self, read: MetadataRead, tables: _PatientTables, stem: str, annotated: bool) -> None:
+        """One recording: a manifest row, or a quarantine row when its name or its patient's diagnosis is invalid."""
+        audio_path = f"{tables.folder}/{stem}.wav"
+        source_file = f"{tables.folder}/{stem}.txt" if annotated else None
         name = NAME.match(stem)
         if name is None:
+            problem = "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>"
+        else:
+            diagnosis = tables.diagnoses.get(name["patient"])
+            problem = (
+                None
+                if diagnosis in DIAGNOSES
+                else f"diagnosis={diagnosis!r} for patient {name['patient']} is not one of {list(DIAGNOSES)}"
+            )
+        if problem is not None:
             read.reject(
                 QuarantineReason.INVALID_VALUE,
-                "file name is not <patient>_<index>_<chest>_<sc|mc>_<device>",
+                problem,
                 dataset=self.name,
                 native_id=stem,
                 recording_id=f"{self.name}:{stem}",
                 audio_path=audio_path,
-                **source,
+                source_file=source_file,
+                source_row=None,
             )
             return
+        read.rows.append(self._row(tables, stem, name, diagnosis, annotated, source_file))
+
+    def _row(
+        self,
+        tables: _PatientTables,
+        stem: str,
+        name: re.Match,
+        diagnosis: str,
+        annotated: bool,
+        source_file: str | None,
+    ) -> dict:
+        """The manifest row of a validly named recording of a patient with a known diagnosis."""
         patient = name["patient"]
-        diagnosis = diagnoses.get(patient)
-        if diagnosis not in DIAGNOSES:
-            read.reject(
-                QuarantineReason.INVALID_VALUE,
-                f"diagnosis={diagnosis!r} for patient {patient} is not one of {list(DIAGNOSES)}",
-                dataset=self.name,
-                native_id=stem,
-                recording_id=f"{self.name}:{stem}",
-                audio_path=audio_path,
-                **source,
-            )
-            return
-        person = demographics.get(patient, {})
-        split = splits.get(stem) or splits.get(stem.rsplit("_", 1)[0])
-        cycles = read_cycles(layout.recordings / f"{stem}.txt") if annotated else None
-        cycle_stats = (
-            {}
-            if cycles is None
-            else {
-                "cycles": len(cycles),
-                "cycles_crackles": int(cycles.crackles.sum()),
-                "cycles_wheezes": int(cycles.wheezes.sum()),
-                "annotated_duration_s": float(cycles.offset_s.max()) if len(cycles) else 0.0,
-            }
-        )
-        read.rows.append(
-            manifest_row(
-                self.name,
-                stem,
-                participant=patient,
-                audio_path=audio_path,
-                sound_type="lung_auscultation",
-                covid_label="negative",
-                covid_label_raw=None,
-                label_source="pre_pandemic",
-                exclude_reason="not_cough",
-                age=person.get("age"),
-                gender={"M": "male", "F": "female"}.get(person.get("sex"), "unknown"),
-                respiratory_conditions=None if diagnosis == "Healthy" else diagnosis.lower(),
-                official_split=split,
-                split_scheme="icbhi2017" if split else None,
-                extra=extra_json(
-                    {
-                        "diagnosis": diagnosis,
-                        "recording_index": name["index"],
-                        "chest_location": name["chest"],
-                        "acquisition_mode": name["mode"],
-                        "device": name["device"],
-                        "annotated": annotated,
-                        "demographics_known": patient in demographics,
-                        **{k: v for k, v in person.items() if k not in ("age", "sex")},
-                        **cycle_stats,
-                    }
-                ),
-                _source_file=source["source_file"],
-                _source_row=None,
-            )
+        person = tables.demographics.get(patient, {})
+        split = tables.splits.get(stem) or tables.splits.get(stem.rsplit("_", 1)[0])
+        cycles = read_cycles(tables.layout.recordings / f"{stem}.txt") if annotated else None
+        native = {
+            "diagnosis": diagnosis,
+            "recording_index": name["index"],
+            "chest_location": name["chest"],
+            "acquisition_mode": name["mode"],
+            "device": name["device"],
+            "annotated": annotated,
+            "demographics_known": patient in tables.demographics,
+            **{k: v for k, v in person.items() if k not in ("age", "sex")},
+            **_cycle_stats(cycles),
+        }
+        return manifest_row(
+            self.name,
+            stem,
+            participant=patient,
+            audio_path=f"{tables.folder}/{stem}.wav",
+            sound_type="lung_auscultation",
+            covid_label="negative",
+            covid_label_raw=None,
+            label_source="pre_pandemic",
+            exclude_reason="not_cough",
+            age=person.get("age"),
+            gender={"M": "male", "F": "female"}.get(person.get("sex"), "unknown"),
+            respiratory_conditions=None if diagnosis == "Healthy" else diagnosis.lower(),
+            official_split=split,
+            split_scheme="icbhi2017" if split else None,
+            extra=extra_json(native),
+            _source_file=source_file,
+            _source_row=None,
         )

@@ -24,6 +24,7 @@ from cough_pipeline.datasets.base import (
     map_value,
     parse_float,
     read_table,
+    rejection_reason,
 )
 from cough_pipeline.schema import QuarantineReason
 
@@ -50,6 +51,11 @@ GENDERS = {
 SPLITS = {"train": "train", "val": "dev", "test": "test", "long": "long_test", None: None}
 MODALITIES = {"cough": ("cough", "single"), "three_cough": ("cough", "three"), "exhalation": ("breath", None)}
 TRUE_VALUES = {"1", "1.0", "true", "yes", "y"}
+#: Flag columns that are not a symptom or a condition themselves.
+NOT_SYMPTOMS = ("symptom_none", "symptom_onset", "symptom_prefer_not_to_say")
+NOT_CONDITIONS = ("respiratory_condition_none", "respiratory_condition_prefer_not_to_say")
+#: Size (bytes) at or below which a file holds no more than a WAV header.
+HEADER_ONLY_BYTES = 44
 
 
 def label_source(method: str | None) -> str:
@@ -59,6 +65,31 @@ def label_source(method: str | None) -> str:
         if token in text:
             return source
     return "unknown"
+
+
+def _true_flags(meta: dict, prefix: str, ignored: tuple[str, ...]) -> str | None:
+    """The ``<prefix><name>`` columns marked true (other than ``ignored``), as joined ``<name>`` tokens."""
+    return join_tokens(
+        k.removeprefix(prefix)
+        for k, v in meta.items()
+        if k.startswith(prefix) and k not in ignored and (clean(v) or "").lower() in TRUE_VALUES
+    )
+
+
+def _rejection(
+    record: dict, modality: str, file_name: str | None, problem: UnknownValueError | None
+) -> tuple[QuarantineReason, str] | None:
+    """Why one modality of a participant goes to quarantine: no audio (no file name, or a header-only file), or
+    else a participant value outside its vocabulary; ``None`` when it is a manifest row."""
+    size = parse_float(record.get(f"{modality}_size"))
+    if file_name is None or (size is not None and size <= HEADER_ONLY_BYTES):
+        return (
+            QuarantineReason.AUDIO_NOT_PROVIDED,
+            f"{modality}: {'no file name' if file_name is None else f'm_size={size:g} bytes'}",
+        )
+    if problem is not None:
+        return rejection_reason(problem, "covid_test_result"), str(problem)
+    return None
 
 
 @dataclass
@@ -91,7 +122,15 @@ class UkcovidLoader:
             self._add_participant(read, record, by_participant, split_by_participant, modalities)
         return read
 
-    def _add_participant(self, read, record, by_participant, split_by_participant, modalities) -> None:
+    def _add_participant(
+        self,
+        read: MetadataRead,
+        record: dict,
+        by_participant: dict[str, dict],
+        split_by_participant: dict[str, dict],
+        modalities: dict[str, tuple],
+    ) -> None:
+        """One row of ``audio_metadata.csv``: a manifest or quarantine row per modality."""
         participant = record["participant_identifier"]
         source = {"source_file": "audio_metadata.csv", "source_row": record["source_row"]}
         if not participant:
@@ -106,57 +145,40 @@ class UkcovidLoader:
             problem = None
         except UnknownValueError as error:
             values, problem = {}, error
-        for modality, (sound_type, cough_type) in modalities.items():
+        for modality in modalities:
             file_name = clean(record.get(f"{modality}_file_name"))
             audio_path = f"audio/{file_name}" if file_name else None
-            recording_id = f"{self.name}:{participant}:{modality}"
-            size = parse_float(record.get(f"{modality}_size"))
-            if file_name is None or (size is not None and size <= 44):
-                read.reject(
-                    QuarantineReason.AUDIO_NOT_PROVIDED,
-                    f"{modality}: {'no file name' if file_name is None else f'm_size={size:g} bytes'}",
-                    dataset=self.name,
-                    native_id=participant,
-                    recording_id=recording_id,
-                    audio_path=audio_path,
-                    **source,
-                )
+            rejection = _rejection(record, modality, file_name, problem)
+            if rejection is None:
+                read.rows.append(self._row(record, modality, audio_path, values))
                 continue
-            if problem is not None:
-                reason = (
-                    QuarantineReason.UNKNOWN_LABEL
-                    if "covid_test_result" in str(problem)
-                    else QuarantineReason.INVALID_VALUE
-                )
-                read.reject(
-                    reason,
-                    str(problem),
-                    dataset=self.name,
-                    native_id=participant,
-                    recording_id=recording_id,
-                    audio_path=audio_path,
-                    **source,
-                )
-                continue
-            extra_fields = {
-                **values["extra_fields"],
-                **{k: v for k, v in record.items() if k.startswith(modality + "_")},
-            }
-            read.rows.append(
-                manifest_row(
-                    self.name,
-                    participant,
-                    id_suffix=modality,
-                    participant=participant,
-                    audio_path=audio_path,
-                    sound_type=sound_type,
-                    cough_type=cough_type,
-                    extra=extra_json(extra_fields),
-                    **{k: v for k, v in values.items() if k != "extra_fields"},
-                    _source_file="audio_metadata.csv",
-                    _source_row=record["source_row"],
-                )
+            read.reject(
+                *rejection,
+                dataset=self.name,
+                native_id=participant,
+                recording_id=f"{self.name}:{participant}:{modality}",
+                audio_path=audio_path,
+                **source,
             )
+
+    def _row(self, record: dict, modality: str, audio_path: str, values: dict) -> dict:
+        """The manifest row of one modality; ``values`` are the participant's, from :meth:`_participant_values`."""
+        participant = record["participant_identifier"]
+        sound_type, cough_type = MODALITIES[modality]
+        extra_fields = {**values["extra_fields"], **{k: v for k, v in record.items() if k.startswith(modality + "_")}}
+        return manifest_row(
+            self.name,
+            participant,
+            id_suffix=modality,
+            participant=participant,
+            audio_path=audio_path,
+            sound_type=sound_type,
+            cough_type=cough_type,
+            extra=extra_json(extra_fields),
+            **{k: v for k, v in values.items() if k != "extra_fields"},
+            _source_file="audio_metadata.csv",
+            _source_row=record["source_row"],
+        )
 
     @staticmethod
     def _participant_values(meta: dict | None, split_row: dict) -> dict:
@@ -187,20 +209,8 @@ class UkcovidLoader:
             "recording_date": clean(meta.get("submission_date")),
             "official_split": official_split,
             "split_scheme": "ukhsa_standard" if official_split else None,
-            "symptoms": join_tokens(
-                k.removeprefix("symptom_")
-                for k, v in meta.items()
-                if k.startswith("symptom_")
-                and k not in ("symptom_none", "symptom_onset", "symptom_prefer_not_to_say")
-                and (clean(v) or "").lower() in TRUE_VALUES
-            ),
-            "respiratory_conditions": join_tokens(
-                k.removeprefix("respiratory_condition_")
-                for k, v in meta.items()
-                if k.startswith("respiratory_condition_")
-                and k not in ("respiratory_condition_none", "respiratory_condition_prefer_not_to_say")
-                and (clean(v) or "").lower() in TRUE_VALUES
-            ),
+            "symptoms": _true_flags(meta, "symptom_", NOT_SYMPTOMS),
+            "respiratory_conditions": _true_flags(meta, "respiratory_condition_", NOT_CONDITIONS),
             "extra_fields": {
                 **{
                     k: v

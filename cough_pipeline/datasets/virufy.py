@@ -22,6 +22,7 @@ from cough_pipeline.datasets.base import (
     map_value,
     parse_float,
     read_table,
+    rejection_reason,
 )
 from cough_pipeline.schema import QuarantineReason
 
@@ -35,6 +36,19 @@ STEM = re.compile(r"^(?P<label>pos|neg)-(?P<mmdd>\d{4})-(?P<number>\d+)-cough-(?
 def _tokens(raw: str | None) -> list[str]:
     """``"Asthma,Shortness of breath,"`` -> tokens, with ``none`` meaning empty."""
     return [t for t in (raw or "").split(",") if t.strip() and t.strip().lower() != "none"]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """Where the listed unit's audio and labels are, relative to the dataset root."""
+
+    #: The ``clinical/`` folder (``.`` when the root is that folder).
+    clinical: str
+    #: ``original`` or ``segmented``.
+    folder: str
+    cough_type: str
+    #: ``labels.csv``.
+    source_file: str
 
 
 @dataclass
@@ -53,65 +67,70 @@ class VirufyLoader:
                 ["clinical/labels.csv with clinical/original/{pos,neg}/*.mp3 and clinical/segmented/{pos,neg}/*.mp3"],
             )
         folder, cough_type = UNITS[self.unit]
+        unit = _Unit(
+            clinical.relative_to(root).as_posix(),
+            folder,
+            cough_type,
+            (clinical / "labels.csv").relative_to(root).as_posix(),
+        )
         table = read_table(clinical / "labels.csv", REQUIRED_COLUMNS, dataset=self.name)
         read = MetadataRead(audio_files=list_audio(root, clinical / folder, (".mp3",)))
-        source_file = (clinical / "labels.csv").relative_to(root).as_posix()
         for record in table.to_dict("records"):
-            stem = Path(record["cough_filename"] or "").stem
-            source = {"source_file": source_file, "source_row": record["source_row"]}
-            if not stem:
+            self._add_patient(read, record, unit)
+        return read
+
+    def _add_patient(self, read: MetadataRead, record: dict, unit: _Unit) -> None:
+        """One row of ``labels.csv``: a manifest row per audio file of the patient, or quarantine rows."""
+        stem = Path(record["cough_filename"] or "").stem
+        source = {"source_file": unit.source_file, "source_row": record["source_row"]}
+        if not stem:
+            read.reject(
+                QuarantineReason.MISSING_ID, "blank cough_filename", dataset=self.name, native_id=None, **source
+            )
+            return
+        files = self._files_for(read.audio_files, stem, unit.folder)
+        if not files:
+            read.reject(
+                QuarantineReason.AUDIO_MISSING,
+                f"no {unit.folder} audio for patient {stem}",
+                dataset=self.name,
+                native_id=stem,
+                recording_id=f"{self.name}:{stem}",
+                audio_path=f"{unit.clinical}/{unit.folder}/{stem}.mp3",
+                **source,
+            )
+            return
+        try:
+            shared = self._patient_values(record, stem)
+        except UnknownValueError as error:
+            for path in files:
                 read.reject(
-                    QuarantineReason.MISSING_ID, "blank cough_filename", dataset=self.name, native_id=None, **source
-                )
-                continue
-            files = self._files_for(read.audio_files, stem, folder)
-            if not files:
-                read.reject(
-                    QuarantineReason.AUDIO_MISSING,
-                    f"no {folder} audio for patient {stem}",
+                    rejection_reason(error, "corona_test"),
+                    str(error),
                     dataset=self.name,
-                    native_id=stem,
-                    recording_id=f"{self.name}:{stem}",
-                    audio_path=f"{clinical.relative_to(root).as_posix()}/{folder}/{stem}.mp3",
+                    native_id=Path(path).stem,
+                    recording_id=f"{self.name}:{Path(path).stem}",
+                    audio_path=path,
                     **source,
                 )
-                continue
-            try:
-                label = map_value(record["corona_test"], LABELS, field_name="corona_test")
-                gender = map_value(record["gender"], GENDERS, field_name="gender")
-            except UnknownValueError as error:
-                reason = (
-                    QuarantineReason.UNKNOWN_LABEL if "corona_test" in str(error) else QuarantineReason.INVALID_VALUE
+            return
+        for path in files:
+            read.rows.append(
+                manifest_row(
+                    self.name,
+                    Path(path).stem,
+                    participant=stem,
+                    audio_path=path,
+                    cough_type=unit.cough_type,
+                    _source_file=unit.source_file,
+                    _source_row=record["source_row"],
+                    **shared,
                 )
-                for path in files:
-                    read.reject(
-                        reason,
-                        str(error),
-                        dataset=self.name,
-                        native_id=Path(path).stem,
-                        recording_id=f"{self.name}:{Path(path).stem}",
-                        audio_path=path,
-                        **source,
-                    )
-                continue
-            shared = self._patient_values(record, stem, label, gender)
-            for path in files:
-                read.rows.append(
-                    manifest_row(
-                        self.name,
-                        Path(path).stem,
-                        participant=stem,
-                        audio_path=path,
-                        cough_type=cough_type,
-                        _source_file=source_file,
-                        _source_row=record["source_row"],
-                        **shared,
-                    )
-                )
-        return read
+            )
 
     @staticmethod
     def _files_for(audio_files: list[str], stem: str, folder: str) -> list[str]:
+        """Patient ``stem``'s files in ``folder``: ``<stem>.mp3``, or its segments ``<stem>-<k>.mp3``."""
         pattern = re.compile(
             rf"/{folder}/(pos|neg)/{re.escape(stem)}(-\d+)?\.mp3$"
             if folder == "segmented"
@@ -120,7 +139,11 @@ class VirufyLoader:
         return [p for p in audio_files if pattern.search("/" + p)]
 
     @staticmethod
-    def _patient_values(record: dict, stem: str, label: str, gender: str) -> dict:
+    def _patient_values(record: dict, stem: str) -> dict:
+        """What every file of one patient shares; raises :class:`UnknownValueError` for a label or gender outside
+        the vocabulary. ``quality`` flags a file name whose label, sex or age disagree with ``labels.csv``."""
+        label = map_value(record["corona_test"], LABELS, field_name="corona_test")
+        gender = map_value(record["gender"], GENDERS, field_name="gender")
         month, day = (record["date"] or "").split("/") if "/" in (record["date"] or "") else (None, None)
         name = STEM.match(stem)
         age = parse_float(record["age"])
