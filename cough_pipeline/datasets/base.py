@@ -126,7 +126,8 @@ def read_table(
         raise ManifestSchemaError(
             f"{dataset}: {path.name} lacks required column(s) {missing}; found columns {list(frame.columns)}"
         )
-    frame = frame.apply(lambda column: column.str.strip())
+    frame = frame.apply(lambda column: column.str.strip()).astype(object)
+    # On pandas' string dtype ``where(..., None)`` stores NaN, which is truthy; object columns keep the None.
     frame = frame.where(frame != "", None)
     frame.insert(0, "source_row", range(1, len(frame) + 1))
     return frame

@@ -102,6 +102,17 @@ def test_unknown_label_is_quarantined(tmp_path):
     assert build.accounted and build.rows_in == metadata_rows(root)
 
 
+def test_blank_file_name_is_quarantined_as_missing_id(tmp_path):
+    root = make_ccs(tmp_path, BASE)
+    rows = BASE["train"] + [("", "positive")]
+    pd.DataFrame(rows, columns=["filename", "label"]).to_csv(root / "dist" / "lab" / "train.csv", index=False)
+    build = build_manifest("ccs", root)
+    blank = build.quarantine[build.quarantine["reason"] == "missing_id"]
+    assert len(blank) == 1 and blank.iloc[0]["source_row"] == 4 and pd.isna(blank.iloc[0]["native_id"])
+    assert not build.manifest["recording_id"].str.contains("nan").any()
+    assert build.accounted and build.rows_in == metadata_rows(root)
+
+
 def test_duplicate_ids_keep_the_first_and_quarantine_the_rest(tmp_path):
     root = make_ccs(tmp_path, BASE)
     rows = BASE["train"] + [("train_002.wav", "positive")]
