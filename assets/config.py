@@ -39,6 +39,9 @@ def _config_type(hint, name: str):
     """
     if bounds_of(hint) is not None:
         return bounded(hint), False
+    optional = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if len(optional) == 1 and len(typing.get_args(hint)) == 2 and bounds_of(optional[0]) is not None:
+        return typing.Optional[bounded(optional[0])], False  # noqa: UP045 - `X | None` needs a type, not a scalar
     if typing.get_origin(hint) is typing.Annotated:
         hint = typing.get_args(hint)[0]
     if typing.get_origin(hint) is not tuple:
