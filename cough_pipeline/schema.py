@@ -1,6 +1,6 @@
 """The harmonised manifest schema and the quarantine schema.
 
-Every loader returns rows in this schema (``../shared/DATASETS.md`` section 0). Column order, dtypes and the
+Every loader returns rows in this schema (the harmonised manifest the README describes). Column order, dtypes and the
 allowed vocabularies live here, once, so loaders, asset checks and tests all agree on them.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,43 +45,55 @@ def classify_recordings(
     A rejected recording keeps its row with ``is_cough=False`` and a reason: ``below_threshold``, a signal problem
     found by the classifier (``silent``, ``too_short``, …), a decode failure (``audio_unreadable``, …), or
     ``not_a_cough_recording`` for breath/speech rows, which are not scored.
+
+    Args:
+        manifest: manifest rows (``audio_path`` relative to ``root``).
+        root: the dataset folder.
+        classifier: the fitted cough filter.
+        threshold: the probability at or above which a recording is a cough.
+        workers: recordings decoded and scored at once (threads).
+        on_progress: called as ``on_progress(done, total)`` after every recording.
+
+    Returns:
+        A table with :data:`COUGH_LIST_COLUMNS`, one row per manifest row, in manifest order.
     """
     rows = manifest.to_dict("records")
-
-    def score(row: dict) -> dict:
-        base = {
-            "dataset": row["dataset"],
-            "recording_id": row["recording_id"],
-            "participant_id": row["participant_id"],
-            "covid_label": row["covid_label"],
-            "upstream_exclude_reason": row.get("exclude_reason"),
-            "threshold": threshold,
-            "cough_probability": None,
-            "clipping_fraction": None,
-        }
-        if row.get("sound_type") != "cough":
-            return {**base, "is_cough": False, "reason": NOT_A_COUGH_RECORDING}
-        try:
-            decision = classifier.classify_file(Path(root) / row["audio_path"])
-        except AudioDecodeError as error:
-            return {**base, "is_cough": False, "reason": error.reason.value}
-        is_cough = decision.reason is None and decision.probability >= threshold
-        reason = decision.reason or (None if is_cough else BELOW_THRESHOLD)
-        return {
-            **base,
-            "cough_probability": round(float(decision.probability), 6),
-            "is_cough": is_cough,
-            "reason": reason,
-            "clipping_fraction": round(float(decision.clipping_fraction), 6),
-        }
-
     scored = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, result in enumerate(pool.map(score, rows), start=1):
+        results = pool.map(partial(_score_row, root=Path(root), classifier=classifier, threshold=threshold), rows)
+        for done, result in enumerate(results, start=1):
             scored.append(result)
             notify(on_progress, done, len(rows))
     frame = pd.DataFrame(scored, columns=COUGH_LIST_COLUMNS)
     return frame.astype({"cough_probability": "Float64", "clipping_fraction": "Float64", "is_cough": "boolean"})
+
+
+def _score_row(row: dict, root: Path, classifier: CoughClassifier, threshold: float) -> dict:
+    """The cough-list row of one manifest row: scored when it is a cough recording that decodes."""
+    base = {
+        "dataset": row["dataset"],
+        "recording_id": row["recording_id"],
+        "participant_id": row["participant_id"],
+        "covid_label": row["covid_label"],
+        "upstream_exclude_reason": row.get("exclude_reason"),
+        "threshold": threshold,
+        "cough_probability": None,
+        "clipping_fraction": None,
+    }
+    if row.get("sound_type") != "cough":
+        return {**base, "is_cough": False, "reason": NOT_A_COUGH_RECORDING}
+    try:
+        decision = classifier.classify_file(root / row["audio_path"])
+    except AudioDecodeError as error:
+        return {**base, "is_cough": False, "reason": error.reason.value}
+    is_cough = decision.reason is None and decision.probability >= threshold
+    return {
+        **base,
+        "cough_probability": round(float(decision.probability), 6),
+        "is_cough": is_cough,
+        "reason": decision.reason or (None if is_cough else BELOW_THRESHOLD),
+        "clipping_fraction": round(float(decision.clipping_fraction), 6),
+    }
 
 
 def prepared_clips(

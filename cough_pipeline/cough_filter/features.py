@@ -2,7 +2,7 @@
 
 The pretrained COUGHVID XGBoost model (Orlandic, Teijeiro & Atienza, Scientific Data 2021) only gives its
 published probabilities when fed the features its authors computed, quirks included. This module reproduces
-them (``../shared/data/coughvid_model/SOURCE.md`` lists the recipe) with vectorised NumPy/SciPy code:
+the reference code's recipe (the COUGHVID reference model, see README) with vectorised NumPy/SciPy code:
 
 * preprocessing: mono, peak normalisation, 4th-order zero-phase Butterworth low-pass at 6 kHz, decimation by
   ``int(fs / 12000)``, then a *nominal* rate of 12 kHz is used even where the real rate differs (44.1 kHz input

@@ -33,7 +33,7 @@ BOOSTER_FILE = "booster.json"
 SCALER_FILE = "scaler.json"
 MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_FORMAT = "cough_pipeline.cough_filter/1"
-#: File names of the converted pretrained COUGHVID model (``../shared/data/coughvid_model``).
+#: File names of the pretrained COUGHVID model, converted to JSON (the COUGHVID reference model, see README).
 COUGHVID_BOOSTER_FILE = "cough_classifier.json"
 COUGHVID_SCALER_FILE = "cough_classification_scaler.json"
 _GENERIC_FEATURE_NAMES = tuple(f"f{i}" for i in range(N_FEATURES))

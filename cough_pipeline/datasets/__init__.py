@@ -1,4 +1,4 @@
-"""One loader per source, each reading the dataset's native layout (``../shared/DATASETS.md``).
+"""One loader per source, each reading the dataset's native layout (its module docstring; README lists the folders).
 
 ``get_loader(name, **options)`` returns a loader whose ``read_metadata(root)`` gives a
 :class:`~cough_pipeline.datasets.base.MetadataRead`; :func:`cough_pipeline.manifest.build_manifest` turns that into

@@ -199,7 +199,7 @@ def list_audio(root: Path, folder: Path, suffixes: Iterable[str] = AUDIO_SUFFIXE
 
 
 def manifest_row(dataset: str, native_id: str, **values: Any) -> dict:
-    """A candidate manifest row with the id conventions of DATASETS.md.
+    """A candidate manifest row with the pipeline's id conventions.
 
     ``recording_id`` defaults to ``"{dataset}:{native_id}"`` (plus ``:{cough_type}`` when ``id_suffix`` is
     given); without a participant the recording stands in for it and ``participant_id_is_proxy`` is True.

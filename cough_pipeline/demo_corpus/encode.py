@@ -81,7 +81,7 @@ class _LossyJob:
 class LossyBatch:
     """Collects lossy files and encodes them with as few ffmpeg processes as possible.
 
-    Starting ffmpeg costs ~0.1 s, far more than encoding a few seconds of audio, so a
+    Starting an ffmpeg process costs far more than encoding a few seconds of audio, so a
     dataset's files are queued with :meth:`add` and written by one :meth:`encode`
     call. Each output is encoded independently, so the bytes equal a one-file run.
     Creating a batch already fails with :class:`FfmpegNotFoundError` when ffmpeg is

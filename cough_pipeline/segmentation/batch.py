@@ -18,7 +18,13 @@ import pandas as pd
 from cough_pipeline.audio import AudioDecodeError, decode_audio
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback, notify
-from cough_pipeline.segmentation import Segment, coughs_per_minute, segment_file, write_recording_segments
+from cough_pipeline.segmentation import (
+    Segment,
+    SegmentedRecording,
+    coughs_per_minute,
+    segment_file,
+    write_recording_segments,
+)
 from cough_pipeline.segmentation.methods import resolve_method
 
 SEGMENT_COLUMNS = [
@@ -56,7 +62,7 @@ class SegmentationRun:
 
 @dataclass
 class ExampleRecording:
-    """One recording kept in memory for a plot: its samples and each method's segments."""
+    """One recording kept in memory for a plot: its mono samples ``(samples,)`` and each method's segments."""
 
     recording_id: str
     samples: np.ndarray
@@ -66,6 +72,9 @@ class ExampleRecording:
 
 @dataclass
 class SegmentationResult:
+    """The segment table (:data:`SEGMENT_COLUMNS`), the per-recording status table (:data:`RECORDING_COLUMNS`),
+    a recording for a plot, and the skipped and failed recordings counted by reason."""
+
     segments: pd.DataFrame
     per_recording: pd.DataFrame
     example: ExampleRecording | None = None
@@ -76,16 +85,27 @@ class SegmentationResult:
 def segment_recordings(
     manifest: pd.DataFrame, root: Path, run: SegmentationRun, on_progress: ProgressCallback | None = None
 ) -> SegmentationResult:
-    """Segment the cough recordings of ``manifest`` (paths relative to ``root``)."""
+    """Segment the cough recordings of ``manifest`` with every method of ``run``.
+
+    Args:
+        manifest: manifest rows (``audio_path`` relative to ``root``).
+        root: the dataset folder.
+        run: the methods, where segments are written, and which rows are skipped.
+        on_progress: called as ``on_progress(done, total)`` after every recording that is segmented.
+
+    Returns:
+        The segment table, one status row per recording and method (or per skipped or failed recording), the
+        recording with the most segments for a plot, and the skipped and failed counts by reason.
+    """
     rows = manifest.to_dict("records")
     skip = {i: _skip_reason(row, run) for i, row in enumerate(rows)}
-    todo = [row for i, row in enumerate(rows) if skip[i] is None]
+    pending = [row for i, row in enumerate(rows) if skip[i] is None]
     per_recording = [_status_row(row["recording_id"], "skipped", skip[i]) for i, row in enumerate(rows) if skip[i]]
     segments: list[dict] = []
     best: tuple[int, dict, dict] | None = None  # (segment total, row, segments by method) of the richest recording
     with ThreadPoolExecutor(max_workers=max(1, run.workers)) as pool:
-        outcomes = pool.map(lambda row: _segment_one(row, Path(root), run), todo)
-        for done, (row, outcome) in enumerate(zip(todo, outcomes), start=1):
+        outcomes = pool.map(lambda row: _segment_one(row, Path(root), run), pending)
+        for done, (row, outcome) in enumerate(zip(pending, outcomes), start=1):
             if isinstance(outcome, AudioDecodeError):
                 per_recording.append(_status_row(row["recording_id"], "failed", outcome.reason.value))
             else:
@@ -95,7 +115,7 @@ def segment_recordings(
                 total = sum(len(s) for s in by_method.values())
                 if best is None or total > best[0]:
                     best = (total, row, by_method)
-            notify(on_progress, done, len(todo))
+            notify(on_progress, done, len(pending))
     recordings = pd.DataFrame(per_recording, columns=RECORDING_COLUMNS)
     return SegmentationResult(
         segments=pd.DataFrame(segments, columns=SEGMENT_COLUMNS),
@@ -148,34 +168,42 @@ def _segment_one(row: dict, root: Path, run: SegmentationRun):
         if run.output_dir is not None:
             written = write_recording_segments(recording, run.output_dir / method, artefact_stem(row["recording_id"]))
             paths = [_relative(p, run.relative_to) for p in written]
-        for index, (item, path) in enumerate(zip(recording.segments, paths)):
-            found.append(
-                {
-                    "dataset": row["dataset"],
-                    "recording_id": row["recording_id"],
-                    "participant_id": row["participant_id"],
-                    "covid_label": row["covid_label"],
-                    "method": method,
-                    "segment_index": index,
-                    "start_s": round(item.start_s, 6),
-                    "end_s": round(item.end_s, 6),
-                    "duration_s": round(item.end_s - item.start_s, 6),
-                    "sample_rate": recording.sample_rate,
-                    "path": path,
-                }
-            )
-        summaries.append(
-            {
-                "recording_id": row["recording_id"],
-                "method": method,
-                "status": "segmented",
-                "reason": None,
-                "segments": len(recording.segments),
-                "duration_s": round(recording.duration_s, 6),
-                "coughs_per_minute": round(coughs_per_minute(len(recording.segments), recording.duration_s), 3),
-            }
-        )
+        found += _segment_rows(row, recording, paths)
+        summaries.append(_summary_row(row["recording_id"], recording))
     return found, summaries, by_method
+
+
+def _segment_rows(row: dict, recording: SegmentedRecording, paths: list[str | None]) -> list[dict]:
+    """One :data:`SEGMENT_COLUMNS` row per segment of ``recording`` (``paths``: its WAVs, None when not written)."""
+    return [
+        {
+            "dataset": row["dataset"],
+            "recording_id": row["recording_id"],
+            "participant_id": row["participant_id"],
+            "covid_label": row["covid_label"],
+            "method": recording.method,
+            "segment_index": index,
+            "start_s": round(item.start_s, 6),
+            "end_s": round(item.end_s, 6),
+            "duration_s": round(item.end_s - item.start_s, 6),
+            "sample_rate": recording.sample_rate,
+            "path": path,
+        }
+        for index, (item, path) in enumerate(zip(recording.segments, paths))
+    ]
+
+
+def _summary_row(recording_id: str, recording: SegmentedRecording) -> dict:
+    """The ``segmented`` status row of one recording and method: its segment count, duration and cough rate."""
+    return {
+        "recording_id": recording_id,
+        "method": recording.method,
+        "status": "segmented",
+        "reason": None,
+        "segments": len(recording.segments),
+        "duration_s": round(recording.duration_s, 6),
+        "coughs_per_minute": round(coughs_per_minute(len(recording.segments), recording.duration_s), 3),
+    }
 
 
 def _relative(path: Path, base: Path | None) -> str:

@@ -43,7 +43,13 @@ def precision_proxy(automatic: list[Segment], manual: list[Segment]) -> float:
     """Share of ``automatic`` segments that overlap exactly one ``manual`` segment (a single, real cough).
 
     An automatic segment overlapping none is a false detection; one overlapping several merged coughs.
-    NaN when there are no automatic segments (precision is undefined).
+
+    Args:
+        automatic: the segments a method found.
+        manual: the reference segments of the same recording.
+
+    Returns:
+        A share in [0, 1]; NaN when there are no automatic segments (precision is undefined).
     """
     if not automatic:
         return math.nan
@@ -52,10 +58,20 @@ def precision_proxy(automatic: list[Segment], manual: list[Segment]) -> float:
 
 
 def fleiss_kappa(table: np.ndarray) -> float:
-    """Fleiss' kappa of a ``(subjects, categories)`` matrix: entry ``[i, j]`` = raters who put subject i in category j.
+    """Fleiss' kappa of a rating table.
 
-    Every subject must be rated by the same number (>= 2) of raters. NaN when all ratings fall in a single
-    category (chance agreement is then 1 and kappa is undefined).
+    Args:
+        table: entry ``[i, j]`` = raters who put subject i in category j; every subject must be rated by the same
+            number (>= 2) of raters.
+
+    Returns:
+        Kappa; NaN when all ratings fall in a single category (chance agreement is then 1 and kappa undefined).
+
+    Raises:
+        ValueError: for a table that is not a matrix of counts with a constant number of raters.
+
+    Shape:
+        table: ``(subjects, categories)``.
     """
     table = np.asarray(table)
     if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] < 1:
@@ -110,10 +126,24 @@ def locate_clips(
 ) -> list[Segment]:
     """Where each clip (cut from ``original`` and re-encoded, so not bit-exact) sits in ``original``.
 
-    ``original`` and each clip: mono float ``(samples,)`` at ``sample_rate``. Leading and trailing silence
-    (``silence_db`` below the clip's peak) is trimmed from each clip first, so the segment covers the sound
-    itself; the trimmed clip is found by FFT cross-correlation of the waveforms, and the segment clipped to the
-    original. Clip gain does not matter. ValueError for a silent clip or original.
+    Leading and trailing silence (``silence_db`` below the clip's peak) is trimmed from each clip first, so the
+    segment covers the sound itself; the trimmed clip is found by FFT cross-correlation of the waveforms, and the
+    segment clipped to the original. Clip gain does not matter.
+
+    Args:
+        original: the recording the clips were cut from, mono float at ``sample_rate``.
+        clips: the clips, mono float at ``sample_rate``.
+        sample_rate: the rate of both (Hz).
+        silence_db: the trimming level, negative dB relative to each clip's peak.
+
+    Returns:
+        One segment per clip, in the order given.
+
+    Raises:
+        ValueError: for a silent or empty original or clip, or a non-negative ``silence_db``.
+
+    Shape:
+        original: ``(samples,)``; each clip: ``(clip_samples,)``.
     """
     sample_rate = validate_sample_rate(sample_rate)
     original = validate_signal(original)

@@ -100,7 +100,11 @@ class HysteresisSegmenter:
         self._kept: list[tuple[int, int]] = []  # (first sample, last sample + padding), end not yet clipped
 
     def measure(self, block: np.ndarray) -> None:
-        """Pass 1: accumulate the sum of squares and the peak of ``block`` (float32, ``(block,)``)."""
+        """Pass 1: accumulate the sum of squares and the peak of ``block``.
+
+        Shape:
+            block: ``(block,)`` float32.
+        """
         if block.size:
             wide = block.astype(np.float64)
             self._sum_squares += float(np.dot(wide, wide))
@@ -115,7 +119,11 @@ class HysteresisSegmenter:
         self._high = self.config.high_multiplier * rms * self._scale
 
     def segment(self, block: np.ndarray) -> None:
-        """Pass 2: advance the comparator over ``block`` (float32, ``(block,)``), keeping its state."""
+        """Pass 2: advance the comparator over ``block``, keeping its state for the next one.
+
+        Shape:
+            block: ``(block,)`` float32.
+        """
         if self._scale is None:
             self._set_thresholds()
         if not block.size:
@@ -166,7 +174,11 @@ class HysteresisSegmenter:
             self._kept.append((start, padded_end))
 
     def finish(self) -> list[Segment]:
-        """Close the recording: the last-sample rule, then clip ends to the signal and apply the length test."""
+        """Close the recording: the last-sample rule, then clip ends to the signal and apply the length test.
+
+        Returns:
+            The kept coughs in time order.
+        """
         last = self._seen - 1
         if self._in_cough and self._onset < last and not self._last_below:
             self._keep(self._onset, last)
@@ -181,10 +193,23 @@ class HysteresisSegmenter:
 def segment_hysteresis(
     signal: np.ndarray, sample_rate: int, config: HysteresisConfig = HysteresisConfig()
 ) -> list[Segment]:
-    """Coughs in ``signal`` (mono float, ``(samples,)``, already at the rate to use) by the hysteresis comparator.
+    """Coughs in ``signal`` by the hysteresis comparator.
 
-    ``config.sample_rate`` is not used here (it is the rate :func:`segment_file` resamples to). A silent or empty
-    signal gives no segments; NaN/inf samples raise ValueError.
+    ``config.sample_rate`` is not used here (it is the rate :func:`segment_file` resamples to).
+
+    Args:
+        signal: mono float samples, already at the rate to use.
+        sample_rate: the rate of ``signal`` (Hz).
+        config: the comparator's parameters.
+
+    Returns:
+        One segment per cough, in time order; none for a silent or empty signal.
+
+    Raises:
+        ValueError: for a malformed signal (not mono, not float, NaN/inf samples) or sample rate.
+
+    Shape:
+        signal: ``(samples,)``.
     """
     signal = validate_signal(signal)
     return run_in_blocks(HysteresisSegmenter(sample_rate, config), signal)

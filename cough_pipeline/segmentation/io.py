@@ -51,9 +51,16 @@ class SegmentedRecording:
         return self.samples is None
 
     def segment_samples(self, segment: Segment) -> np.ndarray:
-        """The samples of ``segment`` at :attr:`sample_rate`, ``(samples,)`` float32.
+        """The samples of ``segment`` at :attr:`sample_rate` (read from the file when streamed).
 
-        Read from the file when streamed.
+        Args:
+            segment: one of :attr:`segments`.
+
+        Returns:
+            Mono float32 samples of the segment.
+
+        Shape:
+            returns ``(samples,)``.
         """
         if self.samples is not None:
             start, stop = segment.sample_span(self.sample_rate)
@@ -84,7 +91,22 @@ def _finite(block: np.ndarray, path: Path) -> np.ndarray:
 
 
 def stream_mono_blocks(path: Path, sample_rate: int | None, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
-    """Mono float32 blocks ``(block,)`` of ``path`` at ``sample_rate`` (None: the file's rate), read lazily."""
+    """Mono float32 blocks of ``path``, read lazily and resampled block by block when needed.
+
+    Args:
+        path: a file libsndfile reads.
+        sample_rate: the rate to deliver (None: the file's own).
+        block_s: seconds of the file read per block.
+
+    Returns:
+        An iterator of blocks; after resampling their lengths vary (the resampler holds some samples back).
+
+    Raises:
+        AudioDecodeError: ``audio_unreadable`` when a block holds NaN or infinite samples.
+
+    Shape:
+        each block: ``(block,)``.
+    """
     native_rate = sf.info(str(path)).samplerate
     target_rate = sample_rate or native_rate
     resampler = None
@@ -121,9 +143,19 @@ def segment_file(
 ) -> SegmentedRecording:
     """Decode ``path`` to mono, resample to ``config.sample_rate`` when set, and segment it with ``method``.
 
-    ``config`` defaults to the method's default config. Files longer than ``stream_above_s`` seconds that
-    libsndfile reads are streamed in blocks of ``stream_block_s`` seconds (see the module docstring).
-    Raises :class:`~cough_pipeline.audio.AudioDecodeError` for files that cannot be decoded.
+    Args:
+        path: an audio file in any format the decoder reads.
+        method: a name in :data:`~cough_pipeline.segmentation.METHODS`.
+        config: the method's config (None: its defaults).
+        stream_above_s: files longer than this that libsndfile reads are streamed (see the module docstring).
+        stream_block_s: block length of a streamed file.
+
+    Returns:
+        The recording's segments, its rate and duration, and its samples unless it was streamed.
+
+    Raises:
+        AudioDecodeError: for a file that cannot be decoded.
+        ValueError: for an unknown method or bad streaming limits (TypeError for another method's config).
     """
     function, segmenter_class, config = resolve_method(method, config)
     if not (stream_above_s >= 0 and stream_block_s > 0):
@@ -176,7 +208,21 @@ def _segment_paths(folder: Path, stem: str, count: int) -> list[Path]:
 def write_segments(
     samples: np.ndarray, sample_rate: int, segments: list[Segment], folder: Path, stem: str
 ) -> list[Path]:
-    """Write each segment of ``samples`` (mono ``(samples,)`` at ``sample_rate``) as ``<stem>_<k>.wav`` (PCM_16)."""
+    """Write each segment of ``samples`` as ``<folder>/<stem>_<k>.wav`` (16-bit PCM).
+
+    Args:
+        samples: mono float samples at ``sample_rate``.
+        sample_rate: their rate (Hz).
+        segments: segments within the signal.
+        folder: where the files go (created when missing).
+        stem: the file-name prefix, without separators.
+
+    Returns:
+        The written paths, one per segment, in order.
+
+    Shape:
+        samples: ``(samples,)``.
+    """
     samples = np.asarray(samples)
     if samples.ndim != 1:
         raise ValueError(f"expected mono samples of shape (samples,), got shape {samples.shape}")
@@ -192,7 +238,16 @@ def write_segments(
 
 
 def write_recording_segments(recording: SegmentedRecording, folder: Path, stem: str | None = None) -> list[Path]:
-    """Write the segments of ``recording`` as ``<stem>_<k>.wav`` (stem: the file's); streamed ones span by span."""
+    """Write the segments of ``recording`` as ``<folder>/<stem>_<k>.wav``; a streamed one is read span by span.
+
+    Args:
+        recording: a result of :func:`segment_file`.
+        folder: where the files go (created when missing).
+        stem: the file-name prefix (None: the recording's file stem).
+
+    Returns:
+        The written paths, one per segment, in order.
+    """
     paths = _segment_paths(Path(folder), stem or recording.path.stem, len(recording.segments))
     for segment, path in zip(recording.segments, paths):
         _write_wav(recording.segment_samples(segment), recording.sample_rate, path)

@@ -13,9 +13,18 @@ BLOCK_SEGMENTERS = {"hysteresis": HysteresisSegmenter, "rms": RmsSegmenter}
 
 
 def resolve_method(method: str, config=None):
-    """``(function, segmenter class, config)`` for ``method``; the default config when ``config`` is None.
+    """The in-memory function, the block segmenter class and the config of ``method``.
 
-    ValueError for an unknown method, TypeError for a config of another method.
+    Args:
+        method: a name in :data:`METHODS`.
+        config: the method's config dataclass (None: its defaults).
+
+    Returns:
+        ``(function, segmenter class, config)``.
+
+    Raises:
+        ValueError: for an unknown method.
+        TypeError: for a config of another method.
     """
     if method not in METHODS:
         raise ValueError(f"unknown segmentation method {method!r}; known: {sorted(METHODS)}")

@@ -70,7 +70,17 @@ class FrameRms:
         self._pending = np.zeros(frame_length // 2, dtype=np.float32)  # leading centre padding
 
     def add(self, block: np.ndarray) -> np.ndarray:
-        """RMS of every frame completed by ``block`` (float32, ``(block,)``); shape ``(frames,)``."""
+        """RMS of every frame that ``block`` completes.
+
+        Args:
+            block: the next mono float32 samples.
+
+        Returns:
+            float64 RMS of each completed frame (none until a whole frame has arrived).
+
+        Shape:
+            block: ``(block,)``; returns ``(frames,)``.
+        """
         buffer = np.concatenate((self._pending, block))
         if buffer.size < self.frame_length:
             self._pending = buffer
@@ -86,7 +96,14 @@ class FrameRms:
         return np.sqrt(np.maximum(sums, 0.0) / self.frame_length)
 
     def finish(self) -> np.ndarray:
-        """RMS of the frames that need the trailing centre padding; shape ``(frames,)``."""
+        """RMS of the frames that need the trailing centre padding.
+
+        Returns:
+            float64 RMS of the last frames.
+
+        Shape:
+            returns ``(frames,)``.
+        """
         return self.add(np.zeros(self.frame_length // 2, dtype=np.float32))
 
 
@@ -110,7 +127,11 @@ class RmsSegmenter:
         self._runs: list[tuple[int, int]] = []  # (first, last) frames of closed runs that may be long enough
 
     def measure(self, block: np.ndarray) -> None:
-        """Pass 1: update the frame-RMS range with the frames ``block`` (float32, ``(block,)``) completes."""
+        """Pass 1: update the frame-RMS range with the frames ``block`` completes.
+
+        Shape:
+            block: ``(block,)`` float32.
+        """
         self._update_range(self._measure_frames.add(block))
 
     def _update_range(self, rms: np.ndarray) -> None:
@@ -119,7 +140,11 @@ class RmsSegmenter:
             self._highest = max(self._highest, float(rms.max()))
 
     def segment(self, block: np.ndarray) -> None:
-        """Pass 2: track runs of frames above the threshold through ``block`` (float32, ``(block,)``)."""
+        """Pass 2: track runs of frames above the threshold through ``block``.
+
+        Shape:
+            block: ``(block,)`` float32.
+        """
         if not self._range_closed:
             self._update_range(self._measure_frames.finish())
             self._range_closed = True
@@ -166,7 +191,8 @@ class RmsSegmenter:
     def finish(self) -> list[Segment]:
         """Close the recording and return the regions whose length is within ``[min_s, max_s]``.
 
-        A recording shorter than one frame gives no segments.
+        Returns:
+            The kept regions in time order; none for a recording shorter than one frame.
         """
         self._track(self._segment_frames.finish())
         if self._open_run is not None:
@@ -182,10 +208,23 @@ class RmsSegmenter:
 
 
 def segment_rms(signal: np.ndarray, sample_rate: int, config: RmsConfig = RmsConfig()) -> list[Segment]:
-    """Coughs in ``signal`` (mono float, ``(samples,)``, already at the rate to use) by the RMS threshold.
+    """Coughs in ``signal`` by the RMS threshold.
 
-    ``config.sample_rate`` is not used here (it is the rate :func:`segment_file` resamples to). A silent,
-    constant, empty or shorter-than-one-frame signal gives no segments; NaN/inf samples raise ValueError.
+    ``config.sample_rate`` is not used here (it is the rate :func:`segment_file` resamples to).
+
+    Args:
+        signal: mono float samples, already at the rate to use.
+        sample_rate: the rate of ``signal`` (Hz).
+        config: the method's parameters.
+
+    Returns:
+        One segment per cough, in time order; none for a silent, constant, empty or shorter-than-one-frame signal.
+
+    Raises:
+        ValueError: for a malformed signal (not mono, not float, NaN/inf samples) or sample rate.
+
+    Shape:
+        signal: ``(samples,)``.
     """
     signal = validate_signal(signal)
     return run_in_blocks(RmsSegmenter(sample_rate, config), signal)

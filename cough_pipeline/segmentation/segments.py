@@ -44,19 +44,28 @@ def segment_from_samples(start: int, stop: int, sample_rate: int) -> Segment:
 
 
 class BlockSegmenter(Protocol):
-    """Two passes over a recording fed in consecutive blocks of mono float32 samples, shape ``(block,)``.
+    """Two passes over a recording fed in consecutive blocks of mono float32 samples.
 
     Pass 1 (:meth:`measure` on every block) gathers the global statistic the thresholds depend on; pass 2
     (:meth:`segment` on the same blocks, in the same order) finds the coughs, carrying its state across block
     boundaries; :meth:`finish` closes the recording and returns the segments. Feeding the whole signal as one
     block, or as many, gives the same segments.
+
+    Shape:
+        block: ``(block,)`` float32, any length (the last one may be shorter or empty).
     """
 
-    def measure(self, block: np.ndarray) -> None: ...
+    def measure(self, block: np.ndarray) -> None:
+        """Pass 1: fold ``block`` into the recording's statistic."""
+        ...
 
-    def segment(self, block: np.ndarray) -> None: ...
+    def segment(self, block: np.ndarray) -> None:
+        """Pass 2: advance the segmentation over ``block``."""
+        ...
 
-    def finish(self) -> list[Segment]: ...
+    def finish(self) -> list[Segment]:
+        """Close the recording; returns its segments in time order."""
+        ...
 
 
 def validate_sample_rate(sample_rate: int) -> int:
@@ -67,9 +76,18 @@ def validate_sample_rate(sample_rate: int) -> int:
 
 
 def validate_signal(signal: np.ndarray) -> np.ndarray:
-    """Mono float samples as float32 ``(samples,)``; ValueError for other shapes, integer dtypes or NaN/inf.
+    """Mono float samples as float32; ValueError for other shapes, integer dtypes or NaN/inf.
 
     Integer PCM is refused rather than rescaled because the hysteresis thresholds are not scale invariant.
+
+    Args:
+        signal: mono float samples in [-1, 1].
+
+    Returns:
+        The samples as float32 (no copy when they already are).
+
+    Shape:
+        signal: ``(samples,)``; returns ``(samples,)``.
     """
     signal = np.asarray(signal)
     if signal.ndim != 1:
@@ -87,7 +105,19 @@ def validate_signal(signal: np.ndarray) -> np.ndarray:
 
 
 def run_in_blocks(segmenter: BlockSegmenter, signal: np.ndarray, block: int = IN_MEMORY_BLOCK) -> list[Segment]:
-    """Both passes of ``segmenter`` over an in-memory ``signal`` of shape ``(samples,)``."""
+    """Both passes of ``segmenter`` over an in-memory signal.
+
+    Args:
+        segmenter: a fresh block segmenter.
+        signal: validated mono float32 samples.
+        block: samples fed per call, which bounds the temporaries a call allocates.
+
+    Returns:
+        The segments :meth:`BlockSegmenter.finish` returns.
+
+    Shape:
+        signal: ``(samples,)``.
+    """
     blocks = [signal[start : start + block] for start in range(0, len(signal), block)]
     for piece in blocks:
         segmenter.measure(piece)

@@ -37,7 +37,16 @@ class VirufyEvaluation:
 
 
 def evaluate_virufy(root: Path, methods: dict[str, object]) -> VirufyEvaluation:
-    """Segment every Virufy original under ``root`` with each configured method and compare with the manual cuts."""
+    """Segment every Virufy original under ``root`` with each configured method and compare with the manual cuts.
+
+    Args:
+        root: a Virufy folder (``clinical/`` with originals and manual segments).
+        methods: method name -> its config, as :func:`~cough_pipeline.segmentation.segment_file` takes them.
+
+    Returns:
+        Per-file and per-method comparisons, Fleiss' kappa over frames, and the original with the most manual
+        segments (name, samples, rate, segments by rater) for a plot.
+    """
     root = Path(root)
     originals = get_loader("virufy", unit="original").read_metadata(root).rows
     manual_clips = get_loader("virufy", unit="segment").read_metadata(root).rows
