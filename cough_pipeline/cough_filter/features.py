@@ -104,7 +104,17 @@ class UnusableSignalError(ValueError):
 def as_float_samples(samples: np.ndarray) -> np.ndarray:
     """Samples as float64 in [-1, 1): signed integer PCM is divided by its full scale, floats are kept as they are.
 
-    Accepts ``(frames,)`` or ``(frames, channels)``; the shape is kept.
+    Args:
+        samples: signed integer PCM or float samples.
+
+    Returns:
+        float64 samples of the same shape.
+
+    Raises:
+        ValueError: for another shape, unsigned PCM or a non-numeric dtype.
+
+    Shape:
+        samples: ``(frames,)`` or ``(frames, channels)``; returns the same shape.
     """
     samples = np.asarray(samples)
     if samples.ndim not in (1, 2) or (samples.ndim == 2 and samples.shape[1] == 0):
@@ -124,11 +134,23 @@ def decimation_factor(sample_rate: int) -> int:
 
 
 def validate_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Check a raw clip can be featurised and return its float64 mono mix ``(frames,)``.
+    """Check a raw clip can be featurised and return its mono mix.
 
-    ``samples``: ``(frames,)`` or ``(frames, channels)``. Channels are averaged before the silence check, as the
-    reference does before anything else. Raises ``ValueError`` for a malformed argument and
-    :class:`UnusableSignalError` for a clip with no features.
+    Channels are averaged before the silence check, as the reference does before anything else.
+
+    Args:
+        samples: the raw clip, integer PCM or float.
+        sample_rate: its rate (Hz).
+
+    Returns:
+        The float64 mono mix.
+
+    Raises:
+        ValueError: for a malformed argument.
+        UnusableSignalError: for a clip with no features (non-finite, rate too low, too short, silent).
+
+    Shape:
+        samples: ``(frames,)`` or ``(frames, channels)``; returns ``(frames,)``.
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
@@ -168,10 +190,21 @@ def _decimation_filter(factor: int) -> np.ndarray:
 
 
 def preprocess(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Mono, peak-normalised, 6 kHz low-passed and decimated signal, plus the nominal rate (always 12000).
+    """Mono, peak-normalised, 6 kHz low-passed and decimated signal, plus the nominal rate.
 
-    ``samples``: ``(frames,)`` or ``(frames, channels)``, integer PCM or float. Returns float32 ``(ceil(frames / q),)``
-    with ``q = int(fs / 12000)``. Raises :class:`UnusableSignalError` for a clip that has no features.
+    Args:
+        samples: the raw clip, integer PCM or float.
+        sample_rate: its rate (Hz).
+
+    Returns:
+        ``(float32 signal, 12000)``: the nominal rate, whatever the real rate after decimation.
+
+    Raises:
+        UnusableSignalError: for a clip that has no features.
+
+    Shape:
+        samples: ``(frames,)`` or ``(frames, channels)``; the signal: ``(ceil(frames / q),)`` with
+        ``q = int(sample_rate / 12000)``.
     """
     mono = validate_signal(samples, sample_rate)
     normalised = mono / (np.max(np.abs(mono)) + 1e-17)
@@ -196,10 +229,20 @@ def _envelope_smoother(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def envelope_peak_counts(x: np.ndarray, fs: int) -> np.ndarray:
-    """Local maxima of each band's normalised energy envelope (EEPD): ``(19,)`` counts.
+    """Local maxima of each band's normalised energy envelope (EEPD).
 
     Each band is band-passed on its own (the filters differ); the 19 squared signals are then smoothed together as
     one ``(19, n)`` array, since the smoothing filter is shared.
+
+    Args:
+        x: the preprocessed signal.
+        fs: its (nominal) rate.
+
+    Returns:
+        The peak count of each band of :data:`ENVELOPE_BANDS_HZ`, as float64.
+
+    Shape:
+        x: ``(n,)``; returns ``(19,)``.
     """
     squared = np.stack([sps.filtfilt(*_envelope_bandpass(band, fs), x) ** 2 for band in ENVELOPE_BANDS_HZ])
     envelopes = sps.filtfilt(*_envelope_smoother(fs), squared, axis=-1)
@@ -208,12 +251,20 @@ def envelope_peak_counts(x: np.ndarray, fs: int) -> np.ndarray:
 
 
 def zero_crossing_rate(x: np.ndarray) -> float:
-    """Fraction of neighbouring sample pairs whose product is negative."""
+    """Fraction of neighbouring sample pairs whose product is negative.
+
+    Shape:
+        x: ``(n,)`` with ``n >= 2``.
+    """
     return np.count_nonzero(x[:-1] * x[1:] < 0) / (x.size - 1)
 
 
 def rms(x: np.ndarray) -> float:
-    """Root mean square of the (peak-normalised) signal."""
+    """Root mean square of the (peak-normalised) signal.
+
+    Shape:
+        x: ``(n,)``.
+    """
     return float(np.sqrt(np.mean(np.square(x))))
 
 
@@ -229,7 +280,18 @@ def welch(x: np.ndarray, fs: float, nperseg: int, noverlap: int) -> tuple[np.nda
     """One-sided Welch PSD density equal to ``scipy.signal.welch`` with a Hann window and constant detrend.
 
     All segments are transformed in one batched FFT (scipy 1.17 loops over them in Python).
-    ``x``: ``(n,)`` with ``n >= nperseg``. Returns ``(frequencies (nperseg // 2 + 1,), float32 psd (same shape))``.
+
+    Args:
+        x: the signal.
+        fs: its rate (1.0 gives frequencies in cycles per sample).
+        nperseg: segment length.
+        noverlap: samples shared by consecutive segments.
+
+    Returns:
+        ``(frequencies, float32 psd)``.
+
+    Shape:
+        x: ``(n,)`` with ``n >= nperseg``; both returns ``(nperseg // 2 + 1,)``.
     """
     window = _hann_window(nperseg)
     segments = sliding_window_view(x, nperseg)[:: nperseg - noverlap].astype(np.float64)
@@ -244,6 +306,9 @@ def dominant_frequency(x: np.ndarray) -> float:
     """Peak of Welch's PSD with scipy's defaults (256-sample segments), in cycles per sample.
 
     The reference passes no sampling rate, so the frequency axis runs from 0 to 0.5.
+
+    Shape:
+        x: ``(n,)`` with ``n >= 256``.
     """
     frequencies, psd = welch(x, fs=1.0, nperseg=256, noverlap=128)
     return float(frequencies[np.argmax(psd)])
@@ -252,7 +317,16 @@ def dominant_frequency(x: np.ndarray) -> float:
 def spectral_shape(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[float]:
     """Centroid (Hz), 95 % roll-off (bin index), spread, skewness, kurtosis and un-normalised bandwidth.
 
-    ``magnitudes``: ``(n_samples // 2 + 1,)`` absolute real FFT of the signal.
+    Args:
+        magnitudes: absolute real FFT of the signal.
+        n_samples: length of the signal.
+        fs: its (nominal) rate.
+
+    Returns:
+        The six values in that order.
+
+    Shape:
+        magnitudes: ``(n_samples // 2 + 1,)``.
     """
     frequencies = np.fft.rfftfreq(n_samples, 1.0 / fs)
     total = np.sum(magnitudes)
@@ -268,12 +342,23 @@ def spectral_shape(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[floa
 
 
 def welch_psd(x: np.ndarray, fs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Welch PSD with 900-sample segments overlapping by 450: ``(frequencies (451,), psd (451,))``."""
+    """Welch PSD with 900-sample segments overlapping by 450.
+
+    Returns:
+        ``(frequencies, psd)``.
+
+    Shape:
+        x: ``(n,)`` with ``n >= 900``; both returns ``(451,)``.
+    """
     return welch(x, fs, nperseg=WELCH_SEGMENT, noverlap=WELCH_OVERLAP)
 
 
 def flatness_and_spread(psd: np.ndarray) -> list[float]:
-    """Spectral flatness (geometric over arithmetic mean of the PSD) and the PSD's standard deviation."""
+    """Spectral flatness (geometric over arithmetic mean of the PSD) and the PSD's standard deviation.
+
+    Shape:
+        psd: ``(bins,)``.
+    """
     geometric_mean = np.exp(np.mean(np.log(psd + 1e-17)))
     return [geometric_mean / np.mean(psd), np.std(psd)]
 
@@ -283,6 +368,17 @@ def slope_and_decrease(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[
 
     As in the reference, the bins are placed on ``linspace(0, fs / 2, n_samples // 2)`` and the decrease divides
     by ``f - 1`` Hz.
+
+    Args:
+        magnitudes: absolute real FFT of the signal.
+        n_samples: length of the signal.
+        fs: its (nominal) rate.
+
+    Returns:
+        ``[slope, decrease]``.
+
+    Shape:
+        magnitudes: ``(n_samples // 2 + 1,)``.
     """
     half = magnitudes[: n_samples // 2]
     frequencies = np.linspace(0, fs / 2, half.size)
@@ -295,13 +391,28 @@ def slope_and_decrease(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[
 
 
 def mfcc_summary(x: np.ndarray, fs: int) -> np.ndarray:
-    """Means then standard deviations over frames of the 13 librosa-default MFCCs: ``(26,)``."""
+    """Means then standard deviations over frames of the 13 librosa-default MFCCs.
+
+    Shape:
+        x: ``(n,)`` float32; returns ``(26,)``.
+    """
     mfcc = librosa.feature.mfcc(y=x, sr=fs, n_mfcc=N_MFCC)
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
 
 
 def band_power_ratios(frequencies: np.ndarray, psd: np.ndarray) -> list[float]:
-    """Share of the total Welch power (Simpson rule) in each of :data:`POWER_BANDS_HZ`."""
+    """Share of the total Welch power (Simpson rule) in each of :data:`POWER_BANDS_HZ`.
+
+    Args:
+        frequencies: evenly spaced PSD frequencies (Hz).
+        psd: the Welch PSD at those frequencies.
+
+    Returns:
+        One share per band.
+
+    Shape:
+        frequencies, psd: ``(bins,)``.
+    """
     step = frequencies[1] - frequencies[0]
     total_power = simpson(psd, dx=step)
     return [
@@ -311,9 +422,20 @@ def band_power_ratios(frequencies: np.ndarray, psd: np.ndarray) -> list[float]:
 
 
 def features_of_preprocessed(x: np.ndarray, fs: int = NOMINAL_SAMPLE_RATE) -> np.ndarray:
-    """The 68 features of an already preprocessed float32 signal ``(n,)``, in :data:`FEATURE_NAMES` order.
+    """The 68 features of an already preprocessed signal, in :data:`FEATURE_NAMES` order.
 
-    Raises :class:`UnusableSignalError` (``degenerate``) when a feature is undefined, e.g. no energy after filtering.
+    Args:
+        x: the float32 output of :func:`preprocess`.
+        fs: its nominal rate.
+
+    Returns:
+        float64 feature vector.
+
+    Raises:
+        UnusableSignalError: ``degenerate`` when a feature is undefined, e.g. no energy left after filtering.
+
+    Shape:
+        x: ``(n,)`` with ``n >= 2048``; returns ``(68,)``.
     """
     magnitudes = np.abs(np.fft.rfft(x))
     frequencies, psd = welch_psd(x, fs)
@@ -339,10 +461,20 @@ def features_of_preprocessed(x: np.ndarray, fs: int = NOMINAL_SAMPLE_RATE) -> np
 
 
 def extract_features(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """COUGHVID-compatible features of a raw clip: float64 ``(68,)`` in :data:`FEATURE_NAMES` order.
+    """COUGHVID-compatible features of a raw clip, in :data:`FEATURE_NAMES` order.
 
-    ``samples``: ``(frames,)`` or ``(frames, channels)`` at ``sample_rate`` Hz, integer PCM or float.
-    Raises :class:`UnusableSignalError` (with a ``reason``) for a clip the features are undefined for.
+    Args:
+        samples: the clip, integer PCM or float.
+        sample_rate: its rate (Hz).
+
+    Returns:
+        float64 feature vector.
+
+    Raises:
+        UnusableSignalError: (with a ``reason``) for a clip the features are undefined for.
+
+    Shape:
+        samples: ``(frames,)`` or ``(frames, channels)``; returns ``(68,)``.
     """
     preprocessed, nominal_rate = preprocess(samples, sample_rate)
     return features_of_preprocessed(preprocessed, nominal_rate)

@@ -69,9 +69,16 @@ class FeatureScaler:
 
     @classmethod
     def fit(cls, feature_matrix: np.ndarray) -> FeatureScaler:
-        """Mean and population variance per column of ``(n, 68)``.
+        """Mean and population variance per feature column.
 
-        A zero-variance column gets scale 1, as in sklearn.
+        Args:
+            feature_matrix: one row of :data:`FEATURE_NAMES` features per clip, all finite.
+
+        Returns:
+            The scaler; a zero-variance column gets scale 1, as in sklearn.
+
+        Shape:
+            feature_matrix: ``(n, 68)``.
         """
         matrix = _checked_feature_matrix(feature_matrix)
         var = matrix.var(axis=0)
@@ -80,7 +87,11 @@ class FeatureScaler:
         return cls(mean=matrix.mean(axis=0), var=var, scale=scale, n_samples_seen=matrix.shape[0])
 
     def transform(self, feature_matrix: np.ndarray) -> np.ndarray:
-        """Standardised copy of ``(n, 68)``."""
+        """Standardised copy of a feature matrix.
+
+        Shape:
+            feature_matrix: ``(n, 68)``; returns ``(n, 68)``.
+        """
         return (feature_matrix - self.mean) / self.scale
 
     def to_json_dict(self) -> dict:
@@ -150,7 +161,20 @@ class CoughClassifier:
     def load(
         cls, booster_json: Path, scaler_json: Path, threshold: float = DEFAULT_THRESHOLD, source: str | None = None
     ) -> CoughClassifier:
-        """Load an xgboost JSON booster and a scaler JSON; raises :class:`CoughModelError` naming the bad file."""
+        """Load an xgboost JSON booster and a scaler JSON.
+
+        Args:
+            booster_json: native xgboost JSON model over the 68 features (binary logistic).
+            scaler_json: the scaler, in the schema of :meth:`FeatureScaler.to_json_dict`.
+            threshold: the probability at or above which a clip is a cough.
+            source: where the model came from, for the model card (default: the two file names).
+
+        Returns:
+            The classifier, keeping each file's own rate (no ``input_sample_rate``).
+
+        Raises:
+            CoughModelError: naming the missing, malformed or mismatched file.
+        """
         booster_json, scaler_json = Path(booster_json), Path(scaler_json)
         scaler = FeatureScaler.from_json_dict(_read_json(scaler_json), scaler_json.name)
         booster = _load_booster(booster_json)
@@ -163,7 +187,15 @@ class CoughClassifier:
 
     @classmethod
     def from_coughvid_folder(cls, folder: Path, threshold: float = DEFAULT_THRESHOLD) -> CoughClassifier:
-        """The pretrained COUGHVID model from the folder holding its two converted JSON files."""
+        """The pretrained COUGHVID model from the folder holding its two converted JSON files.
+
+        Args:
+            folder: holds ``cough_classifier.json`` and ``cough_classification_scaler.json``.
+            threshold: the probability at or above which a clip is a cough (COUGHVID: 0.8).
+
+        Returns:
+            The classifier. Raises :class:`CoughModelError` for a missing or mismatched file.
+        """
         folder = Path(folder)
         return cls.load(
             folder / COUGHVID_BOOSTER_FILE,
@@ -174,7 +206,15 @@ class CoughClassifier:
 
     @classmethod
     def from_folder(cls, folder: Path) -> CoughClassifier:
-        """Load a folder written by :meth:`save` (booster, scaler and model card)."""
+        """Load a folder written by :meth:`save` (booster, scaler and model card).
+
+        Args:
+            folder: a folder :meth:`save` wrote.
+
+        Returns:
+            The classifier with the card's threshold, source, training report and input rate.
+            Raises :class:`CoughModelError` for a missing, malformed or mismatched file.
+        """
         folder = Path(folder)
         card = _read_json(folder / MODEL_CARD_FILE)
         if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
@@ -191,7 +231,14 @@ class CoughClassifier:
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> CoughClassifier:
-        """Either kind of model folder: one written by :meth:`save` (it has a model card) or the COUGHVID files."""
+        """Either kind of model folder: one written by :meth:`save` (it has a model card) or the COUGHVID files.
+
+        Args:
+            folder: a saved model or the COUGHVID files.
+
+        Returns:
+            The classifier. Raises :class:`CoughModelError` when the folder holds neither.
+        """
         folder = Path(folder)
         if (folder / MODEL_CARD_FILE).is_file():
             return cls.from_folder(folder)
@@ -226,12 +273,36 @@ class CoughClassifier:
         }
 
     def probabilities(self, feature_matrix: np.ndarray) -> np.ndarray:
-        """Cough probability per row of a ``(n, 68)`` feature matrix: float64 ``(n,)``."""
+        """Cough probability of each row of a feature matrix.
+
+        Args:
+            feature_matrix: unscaled features in :data:`FEATURE_NAMES` order, all finite.
+
+        Returns:
+            float64 probabilities.
+
+        Raises:
+            ValueError: for another shape or non-finite features.
+
+        Shape:
+            feature_matrix: ``(n, 68)``; returns ``(n,)``.
+        """
         standardised = self.scaler.transform(_checked_feature_matrix(feature_matrix))
         return np.asarray(self.booster.inplace_predict(standardised), dtype=np.float64)
 
     def classify(self, samples: np.ndarray, sample_rate: int) -> CoughDecision:
-        """Decision for a raw clip ``(frames,)`` or ``(frames, channels)``; an unusable clip gets probability 0."""
+        """The decision on a raw clip; an unusable clip gets probability 0 and a ``reason``.
+
+        Args:
+            samples: the clip, integer PCM or float.
+            sample_rate: its rate (Hz).
+
+        Returns:
+            Probability, decision at :attr:`threshold`, reason (None when scored) and clipping fraction.
+
+        Shape:
+            samples: ``(frames,)`` or ``(frames, channels)``.
+        """
         clipped = clipping_fraction(samples)
         try:
             features = extract_features(samples, sample_rate)
@@ -243,14 +314,24 @@ class CoughClassifier:
         )
 
     def probability(self, samples: np.ndarray, sample_rate: int) -> float:
-        """Cough probability of a raw clip (0 when its features cannot be computed, as in COUGHVID)."""
+        """Cough probability of a raw clip (0 when its features cannot be computed, as in COUGHVID).
+
+        Shape:
+            samples: ``(frames,)`` or ``(frames, channels)``.
+        """
         return self.classify(samples, sample_rate).probability
 
     def classify_file(self, path: Path) -> CoughDecision:
-        """Decode a file at its native rate and classify it.
+        """Decode a file and classify it, at :attr:`input_sample_rate` when set (mono), else at its own rate.
 
-        A file that cannot be decoded raises :class:`~cough_pipeline.audio.AudioDecodeError` (its quarantine
-        reason), including one holding NaN samples.
+        Args:
+            path: an audio file.
+
+        Returns:
+            The decision, as :meth:`classify`.
+
+        Raises:
+            AudioDecodeError: with its quarantine reason, for a file that cannot be decoded (NaN samples included).
         """
         if self.input_sample_rate is None:
             decoded = decode_audio(path)
@@ -259,7 +340,11 @@ class CoughClassifier:
 
 
 def clipping_fraction(samples: np.ndarray) -> float:
-    """Share of samples (over all channels) at or above :data:`CLIPPING_LEVEL` of full scale; 0 for no samples."""
+    """Share of samples (over all channels) at or above :data:`CLIPPING_LEVEL` of full scale; 0 for no samples.
+
+    Shape:
+        samples: ``(frames,)`` or ``(frames, channels)``, integer PCM or float.
+    """
     values = as_float_samples(samples)
     if values.size == 0:
         return 0.0

@@ -128,7 +128,21 @@ def esc50_clips(root: Path, group_by: str = "src_file") -> list[LabelledClip]:
 
 
 def clip_features(clip: LabelledClip) -> np.ndarray:
-    """The ``(68,)`` features of one clip; raises AudioDecodeError or UnusableSignalError for an unusable one."""
+    """The features of one clip (silence-trimmed and resampled first when the clip asks for it).
+
+    Args:
+        clip: a file or samples with their rate.
+
+    Returns:
+        float64 features in :data:`~.features.FEATURE_NAMES` order.
+
+    Raises:
+        AudioDecodeError: for a file that cannot be decoded.
+        UnusableSignalError: for a clip the features are undefined for.
+
+    Shape:
+        returns ``(68,)``.
+    """
     if isinstance(clip.source, np.ndarray):
         samples, rate = clip.source, clip.sample_rate
     elif clip.sample_rate is not None:
@@ -140,7 +154,15 @@ def clip_features(clip: LabelledClip) -> np.ndarray:
 
 
 def featurise(clips: Sequence[LabelledClip]) -> FeatureTable:
-    """Features of every clip that decodes and has features; the others are listed with their reason."""
+    """Features of every clip that decodes and has features; the others are listed with their reason.
+
+    Args:
+        clips: the labelled clips.
+
+    Returns:
+        The feature table of the usable clips (``matrix`` ``(n, 68)``, ``labels``/``groups``/``clip_index``
+        ``(n,)``) and ``(position, reason)`` of each rejected clip.
+    """
     rows, kept, rejected = [], [], []
     for position, clip in enumerate(clips):
         try:
@@ -162,9 +184,22 @@ def featurise(clips: Sequence[LabelledClip]) -> FeatureTable:
 def cross_validation_splits(
     labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded ``StratifiedGroupKFold`` splits ``[(train_rows, test_rows), ...]``; no group is in both halves.
+    """Seeded ``StratifiedGroupKFold`` splits; no group is in both halves of a split.
 
-    Raises ValueError when the labels lack a class or there are fewer groups than splits.
+    Args:
+        labels: 1 for a cough, 0 otherwise.
+        groups: each row's group (participant, source recording, fold).
+        n_splits: number of folds.
+        seed: shuffling seed.
+
+    Returns:
+        ``[(train_rows, test_rows), ...]``, one pair of row-index arrays per fold.
+
+    Raises:
+        ValueError: when the labels lack a class or a class spans fewer groups than splits.
+
+    Shape:
+        labels, groups: ``(n,)``.
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
     if set(np.unique(labels).tolist()) != {0, 1}:
@@ -182,7 +217,20 @@ def cross_validation_splits(
 
 
 def fit_booster(standardised: np.ndarray, labels: np.ndarray, settings: TrainingSettings, seed: int) -> xgb.Booster:
-    """A seeded, single-process ``hist`` booster on standardised features ``(n, 68)`` and labels ``(n,)``."""
+    """A seeded ``hist`` booster (``settings.n_jobs`` threads) on standardised features.
+
+    Args:
+        standardised: features after :meth:`FeatureScaler.transform`.
+        labels: 1 for a cough, 0 otherwise (both present).
+        settings: boosting settings; positives are up-weighted when ``balance_classes``.
+        seed: xgboost's seed.
+
+    Returns:
+        The binary-logistic booster.
+
+    Shape:
+        standardised: ``(n, 68)``; labels: ``(n,)``.
+    """
     n_positive = int(labels.sum())
     params = {
         "objective": "binary:logistic",
@@ -198,7 +246,17 @@ def fit_booster(standardised: np.ndarray, labels: np.ndarray, settings: Training
 
 
 def cross_validate(table: FeatureTable, settings: TrainingSettings, seed: int) -> dict:
-    """Per-fold and mean ROC-AUC, with the scaler fitted on each training fold only."""
+    """Per-fold and mean ROC-AUC, with the scaler fitted on each training fold only.
+
+    Args:
+        table: features of the usable clips.
+        settings: boosting and fold settings.
+        seed: seed of the splits and the boosters.
+
+    Returns:
+        The report: per-fold sizes, ROC-AUC (None for a one-class test fold) and test groups, the mean of the
+        fold AUCs and the AUC of the pooled out-of-fold predictions.
+    """
     folds, out_of_fold = [], np.zeros(len(table.labels))
     for fold, (train_rows, test_rows) in enumerate(
         cross_validation_splits(table.labels, table.groups, settings.n_splits, seed)
@@ -231,7 +289,17 @@ def cross_validate(table: FeatureTable, settings: TrainingSettings, seed: int) -
 def train_from_features(
     table: FeatureTable, seed: int = 0, settings: TrainingSettings = TrainingSettings()
 ) -> tuple[CoughClassifier, dict]:
-    """Cross-validate, then refit scaler and booster on all rows; returns the classifier and its report."""
+    """Cross-validate, then refit scaler and booster on all rows.
+
+    Args:
+        table: features of the usable clips.
+        seed: seed of the splits and the boosters.
+        settings: boosting, fold and threshold settings.
+
+    Returns:
+        ``(classifier, report)``: the report holds the settings, clip counts, rejected clips and the
+        cross-validation results, and is also the classifier's ``training``.
+    """
     cv_report = cross_validate(table, settings, seed)
     scaler = FeatureScaler.fit(table.matrix)
     booster = fit_booster(scaler.transform(table.matrix), table.labels, settings, seed)
@@ -258,6 +326,15 @@ def train_from_features(
 def train_cough_classifier(
     clips: Sequence[LabelledClip] | pd.DataFrame, seed: int = 0, settings: TrainingSettings = TrainingSettings()
 ) -> tuple[CoughClassifier, dict]:
-    """Featurise labelled clips (a list or a :func:`clips_from_frame` table) and train the filter on them."""
+    """Featurise labelled clips and train the filter on them.
+
+    Args:
+        clips: a list, or a :func:`clips_from_frame` table.
+        seed: seed of the splits and the boosters.
+        settings: boosting, fold and threshold settings.
+
+    Returns:
+        ``(classifier, report)`` as :func:`train_from_features`.
+    """
     clip_list = clips_from_frame(clips) if isinstance(clips, pd.DataFrame) else list(clips)
     return train_from_features(featurise(clip_list), seed, settings)
