@@ -66,9 +66,6 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "extra": "string",
 }
 
-#: The columns a loader fills from metadata; the rest are probed from the audio.
-PROBED_COLUMNS = ("audio_format", "sample_rate", "channels", "duration_s", "content_hash")
-
 #: Allowed values per enum column; ``None`` in a column is always allowed except where noted.
 MANIFEST_DOMAINS: dict[str, tuple[str, ...]] = {
     "covid_label": COVID_LABELS,

@@ -82,7 +82,7 @@ class CoswaraLoader:
         read = MetadataRead(notes=notes)
         if audio_root is not None:
             read.audio_files = [p for p in list_audio(root, audio_root, (".wav",)) if Path(p).stem in tasks]
-        folders = self._participant_folders(root, read.audio_files)
+        folders = self._participant_folders(read.audio_files)
         qualities = self._qualities(root)
         for record in table.to_dict("records"):
             self._add_participant(read, record, tasks, folders, qualities)
@@ -175,7 +175,7 @@ class CoswaraLoader:
         return extract_archives(root), [f"extracted {len(archives)} tarball parts into Extracted_data/"]
 
     @staticmethod
-    def _participant_folders(root: Path, audio_files: list[str]) -> dict[str, str]:
+    def _participant_folders(audio_files: list[str]) -> dict[str, str]:
         """participant id -> ``Extracted_data/<date>/<id>`` as found on disk."""
         return {Path(p).parent.name: Path(p).parent.as_posix() for p in audio_files}
 
