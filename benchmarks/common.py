@@ -23,6 +23,7 @@ def stopwatch():
 
 
 def machine() -> dict:
+    """What the figures were measured on: CPU count, platform and Python version."""
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 

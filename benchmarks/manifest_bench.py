@@ -12,6 +12,7 @@ from cough_pipeline.schema import ALL_DATASETS
 
 
 def run(size: str = "medium") -> Path:
+    """Generate the demo corpus, build every dataset's manifest (timed on a second pass), and write the JSON."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         with stopwatch() as generation:

@@ -74,6 +74,7 @@ def measure_method(method: str, folder: Path) -> dict:
 
 
 def run() -> Path:
+    """Measure every method on one thread and write ``benchmarks/results/segmentation.json``."""
     with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as folder:
         figures = {method: measure_method(method, Path(folder)) for method in METHODS}
     figures["threads"] = "1 (threadpoolctl limits BLAS/OpenMP pools; numpy element-wise code is single-threaded)"

@@ -110,6 +110,7 @@ def _probe_all(
     """Decode every candidate's audio in parallel; failures move to ``quarantine``."""
 
     def probe(row: dict):
+        """The row's audio summary, or the decode error (returned, so one bad file does not stop the map)."""
         try:
             return probe_audio(root / row["audio_path"])
         except AudioDecodeError as error:

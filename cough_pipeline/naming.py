@@ -11,8 +11,9 @@ import hashlib
 import re
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: Hex digits of SHA-1 kept: 48 bits, so a collision among even a million ids has odds of about 2e-3 / 1e3.
+#: Hex digits of SHA-1 kept: 48 bits, so among a million ids the chance of any collision is about 2e-3.
 HASH_DIGITS = 12
+#: Characters of the sanitised id kept in front of the hash, so stems stay well under file-name limits.
 READABLE_CHARS = 60
 
 

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def to_png(figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed, so pyplot keeps no reference to it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)

@@ -11,6 +11,9 @@ from cough_pipeline.mixtures import MixtureProfile
 
 @dataclass(frozen=True)
 class Profile:
+    """One scale of the separation experiment: its mixture counts, training epochs, and the batches the SNIP
+    pruning scores connection sensitivity on."""
+
     name: str
     mixtures: MixtureProfile
     epochs: int
@@ -25,6 +28,7 @@ PROFILES = {
 
 
 def get_profile(name: str) -> Profile:
+    """The profile called ``name``; ValueError naming the known ones otherwise."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]

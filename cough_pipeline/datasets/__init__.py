@@ -21,9 +21,14 @@ from cough_pipeline.datasets.virufy import VirufyLoader
 
 
 class DatasetLoader(Protocol):
+    """Reads one dataset's metadata from its native layout; ``name`` is the dataset (and partition) name."""
+
     name: str
 
-    def read_metadata(self, root): ...
+    def read_metadata(self, root):
+        """Candidate rows, metadata-level quarantine rows and the audio files of the layout under ``root``;
+        raises :class:`LayoutError` when ``root`` matches none of the dataset's layouts."""
+        ...
 
 
 LOADERS: dict[str, type] = {

@@ -27,6 +27,9 @@ from cough_pipeline.schema import QuarantineReason
 
 @dataclass(frozen=True)
 class Subset:
+    """One released zip: its folder, metadata table, audio folder, official split, whether it is labelled, and an
+    optional medical-condition table."""
+
     folder: str
     metadata: str
     audio: str

@@ -87,6 +87,7 @@ class MetadataRead:
         source_file: str | None = None,
         source_row: int | None = None,
     ) -> None:
+        """Quarantine a metadata row (or one recording of it) with a reason and where it came from."""
         self.quarantine.append(
             {
                 "dataset": dataset,

@@ -40,6 +40,7 @@ class _LabelFile:
     source_file: Path
 
     def audio_path(self, filename: str) -> str:
+        """A listed wav's path relative to the root."""
         return (self.wav_dir / filename).relative_to(self.root).as_posix()
 
 

@@ -38,6 +38,8 @@ CYCLE_COLUMNS = ("recording", "cycle", "onset_s", "offset_s", "crackles", "wheez
 
 @dataclass(frozen=True)
 class IcbhiLayout:
+    """Where one copy keeps its recordings folder, diagnosis, demographics and (optional) split files."""
+
     root: Path
     recordings: Path
     diagnosis: Path

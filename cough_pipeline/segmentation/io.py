@@ -48,6 +48,7 @@ class SegmentedRecording:
 
     @property
     def streamed(self) -> bool:
+        """True when the file was read in blocks and no samples are held."""
         return self.samples is None
 
     def segment_samples(self, segment: Segment) -> np.ndarray:
