@@ -48,6 +48,8 @@ Probability = Annotated[float, Bounds(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Bounds(ge=1)]
 #: A count of zero or more.
 NonNegativeInt = Annotated[int, Bounds(ge=0)]
+#: A quantity of zero or more (seconds, margins).
+NonNegativeFloat = Annotated[float, Bounds(ge=0.0)]
 #: A strictly positive quantity (seconds, hertz, rates).
 PositiveFloat = Annotated[float, Bounds(gt=0.0)]
 #: A random seed.

@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Literal, get_args
 
 import librosa
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt
+from cough_pipeline.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from cough_pipeline.icbhi.config_checks import check_config
 from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
@@ -48,8 +48,6 @@ ID_COLUMNS = (
 #: Storage types of the stacked log-mel array.
 FeatureDtype = Literal["float32", "float16"]
 FEATURE_DTYPES: tuple[str, ...] = get_args(FeatureDtype)
-#: A quantity of zero or more (a frequency floor, a dB range).
-NonNegativeFloat = Annotated[float, Bounds(ge=0.0)]
 
 
 class FeatureError(ValueError):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cough_pipeline.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from cough_pipeline.segmentation.segments import (
     Segment,
     run_in_blocks,
@@ -46,13 +47,13 @@ class HysteresisConfig:
     ``tolerance_s``: how long the power must stay below the low threshold before a cough ends.
     """
 
-    sample_rate: int | None = 16_000
+    sample_rate: PositiveInt | None = 16_000
     normalize: bool = False
-    low_multiplier: float = 0.1
-    high_multiplier: float = 2.0
-    min_cough_s: float = 0.2
-    padding_s: float = 0.0
-    tolerance_s: float = 0.01
+    low_multiplier: PositiveFloat = 0.1
+    high_multiplier: PositiveFloat = 2.0
+    min_cough_s: NonNegativeFloat = 0.2
+    padding_s: NonNegativeFloat = 0.0
+    tolerance_s: NonNegativeFloat = 0.01
 
     def __post_init__(self):
         if self.sample_rate is not None:

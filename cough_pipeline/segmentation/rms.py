@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
+from cough_pipeline.bounds import Bounds, NonNegativeFloat, NonNegativeInt, PositiveInt
 from cough_pipeline.segmentation.segments import (
     Segment,
     run_in_blocks,
@@ -37,13 +39,13 @@ class RmsConfig:
     ``min_s``/``max_s``: shortest and longest region kept (inclusive); ``margin_frames``: hops added on both sides.
     """
 
-    sample_rate: int | None = 48_000
-    frame_length: int = 2048
-    hop_length: int = 512
-    threshold: float = 0.09
-    min_s: float = 0.3
-    max_s: float = 3.0
-    margin_frames: int = 3
+    sample_rate: PositiveInt | None = 48_000
+    frame_length: PositiveInt = 2048
+    hop_length: PositiveInt = 512
+    threshold: Annotated[float, Bounds(ge=0.0, lt=1.0)] = 0.09
+    min_s: NonNegativeFloat = 0.3
+    max_s: NonNegativeFloat = 3.0
+    margin_frames: NonNegativeInt = 3
 
     def __post_init__(self):
         if self.sample_rate is not None:
