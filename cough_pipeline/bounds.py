@@ -8,6 +8,7 @@ into the same constraints on its run-config field, so a bad value is refused at 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from typing import Annotated
@@ -72,12 +73,21 @@ def _choices(hint) -> tuple | None:
     return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
 
 
+def _optional_item(hint):
+    """``X`` for an ``X | None`` hint, else ``hint``."""
+    args = typing.get_args(hint)
+    if len(args) == 2 and type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(arg for arg in args if arg is not type(None))
+    return hint
+
+
 def check_fields(instance) -> None:
     """Raise ``ValueError`` naming the first field of dataclass ``instance`` whose value is out of its bounds or
-    not one of its ``Literal`` choices (a tuple/list field of literals is checked item by item)."""
+    not one of its ``Literal`` choices (a tuple/list field of literals is checked item by item; an ``X | None``
+    field is checked as ``X`` unless it is ``None``)."""
     hints = typing.get_type_hints(type(instance), include_extras=True)
     for field in dataclasses.fields(instance):
-        hint, value = hints.get(field.name), getattr(instance, field.name)
+        hint, value = _optional_item(hints.get(field.name)), getattr(instance, field.name)
         bounds = bounds_of(hint)
         problem = bounds.problem(value) if bounds else None
         if problem:
