@@ -23,10 +23,15 @@ class LibraryConfig(Config):
     library_type: typing.ClassVar[type]
     tuple_fields: typing.ClassVar[frozenset[str]] = frozenset()
 
-    def library_config(self):
+    def library_config(self, **overrides):
+        """The library dataclass of these values; ``overrides`` set fields the config leaves to the caller (e.g.
+        ``epochs`` from the profile when the run config does not set it)."""
         values = {name: plain(value) for name, value in self.model_dump().items()}
         for name in self.tuple_fields:
             values[name] = tuple(values[name])
+        for name, value in overrides.items():
+            if values.get(name) is None:
+                values[name] = value
         return self.library_type(**values)
 
 
@@ -55,13 +60,24 @@ def _config_type(hint, name: str):
     return list[bounded(item)], True
 
 
-def mirror(dataclass_type: type, description: str) -> type[LibraryConfig]:
-    """A :class:`LibraryConfig` subclass with ``dataclass_type``'s fields, types and defaults (tuples as lists)."""
+def mirror(
+    dataclass_type: type, description: str, exclude: frozenset[str] = frozenset(), unset: frozenset[str] = frozenset()
+) -> type[LibraryConfig]:
+    """A :class:`LibraryConfig` subclass with ``dataclass_type``'s fields, types and defaults (tuples as lists).
+
+    Fields in ``exclude`` are left out (the asset supplies them to :meth:`LibraryConfig.library_config`); fields in
+    ``unset`` are optional with default ``None``, meaning "the asset decides" (e.g. the profile's epochs).
+    """
     hints = typing.get_type_hints(dataclass_type, include_extras=True)
     fields, tuples = {}, set()
     for field in dataclasses.fields(dataclass_type):
+        if field.name in exclude:
+            continue
         hint, is_tuple = _config_type(hints[field.name], f"{dataclass_type.__name__}_{field.name}")
-        fields[field.name] = (hint, list(field.default) if is_tuple else field.default)
+        default = list(field.default) if is_tuple else field.default
+        if field.name in unset:
+            hint, default = typing.Optional[hint], None  # noqa: UP045 - `X | None` needs a type, not a scalar
+        fields[field.name] = (hint, default)
         if is_tuple:
             tuples.add(field.name)
     model = pydantic.create_model(f"{dataclass_type.__name__}Settings", __base__=LibraryConfig, **fields)
