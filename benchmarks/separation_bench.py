@@ -39,7 +39,7 @@ from torch.utils.data import TensorDataset
 from benchmarks.common import stopwatch, write_result
 from cough_pipeline.separation.model import CoughSeparator, InferenceSeparator, SeparatorConfig, retain_freed_memory
 from cough_pipeline.separation.streaming import StreamingSeparator
-from cough_pipeline.separation.training import train_on_datasets
+from cough_pipeline.separation.training import TrainingConfig, train_on_datasets
 
 THREADS = 2
 CLIP_SECONDS = 5.0
@@ -124,9 +124,8 @@ def time_training(seed: int) -> dict:
     )
     for label, allocator, threads in runs:
         allocator()
-        result = train_on_datasets(
-            train, val, SeparatorConfig(), epochs=2, batch_size=32, seed=seed, device="cpu", num_threads=threads
-        )
+        training = TrainingConfig(epochs=2, batch_size=32, seed=seed, device="cpu", num_threads=threads)
+        result = train_on_datasets(train, val, training, SeparatorConfig())
         figures[label] = {
             "mixtures_per_s": round(max(r["mixtures_per_s"] for r in result.history), 1),
             "per_epoch_mixtures_per_s": [round(r["mixtures_per_s"], 1) for r in result.history],

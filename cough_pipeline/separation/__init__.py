@@ -21,6 +21,7 @@ from cough_pipeline.separation.streaming import StreamingSeparator, stream
 from cough_pipeline.separation.training import (
     ClipReadError,
     MixtureDataset,
+    TrainingConfig,
     TrainingResult,
     evaluate_loss,
     l1_magnitude_loss,
@@ -39,6 +40,7 @@ __all__ = [
     "SeparatorConfig",
     "StftEncoder",
     "StreamingSeparator",
+    "TrainingConfig",
     "TrainingResult",
     "evaluate_loss",
     "expected_parameter_count",

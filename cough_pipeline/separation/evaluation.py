@@ -160,6 +160,29 @@ def model_separator(model: torch.nn.Module, device: str | torch.device = "cpu") 
     return separate
 
 
+def evaluate_mixtures(
+    mixtures: pd.DataFrame, root: str | Path, models: Mapping[str, torch.nn.Module]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`evaluate_separation` of ``models`` on the rows of a mixture table.
+
+    Args:
+        mixtures: ``mixture_id`` (the clip ids) and ``mixture_path`` / ``cough_path`` / ``noise_path`` relative
+            to ``root``.
+        root: the folder the paths are relative to.
+        models: separation models by system name, each run through :func:`model_separator` on the CPU.
+
+    Returns:
+        ``(per_clip, summary)`` as :func:`evaluate_separation` returns them.
+    """
+    root = Path(root)
+    rows = [
+        (str(root / m), str(root / c), str(root / n))
+        for m, c, n in zip(mixtures["mixture_path"], mixtures["cough_path"], mixtures["noise_path"])
+    ]
+    separators = {name: model_separator(model) for name, model in models.items()}
+    return evaluate_separation(rows, separators, clip_ids=mixtures["mixture_id"].tolist())
+
+
 def evaluate_separation(
     rows: Iterable[tuple[Signal, Signal, Signal]],
     separators: Mapping[str, Separator],

@@ -12,25 +12,19 @@ import argparse
 import csv
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
 from cough_pipeline.datasets import get_loader
 from cough_pipeline.mixtures import SPLITS, esc50_noise_bank, generate_mixtures, split_noise_bank
-from cough_pipeline.profiles import get_profile
-from cough_pipeline.separation.evaluation import evaluate_separation, model_separator
-from cough_pipeline.separation.model import CoughSeparator, retain_freed_memory
-from cough_pipeline.separation.pruning import (
-    PruningConfig,
-    apply_masks,
-    optimize_for_inference,
-    save_pruned,
-    snip_masks,
-)
-from cough_pipeline.separation.training import MixtureDataset, train_separator, train_with_masks
+from cough_pipeline.profiles import Profile, get_profile
+from cough_pipeline.separation.evaluation import evaluate_mixtures
+from cough_pipeline.separation.model import retain_freed_memory
+from cough_pipeline.separation.pruning import PrunedTrainingConfig, optimize_for_inference, train_pruned
+from cough_pipeline.separation.training import EpochCallback, TrainingConfig, TrainingResult, train_separator
 from cough_pipeline.subsets import split_coughs
 
 ESC50_COUGH = "coughing"
@@ -62,6 +56,64 @@ def real_coughs(virufy_root: Path, esc50_root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def make_mixtures(
+    coughs: pd.DataFrame, noise: pd.DataFrame, profile: Profile, mixtures_dir: Path, seed: int, workers: int
+) -> dict[str, pd.DataFrame]:
+    """The profile's mixtures of every split (their tables, paths relative to ``mixtures_dir``)."""
+    return {
+        split: generate_mixtures(
+            coughs[coughs["split"] == split],
+            noise[noise["split"] == split],
+            profile.mixtures.count(split),
+            split,
+            mixtures_dir,
+            seed=seed,
+            workers=workers,
+        ).mixtures
+        for split in SPLITS
+    }
+
+
+def epoch_printer(name: str) -> EpochCallback:
+    """An ``on_epoch`` callback printing the validation loss of ``name``'s epochs."""
+    return lambda r: print(f"{name} epoch {r['epoch']}: val {r['val_loss']:.5f}")
+
+
+@contextmanager
+def stopwatch(seconds: dict, key: str) -> Iterator[None]:
+    """Record the block's wall-clock seconds (rounded to 0.1) as ``seconds[key]``."""
+    started = time.perf_counter()
+    yield
+    seconds[key] = round(time.perf_counter() - started, 1)
+
+
+def train_both(
+    tables: dict[str, pd.DataFrame],
+    mixtures_dir: Path,
+    training: TrainingConfig,
+    snip_batches: int,
+    out_dir: Path,
+    seconds: dict,
+) -> tuple[TrainingResult, TrainingResult]:
+    """Train the separator (timed as ``separator_training_s``) and its SNIP-pruned twin from a fresh
+    initialisation; both are saved under ``out_dir``."""
+    with stopwatch(seconds, "separator_training_s"):
+        dense = train_separator(
+            tables["train"], tables["validation"], mixtures_dir, training, on_epoch=epoch_printer("separator")
+        )
+    dense.model.save(out_dir / "separator", metadata={"history": dense.history})
+    pruning = PrunedTrainingConfig(**training.to_dict(), sensitivity_batches=snip_batches)
+    pruned, result = train_pruned(
+        dense.model, tables["train"], tables["validation"], mixtures_dir, pruning, epoch_printer("pruned")
+    )
+    pruned.save(out_dir / "separator_pruned")
+    return dense, result
+
+
+def _counts(values: pd.Series) -> dict[str, int]:
+    return {k: int(v) for k, v in values.value_counts().items()}
+
+
 def run(
     virufy_root: Path,
     esc50_root: Path,
@@ -76,84 +128,29 @@ def run(
     mixtures (both for quick or memory-only runs; the report records them)."""
     retain_freed_memory()
     profile = get_profile(profile_name)
-    epochs = profile.epochs if epochs is None else epochs
+    training = TrainingConfig(epochs=profile.epochs if epochs is None else epochs, seed=seed)
     coughs = split_coughs(real_coughs(virufy_root, esc50_root), seed)
     noise = split_noise_bank(esc50_noise_bank(esc50_root), seed=seed)
-    mixtures_dir = out_dir / "mixtures"
-    started = time.perf_counter()
-    tables = {
-        split: generate_mixtures(
-            coughs[coughs["split"] == split],
-            noise[noise["split"] == split],
-            profile.mixtures.count(split),
-            split,
-            mixtures_dir,
-            seed=seed,
-            workers=workers,
-        ).mixtures
-        for split in SPLITS
-    }
-    generation_s = time.perf_counter() - started
-    print(f"mixtures: {', '.join(f'{s} {len(t)}' for s, t in tables.items())} in {generation_s:.0f} s", flush=True)
-    started = time.perf_counter()
-    dense = train_separator(
-        tables["train"],
-        tables["validation"],
-        mixtures_dir,
-        epochs=epochs,
-        seed=seed,
-        on_epoch=lambda r: print(f"separator epoch {r['epoch']}: val {r['val_loss']:.5f}"),
-    )
-    training_s = time.perf_counter() - started
-    dense.model.save(out_dir / "separator", metadata={"history": dense.history})
-    torch.manual_seed(seed)
-    initial = CoughSeparator(dense.model.config)
-    pruning = PruningConfig(sensitivity_batches=profile.snip_batches)
-    batches = DataLoader(
-        MixtureDataset(tables["train"], mixtures_dir),
-        batch_size=32,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    masks = snip_masks(initial, batches, pruning)
-    pruned = train_with_masks(
-        apply_masks(initial, masks),
-        masks,
-        tables["train"],
-        tables["validation"],
-        mixtures_dir,
-        epochs=epochs,
-        seed=seed,
-        on_epoch=lambda r: print(f"pruned epoch {r['epoch']}: val {r['val_loss']:.5f}"),
-    )
-    save_pruned(pruned.model, masks, pruning, out_dir / "separator_pruned")
+    mixtures_dir, seconds = out_dir / "mixtures", {}
+    with stopwatch(seconds, "mixture_generation_s"):
+        tables = make_mixtures(coughs, noise, profile, mixtures_dir, seed, workers)
+    sizes = ", ".join(f"{s} {len(t)}" for s, t in tables.items())
+    print(f"mixtures: {sizes} in {seconds['mixture_generation_s']:.0f} s", flush=True)
+    dense, pruned = train_both(tables, mixtures_dir, training, profile.snip_batches, out_dir, seconds)
     test = tables["test"] if test_limit is None else tables["test"].head(test_limit)
-    started = time.perf_counter()
-    rows = [
-        (str(mixtures_dir / m), str(mixtures_dir / c), str(mixtures_dir / n))
-        for m, c, n in zip(test["mixture_path"], test["cough_path"], test["noise_path"])
-    ]
-    _, summary = evaluate_separation(
-        rows,
-        {
-            "separator": model_separator(dense.model.for_inference()),
-            "separator_pruned": model_separator(optimize_for_inference(pruned.model)),
-        },
-        clip_ids=test["mixture_id"].tolist(),
-    )
-    evaluation_s = time.perf_counter() - started
+    with stopwatch(seconds, "evaluation_s"):
+        models = {"separator": dense.model.for_inference(), "separator_pruned": optimize_for_inference(pruned.model)}
+        _, summary = evaluate_mixtures(test, mixtures_dir, models)
     report = {
         "profile": profile.name,
         "seed": seed,
-        "epochs": epochs,
+        "epochs": training.epochs,
         "test_mixtures_evaluated": int(len(test)),
         "coughs": int(len(coughs)),
-        "coughs_per_split": {k: int(v) for k, v in coughs["split"].value_counts().items()},
-        "noise_files_per_split": {k: int(v) for k, v in noise["split"].value_counts().items()},
+        "coughs_per_split": _counts(coughs["split"]),
+        "noise_files_per_split": _counts(noise["split"]),
         "mixtures_per_split": {split: int(len(table)) for split, table in tables.items()},
-        "mixture_generation_s": round(generation_s, 1),
-        "separator_training_s": round(training_s, 1),
-        "evaluation_s": round(evaluation_s, 1),
+        **seconds,
         "best_epoch": {"separator": dense.best_epoch, "separator_pruned": pruned.best_epoch},
         "summary": json.loads(summary.round(3).to_json(orient="index")),
     }

@@ -23,16 +23,28 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Annotated, Literal
 
+import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from cough_pipeline.bounds import Bounds, PositiveInt, check_fields
 from cough_pipeline.separation.model import CoughSeparator
-from cough_pipeline.separation.training import l1_magnitude_loss
+from cough_pipeline.separation.training import (
+    EpochCallback,
+    MixtureDataset,
+    TrainingConfig,
+    TrainingResult,
+    l1_magnitude_loss,
+    train_with_masks,
+)
 
 #: File names written next to the separator's own files by :func:`save_pruned`.
 MASKS_FILE = "masks.pt"
@@ -40,7 +52,6 @@ PRUNING_CARD_FILE = "pruning.json"
 PRUNING_CARD_FORMAT = "cough_pipeline.separation.pruning/1"
 #: The mask layer's weights: the default target (issue 4, item 5).
 DEFAULT_TARGETS = ("masker.output.weight",)
-SCOPES = ("global", "per_parameter")
 #: Linear layers at or below this weight density get the sparse kernel (see ``benchmarks/pruning_bench.py``).
 SPARSE_DENSITY_LIMIT = 0.02
 
@@ -48,26 +59,35 @@ Masks = dict[str, torch.Tensor]
 LossFunction = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+#: Where SNIP ranks the weights: over all targets together (the paper) or within each target.
+Scope = Literal["global", "per_parameter"]
+SCOPES: tuple[str, ...] = typing.get_args(Scope)
+#: The share of target weights SNIP keeps: more than none, at most all.
+KeepFraction = Annotated[float, Bounds(gt=0.0, le=1.0)]
+
+
 @dataclass(frozen=True)
 class PruningConfig:
-    """What SNIP prunes: keep ``keep_fraction`` of the ``target_parameters`` (names from ``named_parameters()``,
-    e.g. ``masker.output.weight``, ``masker.lstm.weight_hh_l0``), scored on ``sensitivity_batches`` batches."""
+    """What SNIP prunes.
 
-    keep_fraction: float = 0.01
+    Args:
+        keep_fraction: the share of the target weights kept, in (0, 1].
+        target_parameters: distinct names from ``named_parameters()``, e.g. ``masker.output.weight``,
+            ``masker.lstm.weight_hh_l0``.
+        sensitivity_batches: training batches the connection sensitivity is summed over.
+        scope: ``global`` ranks all targets together, ``per_parameter`` keeps the fraction in each.
+    """
+
+    keep_fraction: KeepFraction = 0.01
     target_parameters: tuple[str, ...] = DEFAULT_TARGETS
-    sensitivity_batches: int = 8
-    scope: str = "global"
+    sensitivity_batches: PositiveInt = 8
+    scope: Scope = "global"
 
     def __post_init__(self):
         object.__setattr__(self, "target_parameters", tuple(self.target_parameters))
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        check_fields(self)
         if not self.target_parameters or len(set(self.target_parameters)) != len(self.target_parameters):
             raise ValueError(f"target_parameters must be distinct names, got {self.target_parameters}")
-        if self.sensitivity_batches < 1:
-            raise ValueError(f"sensitivity_batches must be >= 1, got {self.sensitivity_batches}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -80,6 +100,45 @@ class PruningConfig:
         if unknown:
             raise ValueError(f"unknown pruning config keys {unknown}")
         return cls(**values)
+
+
+#: Where the pruned separator starts: a fresh initialisation (as SNIP does) or the trained dense separator.
+StartFrom = Literal["initialization", "trained"]
+
+
+@dataclass(frozen=True)
+class PrunedTrainingConfig(TrainingConfig):
+    """SNIP pruning and the training with fixed masks that follows it, as one config.
+
+    Args:
+        keep_fraction, target_parameters, sensitivity_batches, scope: the :class:`PruningConfig`.
+        start_from: ``initialization`` scores and trains a fresh model seeded with ``seed`` (as SNIP does);
+            ``trained`` scores and fine-tunes the dense separator it is given.
+        epochs, batch_size, learning_rate, seed, device, num_workers, num_threads: the :class:`TrainingConfig`
+            (the batch size also sets the SNIP scoring batches).
+    """
+
+    keep_fraction: KeepFraction = 0.01
+    target_parameters: tuple[str, ...] = DEFAULT_TARGETS
+    sensitivity_batches: PositiveInt = 8
+    scope: Scope = "global"
+    start_from: StartFrom = "initialization"
+
+    def __post_init__(self):
+        object.__setattr__(self, "target_parameters", tuple(self.target_parameters))
+        super().__post_init__()
+        self.pruning_config()
+
+    def pruning_config(self) -> PruningConfig:
+        """The pruning part."""
+        return PruningConfig(self.keep_fraction, self.target_parameters, self.sensitivity_batches, self.scope)
+
+    def training_config(self) -> TrainingConfig:
+        """The training part."""
+        return TrainingConfig(**{f.name: getattr(self, f.name) for f in fields(TrainingConfig)})
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "target_parameters": list(self.target_parameters)}
 
 
 def separator_loss(model: nn.Module, mixture: torch.Tensor, cough: torch.Tensor) -> torch.Tensor:
@@ -243,6 +302,49 @@ class PrunedSeparator:
     def for_inference(self) -> nn.Module:
         """The inference path: folded, CPU kernels, sparse layers where the density is low enough."""
         return optimize_for_inference(self.model)
+
+
+def train_pruned(
+    dense: CoughSeparator,
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    root: str | Path,
+    config: PrunedTrainingConfig = PrunedTrainingConfig(),
+    on_epoch: EpochCallback | None = None,
+) -> tuple[PrunedSeparator, TrainingResult]:
+    """SNIP-prune a separator and train it with its masks fixed.
+
+    The connection sensitivity is scored on shuffled (seeded) training batches of ``config.batch_size``, at a
+    fresh initialisation seeded with ``config.seed`` (``start_from="initialization"``; only ``dense``'s shape is
+    used) or at ``dense``'s weights (``"trained"``; ``dense`` itself is left untouched).
+
+    Args:
+        dense: the dense separator (its config, and its weights when starting from them).
+        train_table, val_table: mixture tables with ``mixture_path`` / ``cough_path`` relative to ``root``.
+        root: the folder the paths are relative to.
+        config: the pruning and the training settings.
+        on_epoch: gets each epoch's history record as it is made.
+
+    Returns:
+        The pruned separator (the best epoch's masked model, its masks and pruning config) and the training result.
+    """
+    if config.start_from == "initialization":
+        torch.manual_seed(config.seed)
+        start = CoughSeparator(dense.config)
+    else:
+        start = copy.deepcopy(dense)
+    pruning = config.pruning_config()
+    batches = DataLoader(
+        MixtureDataset(train_table, root, start.config),
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    masks = snip_masks(start, batches, pruning, device=config.device)
+    result = train_with_masks(
+        apply_masks(start, masks), masks, train_table, val_table, root, config.training_config(), on_epoch
+    )
+    return PrunedSeparator(result.model, masks, pruning), result
 
 
 class SparseLinear(nn.Module):

@@ -2,10 +2,11 @@
 
 :class:`MixtureDataset` reads ``(mixture, cough)`` WAV pairs lazily from a table (columns ``mixture_path`` and
 ``cough_path``, relative to a root folder), padded or trimmed to ``config.clip_samples``. :func:`train_separator`
-trains on two such tables; :func:`train_on_datasets` is the same loop for any datasets yielding
-``(mixture, cough)`` tensors (the benchmark uses in-memory ones). ``grad_masks`` trains a pruned model with fixed
-masks: after every optimizer step each named parameter is multiplied by its 0/1 mask, so pruned weights stay
-exactly zero. A run is reproducible on CPU: the same seed, data and thread count give identical weights.
+trains on two such tables with a :class:`TrainingConfig`; :func:`train_on_datasets` is the same loop for any
+datasets yielding ``(mixture, cough)`` tensors (the benchmark uses in-memory ones). ``grad_masks`` trains a
+pruned model with fixed masks: after every optimizer step each named parameter is multiplied by its 0/1 mask,
+so pruned weights stay exactly zero. A run is reproducible on CPU: the same seed, data and thread count give
+identical weights.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from cough_pipeline.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Seed, check_fields
 from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig, resolve_device
 
 #: Epochs of the published training run.
 PAPER_EPOCHS = 50
 TABLE_COLUMNS = ("mixture_path", "cough_path")
+#: ``on_epoch(record)``: called with each epoch's history record as it is made.
+EpochCallback = Callable[[dict], None]
 
 
 class ClipReadError(ValueError):
@@ -80,11 +84,50 @@ class MixtureDataset(Dataset):
         return torch.from_numpy(mixture), torch.from_numpy(cough)
 
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the separator is trained (the published run: 50 epochs, batch 32, Adam at 1e-3).
+
+    Args:
+        epochs: passes over the training mixtures; the epoch with the lowest validation loss is kept.
+        batch_size: mixtures per optimizer step (and per validation batch).
+        learning_rate: Adam's step size.
+        seed: seeds the initialisation and the shuffle order; the same seed, data and intra-op thread count give
+            bit-identical weights on CPU.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when available (:func:`resolve_device`).
+        num_workers: DataLoader worker processes (0 reads the clips in the training process).
+        num_threads: torch intra-op threads for the run (restored afterwards); ``None`` leaves them as they are.
+            On a CPU shared with other busy processes use 1: the LSTM's per-time-step OpenMP barriers stall
+            whenever a partner thread is descheduled (figures in ``benchmarks/results/separation.json``).
+    """
+
+    epochs: PositiveInt = PAPER_EPOCHS
+    batch_size: PositiveInt = 32
+    learning_rate: PositiveFloat = 1e-3
+    seed: Seed = 0
+    device: str | None = None
+    num_workers: NonNegativeInt = 0
+    num_threads: PositiveInt | None = None
+
+    def __post_init__(self):
+        if self.device is not None:
+            object.__setattr__(self, "device", str(torch.device(self.device)))
+        check_fields(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class TrainingResult:
-    """The best model (on validation loss, in eval mode, on the training device), the per-epoch history
-    (``epoch`` from 1, ``train_loss``, ``val_loss``, ``seconds`` for the whole epoch, ``mixtures_per_s`` of the
-    training pass) and the best epoch."""
+    """The outcome of a training run.
+
+    Args:
+        model: the best model on validation loss, in eval mode, on the training device.
+        history: one record per epoch: ``epoch`` (from 1), ``train_loss``, ``val_loss``, ``seconds`` for the
+            whole epoch and ``mixtures_per_s`` of the training pass.
+        best_epoch: the epoch whose weights ``model`` holds.
+    """
 
     model: CoughSeparator
     history: list[dict] = field(default_factory=list)
@@ -96,7 +139,11 @@ class TrainingResult:
 
 
 def l1_magnitude_loss(estimated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of two magnitude spectrograms ``(batch, frames, bins)``; a scalar."""
+    """Mean absolute difference of two magnitude spectrograms.
+
+    Shape:
+        ``estimated``, ``target``: ``(batch, frames, bins)``; returns a scalar.
+    """
     return F.l1_loss(estimated, target)
 
 
@@ -104,42 +151,39 @@ def train_separator(
     train_table: pd.DataFrame,
     val_table: pd.DataFrame,
     root: str | Path,
+    training: TrainingConfig = TrainingConfig(),
     config: SeparatorConfig | None = None,
-    epochs: int = PAPER_EPOCHS,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    on_epoch: Callable[[dict], None] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    *,
     model: CoughSeparator | None = None,
-    num_threads: int | None = None,
+    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainingResult:
     """Train on the mixtures of ``train_table``, keep the epoch with the lowest loss on ``val_table``.
 
-    Both tables hold ``mixture_path`` / ``cough_path`` relative to ``root``. ``config`` defaults to the model's
-    (when ``model`` is given: training continues from a copy of it, the original is left untouched) or the
-    published one. ``on_epoch`` gets each history record as it is made. With ``checkpoint_dir`` the best model so
-    far is saved there (:meth:`CoughSeparator.save`) whenever it improves. See :func:`train_on_datasets`.
+    Args:
+        train_table, val_table: ``mixture_path`` / ``cough_path`` columns, relative to ``root``.
+        root: the folder the paths are relative to.
+        training: epochs, batch size, learning rate, seed, device, workers and threads.
+        config: the model's shape; defaults to ``model``'s, else the published one.
+        model: continue from a copy of this model (the original is left untouched); ``None`` starts fresh.
+        grad_masks: fixed pruning masks, see :func:`train_with_masks`.
+        on_epoch: gets each history record as it is made.
+        checkpoint_dir: the best model so far is saved there (:meth:`CoughSeparator.save`) whenever it improves.
+
+    Returns:
+        The best model and the history; see :func:`train_on_datasets`.
     """
     config = config or (model.config if model is not None else SeparatorConfig())
     return train_on_datasets(
         MixtureDataset(train_table, root, config),
         MixtureDataset(val_table, root, config),
-        config=config,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        device=device,
-        num_workers=num_workers,
+        training,
+        config,
+        model=model,
+        grad_masks=grad_masks,
         on_epoch=on_epoch,
         checkpoint_dir=checkpoint_dir,
-        grad_masks=grad_masks,
-        model=model,
-        num_threads=num_threads,
     )
 
 
@@ -149,131 +193,143 @@ def train_with_masks(
     train_table: pd.DataFrame,
     val_table: pd.DataFrame,
     root: str | Path,
-    **options,
+    training: TrainingConfig = TrainingConfig(),
+    on_epoch: EpochCallback | None = None,
 ) -> TrainingResult:
-    """Fine-tune a (pruned) ``model`` with fixed masks ``{parameter_name: 0/1 tensor}`` (names as in
-    ``model.named_parameters()``, e.g. ``masker.lstm.weight_ih_l0``); other options as :func:`train_separator`."""
-    return train_separator(train_table, val_table, root, model=model, grad_masks=grad_masks, **options)
+    """Fine-tune a (pruned) ``model`` with fixed masks: after every optimizer step each masked parameter is
+    multiplied by its mask, so pruned weights stay exactly zero.
+
+    Args:
+        model: the pruned separator (left untouched; training runs on a copy).
+        grad_masks: ``{parameter_name: 0/1 tensor}``, names as in ``model.named_parameters()`` (e.g.
+            ``masker.lstm.weight_ih_l0``), each mask shaped like its parameter.
+        train_table, val_table, root, training, on_epoch: as :func:`train_separator`.
+
+    Returns:
+        The best masked model and the history.
+    """
+    return train_separator(
+        train_table, val_table, root, training, model=model, grad_masks=grad_masks, on_epoch=on_epoch
+    )
 
 
 def train_on_datasets(
     train_data: Dataset,
     val_data: Dataset,
+    training: TrainingConfig = TrainingConfig(),
     config: SeparatorConfig | None = None,
-    epochs: int = PAPER_EPOCHS,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    on_epoch: Callable[[dict], None] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    *,
     model: CoughSeparator | None = None,
-    num_threads: int | None = None,
+    grad_masks: Mapping[str, torch.Tensor] | None = None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainingResult:
-    """The training loop of :func:`train_separator` for datasets of ``(mixture, cough)`` ``(samples,)`` tensors.
+    """The training loop of :func:`train_separator` for any datasets of ``(mixture, cough)`` pairs.
 
     Per batch: ``|STFT|`` of mixture and cough (no gradient), mask estimation, L1 between ``mask x |mixture|`` and
     ``|cough|``, one Adam step, then the fixed masks. Validation runs in eval mode (BatchNorm running statistics).
-    Seeding: the model initialisation and the shuffle order come from ``seed`` (the caller's global RNG state is
-    restored afterwards) and deterministic algorithms are requested while training; weights are bit-identical for
-    the same seed, data and intra-op thread count.
+    The model initialisation and the shuffle order come from ``training.seed`` (the caller's global RNG state is
+    restored afterwards) and deterministic algorithms are requested while training.
 
-    ``num_threads`` sets torch's intra-op threads for the run (restored afterwards; None leaves them). On a CPU
-    shared with other busy processes use 1: the LSTM's per-time-step OpenMP barriers stall whenever a partner
-    thread is descheduled (measured 27-40 mixtures/s with 1 thread against 1-11 with 2 on a loaded 2-core box).
+    Args:
+        train_data, val_data: datasets of ``(mixture, cough)`` tensors (e.g. :class:`MixtureDataset`).
+        training, config, model, grad_masks, on_epoch, checkpoint_dir: as :func:`train_separator`.
+
+    Returns:
+        The best model (eval mode, on the training device, ``metadata`` holding its epoch, validation loss and
+        seed) and the history.
+
+    Shape:
+        Each item of the datasets: ``mixture`` and ``cough`` float32 ``(samples,)``.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
     if len(train_data) == 0 or len(val_data) == 0:
         raise ValueError(f"need training and validation mixtures, got {len(train_data)} and {len(val_data)}")
-    device = resolve_device(device)
     config = config or (model.config if model is not None else SeparatorConfig())
     if model is not None and model.config != config:
         raise ValueError(f"config {config} differs from the model's {model.config}")
+    device = resolve_device(training.device)
     previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    if training.num_threads is not None:
+        torch.set_num_threads(training.num_threads)
     try:
-        with _reproducible(seed, device):
-            return _train(
-                train_data,
-                val_data,
-                config,
-                epochs,
-                batch_size,
-                learning_rate,
-                seed,
-                device,
-                num_workers,
-                on_epoch,
-                checkpoint_dir,
-                grad_masks,
-                model,
-            )
+        with _reproducible(training.seed, device):
+            net = copy.deepcopy(model) if model is not None else CoughSeparator(config)
+            return _train(net.to(device), train_data, val_data, training, device, grad_masks, on_epoch, checkpoint_dir)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
+    net: CoughSeparator,
     train_data: Dataset,
     val_data: Dataset,
-    config: SeparatorConfig,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
+    training: TrainingConfig,
     device: torch.device,
-    num_workers: int,
-    on_epoch: Callable[[dict], None] | None,
-    checkpoint_dir: str | Path | None,
     grad_masks: Mapping[str, torch.Tensor] | None,
-    model: CoughSeparator | None,
+    on_epoch: EpochCallback | None,
+    checkpoint_dir: str | Path | None,
 ) -> TrainingResult:
-    net = copy.deepcopy(model) if model is not None else CoughSeparator(config)
-    net.to(device)
+    """Train ``net`` (already on ``device``) for ``training.epochs``; keep and restore the best epoch's weights."""
     masks = _checked_masks(net, grad_masks, device)
     _apply_masks(masks)
-    optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    shuffle = torch.Generator().manual_seed(seed)
-    loader_options = {
-        "batch_size": batch_size,
-        "num_workers": num_workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": num_workers > 0,
-    }
-    train_loader = DataLoader(train_data, shuffle=True, generator=shuffle, drop_last=False, **loader_options)
-    val_loader = DataLoader(val_data, shuffle=False, **loader_options)
+    optimiser = torch.optim.Adam(net.parameters(), lr=training.learning_rate)
+    train_loader, val_loader = _loaders(train_data, val_data, training, device)
     history: list[dict] = []
     best_state, best_epoch, best_loss = None, 0, float("inf")
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        train_loss = _train_epoch(net, train_loader, optimiser, masks, device)
-        train_seconds = time.perf_counter() - started
-        val_loss = evaluate_loss(net, val_loader, device)
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "seconds": time.perf_counter() - started,
-            "mixtures_per_s": len(train_data) / train_seconds if train_seconds > 0 else float("inf"),
-        }
+    for epoch in range(1, training.epochs + 1):
+        record = _epoch(net, epoch, train_loader, val_loader, optimiser, masks, device)
         history.append(record)
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
+        if record["val_loss"] < best_loss:
+            best_loss, best_epoch = record["val_loss"], epoch
             best_state = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
             if checkpoint_dir is not None:
-                net.save(
-                    checkpoint_dir,
-                    metadata={"epoch": epoch, "val_loss": val_loss, "train_loss": train_loss, "seed": seed},
-                )
+                checkpoint = {key: record[key] for key in ("epoch", "val_loss", "train_loss")}
+                net.save(checkpoint_dir, metadata={**checkpoint, "seed": training.seed})
         if on_epoch is not None:
             on_epoch(dict(record))
     if best_state is not None:
         net.load_state_dict(best_state)
-    net.metadata = {"epoch": best_epoch, "val_loss": best_loss, "seed": seed}
+    net.metadata = {"epoch": best_epoch, "val_loss": best_loss, "seed": training.seed}
     return TrainingResult(model=net.eval(), history=history, best_epoch=best_epoch)
+
+
+def _loaders(
+    train_data: Dataset, val_data: Dataset, training: TrainingConfig, device: torch.device
+) -> tuple[DataLoader, DataLoader]:
+    """The shuffled (seeded) training loader and the validation loader."""
+    options = {
+        "batch_size": training.batch_size,
+        "num_workers": training.num_workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": training.num_workers > 0,
+    }
+    shuffle = torch.Generator().manual_seed(training.seed)
+    train_loader = DataLoader(train_data, shuffle=True, generator=shuffle, drop_last=False, **options)
+    return train_loader, DataLoader(val_data, shuffle=False, **options)
+
+
+def _epoch(
+    net: CoughSeparator,
+    epoch: int,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    masks: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> dict:
+    """One training pass and one validation pass; the epoch's history record."""
+    started = time.perf_counter()
+    train_loss = _train_epoch(net, train_loader, optimiser, masks, device)
+    train_seconds = time.perf_counter() - started
+    val_loss = evaluate_loss(net, val_loader, device)
+    mixtures = len(train_loader.dataset)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "seconds": time.perf_counter() - started,
+        "mixtures_per_s": mixtures / train_seconds if train_seconds > 0 else float("inf"),
+    }
 
 
 def _train_epoch(

@@ -22,6 +22,7 @@ from cough_pipeline.separation.streaming import StreamingSeparator, stream
 from cough_pipeline.separation.training import (
     ClipReadError,
     MixtureDataset,
+    TrainingConfig,
     evaluate_loss,
     read_clip,
     train_separator,
@@ -213,8 +214,8 @@ def test_dataset_pads_trims_and_checks_rate(tmp_path):
 def test_training_lowers_validation_loss_and_is_reproducible(mixtures, tmp_path):
     root, train, val = mixtures
     seen = []
-    options = {"config": SHORT, "epochs": 3, "batch_size": 4, "seed": 3, "device": "cpu"}
-    result = train_separator(train, val, root, on_epoch=seen.append, checkpoint_dir=tmp_path / "best", **options)
+    training = TrainingConfig(epochs=3, batch_size=4, seed=3, device="cpu")
+    result = train_separator(train, val, root, training, SHORT, on_epoch=seen.append, checkpoint_dir=tmp_path / "best")
     assert [record["epoch"] for record in result.history] == [1, 2, 3] and seen == result.history
     assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "seconds", "mixtures_per_s"}
     losses = [record["val_loss"] for record in result.history]
@@ -225,7 +226,7 @@ def test_training_lowers_validation_loss_and_is_reproducible(mixtures, tmp_path)
     assert min(losses) < evaluate_loss(untrained, loader, "cpu")
     assert evaluate_loss(result.model, loader, "cpu") == pytest.approx(min(losses), rel=1e-5)
     assert CoughSeparator.load(tmp_path / "best").metadata["epoch"] == result.best_epoch
-    again = train_separator(train, val, root, **options)
+    again = train_separator(train, val, root, training, SHORT)
     for name, tensor in result.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[name], tensor), name
     assert again.history[-1]["val_loss"] == result.history[-1]["val_loss"]
@@ -239,7 +240,8 @@ def test_training_with_fixed_masks_keeps_pruned_weights_zero(mixtures):
     parameters = dict(pruned.named_parameters())
     masks = {name: (torch.rand_like(parameters[name]) > 0.5).float() for name in names}
     before = {name: parameters[name].detach().clone() for name in names}
-    result = train_with_masks(pruned, masks, train, val, root, epochs=2, batch_size=8, seed=0, device="cpu")
+    training = TrainingConfig(epochs=2, batch_size=8, seed=0, device="cpu")
+    result = train_with_masks(pruned, masks, train, val, root, training)
     trained = dict(result.model.named_parameters())
     for name, mask in masks.items():
         weights = trained[name].detach()
@@ -247,4 +249,11 @@ def test_training_with_fixed_masks_keeps_pruned_weights_zero(mixtures):
         assert not torch.equal(weights[mask == 1], before[name][mask == 1]), name
         assert torch.equal(parameters[name].detach(), before[name])  # the caller's model is untouched
     with pytest.raises(KeyError):
-        train_with_masks(pruned, {"masker.lstm.weight": masks[names[0]]}, train, val, root, epochs=1)
+        train_with_masks(pruned, {"masker.lstm.weight": masks[names[0]]}, train, val, root, TrainingConfig(epochs=1))
+
+
+def test_training_config_checks_its_fields():
+    assert TrainingConfig(device=torch.device("cpu")).device == "cpu"
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"learning_rate": 0.0}, {"seed": -1}, {"num_threads": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainingConfig(**bad)

@@ -20,6 +20,7 @@ from cough_pipeline.separation.complexity import (
 from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig
 from cough_pipeline.separation.pruning import (
     MASKS_FILE,
+    PrunedTrainingConfig,
     PruningConfig,
     SparseLinear,
     apply_masks,
@@ -33,7 +34,7 @@ from cough_pipeline.separation.pruning import (
     snip_masks,
     sparse_layers,
 )
-from cough_pipeline.separation.training import train_on_datasets
+from cough_pipeline.separation.training import TrainingConfig, train_on_datasets
 
 SMALL = SeparatorConfig(sample_rate=8_000, n_fft=64, hop_length=16, hidden_size=8, clip_seconds=0.25)
 SAMPLES = 2_000
@@ -154,10 +155,8 @@ def test_training_with_the_masks_keeps_the_pruned_weights_at_zero(tmp_path):
     result = train_on_datasets(
         clips[:3],
         clips[3:],
-        config=SMALL,
-        epochs=2,
-        batch_size=2,
-        device="cpu",
+        TrainingConfig(epochs=2, batch_size=2, device="cpu"),
+        SMALL,
         grad_masks=masks,
         model=apply_masks(model, masks),
     )
@@ -287,3 +286,12 @@ def _incidental_zeros(model: nn.Module, masks: dict) -> int:
         kept = masks[name] if name in masks else torch.ones_like(parameter, dtype=torch.bool)
         zeros += int((parameter.detach()[kept] == 0).sum())
     return zeros
+
+
+def test_pruned_training_config_splits_into_pruning_and_training():
+    config = PrunedTrainingConfig(epochs=3, keep_fraction=0.05, target_parameters=["masker.output.weight"])
+    assert config.pruning_config() == PruningConfig(keep_fraction=0.05, target_parameters=("masker.output.weight",))
+    assert config.training_config() == TrainingConfig(epochs=3)
+    for bad in ({"start_from": "scratch"}, {"keep_fraction": 0.0}, {"target_parameters": ()}, {"epochs": 0}):
+        with pytest.raises(ValueError):
+            PrunedTrainingConfig(**bad)
