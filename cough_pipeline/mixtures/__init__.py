@@ -9,6 +9,7 @@ from cough_pipeline.mixtures.generate import (
     MixtureSpec,
     generate_mixtures,
     mixture_seed,
+    mixture_table,
     plan_mixture,
 )
 from cough_pipeline.mixtures.noise_bank import (
@@ -35,6 +36,7 @@ __all__ = [
     "held_out_noise",
     "load_noise_bank",
     "mixture_seed",
+    "mixture_table",
     "noise_bank_frame",
     "plan_mixture",
     "split_noise_bank",

@@ -34,10 +34,10 @@ normalisation, fades, summing and the JAMS file. Every sampled value lands in th
 
 Sources are converted once to 44.1 kHz mono wav, coughs with their digital-silence padding cut
 (:mod:`cough_pipeline.mixtures.sources`); ``cough_duration_s`` is that trimmed length. The mixtures are synthesised
-in a ``ProcessPoolExecutor`` (spawned workers, so no forked locks from a threaded parent such as a Dagster step;
-a script calling with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard), each worker streaming
-its files to disk, so memory does not grow with the number of mixtures. The wavs are written through a memory
-buffer because libsndfile fsyncs every file it closes (:func:`write_wav`).
+over :func:`cough_pipeline.parallel.process_map` (spawned workers, so no forked locks from a threaded parent such
+as a Dagster step; a script calling with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard),
+each worker streaming its files to disk, so memory does not grow with the number of mixtures. The wavs are
+written through a memory buffer because libsndfile fsyncs every file it closes (:func:`write_wav`).
 Any scaper warning (an adjusted onset, a trimmed event, clipping) is raised as :class:`MixtureError` instead of
 being let through, because it would make the tables disagree with the audio.
 """
@@ -50,11 +50,8 @@ import shutil
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import jams
@@ -63,9 +60,11 @@ import pandas as pd
 import soundfile as sf
 
 from cough_pipeline.audio import AudioDecodeError
+from cough_pipeline.bounds import PositiveFloat, PositiveInt, Probability, check_fields
 from cough_pipeline.compat import import_scaper
 from cough_pipeline.mixtures.errors import MixtureError
 from cough_pipeline.mixtures.sources import PreparedSource, prepare_source, stage_for_scaper
+from cough_pipeline.parallel import ProgressCallback, notify, process_map
 
 SPLITS = ("train", "validation", "test")
 COUGH_COLUMNS = ("path", "recording_id", "participant_id")
@@ -162,33 +161,36 @@ def _check_range(name: str, bounds: tuple[float, float], lowest: float = -np.inf
 class MixtureSpec:
     """What one mixture looks like; the defaults are the paper's settings. Ranges are uniform ``(low, high)``."""
 
-    duration_s: float = 5.0
-    sample_rate: int = 44_100
+    duration_s: PositiveFloat = 5.0
+    sample_rate: PositiveInt = 44_100
     label: str = "cough"
     snr_db: tuple[float, float] = (-5.0, 5.0)
     pitch_shift_semitones: tuple[float, float] = (-2.0, 2.0)
-    pitch_shift_probability: float = 0.5
+    pitch_shift_probability: Probability = 0.5
     time_stretch_factor: tuple[float, float] = (0.9, 1.1)
-    time_stretch_probability: float = 0.5
+    time_stretch_probability: Probability = 0.5
     #: Background loudness in LUFS (scaper's ``ref_db``), drawn per mixture: -50 dB +/- 3 dB.
     ref_db: tuple[float, float] = (-53.0, -47.0)
     #: Inclusive range of cough events per mixture.
     events_per_mixture: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.duration_s, (int, float)) or not 0 < self.duration_s < np.inf:
-            raise MixtureError(f"duration_s must be a positive number, got {self.duration_s!r}")
-        if not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
-            raise MixtureError(f"sample_rate must be a positive integer, got {self.sample_rate!r}")
+        for name in ("duration_s", "sample_rate", "pitch_shift_probability", "time_stretch_probability"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise MixtureError(f"{name} must be a finite number, got {value!r}")
+        if not isinstance(self.sample_rate, int):
+            raise MixtureError(f"sample_rate must be an integer, got {self.sample_rate!r}")
+        try:
+            check_fields(self)
+        except ValueError as error:
+            raise MixtureError(str(error)) from None
         if not isinstance(self.label, str) or not _FOLDER_NAME.match(self.label):
             raise MixtureError(f"label must be a plain folder name such as 'cough', got {self.label!r}")
         _check_range("snr_db", self.snr_db)
         _check_range("pitch_shift_semitones", self.pitch_shift_semitones, -12.0, 12.0)
         _check_range("time_stretch_factor", self.time_stretch_factor, 1e-3)
         _check_range("ref_db", self.ref_db, highest=0.0)
-        for name in ("pitch_shift_probability", "time_stretch_probability"):
-            if not isinstance(getattr(self, name), (int, float)) or not 0.0 <= getattr(self, name) <= 1.0:
-                raise MixtureError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         events = self.events_per_mixture
         if (
             not isinstance(events, tuple)
@@ -404,6 +406,27 @@ class MixtureSet:
     rejected: pd.DataFrame
 
 
+def mixture_table(mixtures: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """One row per mixture: ``mixtures`` plus a summary of its cough events.
+
+    Args:
+        mixtures: :attr:`MixtureSet.mixtures` rows (of one or several splits).
+        events: the matching :attr:`MixtureSet.events` rows.
+
+    Returns:
+        ``mixtures`` (mixtures without events dropped) with ``recording_ids`` and ``participant_ids`` (the
+        events' ids joined by ``;``, in event order) and the first event's ``snr_db``, ``pitch_shift_semitones``,
+        ``time_stretch_factor`` and ``onset_s``.
+    """
+    first = ("snr_db", "pitch_shift_semitones", "time_stretch_factor", "onset_s")
+    summary = events.groupby("mixture_id").agg(
+        recording_ids=("recording_id", lambda s: ";".join(s)),
+        participant_ids=("participant_id", lambda s: ";".join(s)),
+        **{column: (column, "first") for column in first},
+    )
+    return mixtures.merge(summary.reset_index(), on="mixture_id")
+
+
 def _validate_table(table: pd.DataFrame, required: Sequence[str], what: str) -> None:
     """Raise :class:`MixtureError` when ``table`` is empty, lacks columns, or names files that do not exist."""
     if not isinstance(table, pd.DataFrame):
@@ -476,16 +499,6 @@ def _prepare_all(
     paths = sorted(set(map(str, table["path"])))
     prepare = partial(_prepare_or_reason, cache_dir=cache_dir, sample_rate=sample_rate, trim_silence=trim_silence)
     return dict(zip(paths, mapper(prepare, paths, chunksize=8)))
-
-
-@contextmanager
-def _mapper(workers: int) -> Iterator[Callable]:
-    """``map``-like callable: in this process for one worker, else over a spawned process pool."""
-    if workers == 1:
-        yield lambda function, items, chunksize=1: map(function, items)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield pool.map
 
 
 def _rejection(role: str, row: dict, reason: str, detail: str) -> dict:
@@ -652,6 +665,34 @@ def _jobs(
         )
 
 
+def _plans(
+    split: str,
+    count: int,
+    seed: int,
+    coughs: list[tuple[dict, PreparedSource]],
+    noise: list[tuple[dict, PreparedSource]],
+    spec: MixtureSpec,
+    one_per_cough: bool,
+) -> list[MixturePlan]:
+    """The ``count`` mixture plans of ``split`` (mixture ``index`` on cough ``index`` with ``one_per_cough``)."""
+    width = max(5, len(str(max(count - 1, 0))))
+    cough_durations = [source.duration_s for _, source in coughs]
+    noise_durations = [source.duration_s for _, source in noise]
+    return [
+        plan_mixture(
+            split,
+            index,
+            seed,
+            f"{split}-{index:0{width}d}",
+            cough_durations,
+            noise_durations,
+            spec,
+            cough=index if one_per_cough else None,
+        )
+        for index in range(count)
+    ]
+
+
 def generate_mixtures(
     coughs: pd.DataFrame,
     noise: pd.DataFrame,
@@ -662,7 +703,7 @@ def generate_mixtures(
     spec: MixtureSpec | None = None,
     workers: int = 2,
     cache_dir: str | Path | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     one_per_cough: bool = False,
 ) -> MixtureSet:
     """Write ``count`` mixtures of ``coughs`` over ``noise`` (one split of the noise bank) under ``out_dir/split``.
@@ -672,7 +713,7 @@ def generate_mixtures(
     Converted sources are cached in ``cache_dir`` (default ``out_dir/source_cache``) and reused across splits and
     runs. With ``one_per_cough`` every usable cough gets exactly one mixture (``count`` is then ignored): the way
     the classification subset's coughs are mixed. ``<out_dir>/<split>/`` is replaced when an earlier run wrote it.
-    Raises :class:`MixtureError` for any
+    ``on_progress(done, total)`` is called after every mixture written. Raises :class:`MixtureError` for any
     invalid input, before writing anything, and when no cough or no noise file is usable after decoding.
     """
     spec = MixtureSpec() if spec is None else spec
@@ -680,34 +721,18 @@ def generate_mixtures(
     out_dir = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir is not None else out_dir / "source_cache"
     split_dir = _fresh_split_folder(out_dir, split)
-    with _mapper(workers) as mapper:
+    with process_map(workers) as mapper:
         usable_coughs, usable_noise, rejected = _usable_and_rejected(mapper, coughs, noise, cache, spec)
         cough_links = stage_for_scaper(
             split_dir / "scaper_sources" / "foreground", spec.label, [source.prepared for _, source in usable_coughs]
         )
         noise_links = _stage_noise(split_dir / "scaper_sources" / "background", usable_noise)
         count = len(usable_coughs) if one_per_cough else count
-        width = max(5, len(str(max(count - 1, 0))))
-        cough_durations = [source.duration_s for _, source in usable_coughs]
-        noise_durations = [source.duration_s for _, source in usable_noise]
-        plans = [
-            plan_mixture(
-                split,
-                index,
-                seed,
-                f"{split}-{index:0{width}d}",
-                cough_durations,
-                noise_durations,
-                spec,
-                cough=index if one_per_cough else None,
-            )
-            for index in range(count)
-        ]
+        plans = _plans(split, count, seed, usable_coughs, usable_noise, spec, one_per_cough)
         jobs = _jobs(plans, spec, out_dir, split_dir, usable_coughs, cough_links, usable_noise, noise_links)
         chunksize = max(1, min(16, count // (8 * workers)))
         for done, _ in enumerate(mapper(synthesise, jobs, chunksize=chunksize), start=1):
-            if on_progress is not None and (done == count or done % 100 == 0):
-                on_progress(done, count)
+            notify(on_progress, done, count)
     mixtures = pd.DataFrame(
         [_mixture_row(plan, spec, usable_noise[plan.noise][0]) for plan in plans], columns=MIXTURE_COLUMNS
     )

@@ -23,12 +23,14 @@ from cough_pipeline.mixtures import (
     generate_mixtures,
     held_out_noise,
     load_noise_bank,
+    mixture_table,
     plan_mixture,
     split_noise_bank,
 )
 from cough_pipeline.mixtures.generate import COUGH_TOO_LONG, OWNER_MARKER
 from cough_pipeline.mixtures.noise_bank import split_counts
 from cough_pipeline.mixtures.sources import prepare_source
+from cough_pipeline.parallel import throttled
 
 SPEC = MixtureSpec()
 COUNT = 10
@@ -252,6 +254,16 @@ def test_every_mixture_has_its_four_files_at_5_s_44k_mono(serial):
         assert sandbox["cough_pipeline"]["mixture_id"] == row["mixture_id"]
 
 
+def test_mixture_table_summarises_each_mixtures_events(serial):
+    result, _ = serial
+    table = mixture_table(result.mixtures, result.events)
+    assert table["mixture_id"].tolist() == result.mixtures["mixture_id"].tolist()
+    first = result.events.groupby("mixture_id").first()
+    assert (table.set_index("mixture_id")["snr_db"] == first["snr_db"]).all()
+    ids = result.events.groupby("mixture_id")["recording_id"].agg(";".join)
+    assert (table.set_index("mixture_id")["recording_ids"] == ids).all()
+
+
 def test_mixture_is_the_sum_of_its_saved_sources(serial):
     result, out_dir = serial
     for row in result.mixtures.to_dict("records"):
@@ -355,7 +367,8 @@ def test_several_events_per_mixture_still_sum_to_the_mixture(sources, tmp_path):
 
 
 def test_rerun_replaces_the_split_folder(sources, tmp_path):
-    progress = []
+    calls, progress = [], []
+    throttled_log = throttled(lambda line: progress.append(line), "mixed", every=100)
     generate_mixtures(
         *sources,
         count=2,
@@ -363,9 +376,10 @@ def test_rerun_replaces_the_split_folder(sources, tmp_path):
         out_dir=tmp_path,
         seed=0,
         workers=1,
-        on_progress=lambda done, total: progress.append((done, total)),
+        on_progress=lambda done, total: (calls.append((done, total)), throttled_log(done, total)),
     )
-    assert progress == [(2, 2)]
+    assert calls == [(1, 2), (2, 2)]  # after every mixture; a throttled log reports the last one
+    assert progress == ["mixed 2/2"]
     generate_mixtures(*sources, count=1, split="test", out_dir=tmp_path, seed=0, workers=1)
     assert len(list((tmp_path / "test" / "mixture").iterdir())) == 1
     assert (tmp_path / "test" / OWNER_MARKER).is_file()
