@@ -1,9 +1,9 @@
 """Separation: participant-disjoint subsets, scaper mixtures, the LSTM separator and its SNIP-pruned variant,
 their evaluation, and separated clips of the classification subset."""
 
+from typing import Literal
+
 import pandas as pd
-import soundfile as sf
-import torch
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -12,46 +12,42 @@ from dagster import (
     AssetIn,
     AssetOut,
     Config,
-    MaterializeResult,
     MetadataValue,
     Output,
     asset,
     multi_asset,
 )
-from torch.utils.data import DataLoader
 
 from assets.artefacts import artefact_paths_check, artefact_paths_spec
-from assets.metadata import column_schema, counts, image, preview
-from cough_pipeline.audio import load_mono
-from cough_pipeline.mixtures import SPLITS, generate_mixtures, held_out_noise
+from assets.config import bounded, mirror
+from assets.metadata import counts, image, preview
+from cough_pipeline.bounds import Fraction
+from cough_pipeline.mixtures import SPLITS, generate_mixtures, held_out_noise, mixture_table
+from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import loss_curves_png
+from cough_pipeline.segmentation.methods import METHODS
+from cough_pipeline.separation.clips import separate_files
 from cough_pipeline.separation.complexity import complexity_table
-from cough_pipeline.separation.evaluation import evaluate_separation, model_separator
-from cough_pipeline.separation.model import CoughSeparator
-from cough_pipeline.separation.pruning import (
-    PruningConfig,
-    apply_masks,
-    load_pruned,
-    mask_report,
-    optimize_for_inference,
-    save_pruned,
-    snip_masks,
-)
-from cough_pipeline.separation.training import MixtureDataset, train_separator, train_with_masks
+from cough_pipeline.separation.evaluation import evaluate_mixtures, model_separator
+from cough_pipeline.separation.pruning import PrunedTrainingConfig, mask_report, train_pruned
+from cough_pipeline.separation.training import TrainingConfig, TrainingResult, train_separator
 from cough_pipeline.subsets import CLASSIFICATION, SEPARATION, leakage, split_coughs, split_subsets
+from resources.model_store import TrainedModel, fingerprint
 from resources.settings import NoiseBank, PipelineSettings
 from resources.storage import Storage
 
 MIXTURES_FOLDER = ("mixtures", "separation")
 SOURCE_CACHE = ("mixtures", "source_cache")
-SEPARATOR_FOLDER = ("models", "separator")
-PRUNED_FOLDER = ("models", "separator_pruned")
 CLIPS_FOLDER = ("separated_clips",)
+#: The segmentation method whose single coughs are used (a name in ``cough_pipeline.segmentation.METHODS``).
+SegmentMethod = Literal[tuple(METHODS)]
+#: Training settings the run supplies itself: the seed and the device come from the settings resource.
+FROM_SETTINGS = frozenset({"seed", "device", "num_workers", "num_threads"})
 
 
 class SubsetSplitConfig(Config):
     #: Share of participants whose coughs may train/validate/test the separator; the rest are for classification.
-    separation_fraction: float = 0.5
+    separation_fraction: bounded(Fraction) = 0.5
 
 
 @asset(
@@ -81,7 +77,6 @@ def subset_split(
     yield Output(
         table,
         metadata={
-            "dagster/row_count": len(table),
             "recordings_per_subset": MetadataValue.json(counts(table["subset"])),
             "participants_per_subset": MetadataValue.json(
                 {k: int(v) for k, v in table.groupby("subset")["participant_id"].nunique().items()}
@@ -100,7 +95,7 @@ def subset_split(
 
 class SeparationMixturesConfig(Config):
     #: Which segmentation method's single coughs become the foreground events.
-    segment_method: str = "rms"
+    segment_method: SegmentMethod = "rms"
 
 
 #: The file columns of a mixture table (all relative to the storage root once the table is stored).
@@ -167,10 +162,10 @@ def separation_mixtures(
         coughs_of(SEPARATION, subset_split, cough_segments, config.segment_method, storage), settings.seed
     )
     bank = noise_bank.split_bank(settings.seed)
-    tables, events, rejected = [], [], []
+    generated = {}
     with storage.generation(*MIXTURES_FOLDER, run_id=context.run.run_id) as out_dir:
         for split in SPLITS:
-            generated = generate_mixtures(
+            generated[split] = generate_mixtures(
                 coughs[coughs["split"] == split],
                 bank[bank["split"] == split],
                 profile.mixtures.count(split),
@@ -179,40 +174,21 @@ def separation_mixtures(
                 seed=settings.seed,
                 workers=settings.workers,
                 cache_dir=storage.artefact_dir(*SOURCE_CACHE),
-                on_progress=lambda done, total, split=split: context.log.info(f"{split}: {done}/{total} mixtures"),
+                on_progress=throttled(context.log.info, f"{split}: mixed", every=100),
             )
-            tables.append(rooted(generated.mixtures, out_dir, storage))
-            events.append(generated.events)
-            rejected.append(generated.rejected)
-    events = pd.concat(events, ignore_index=True)
-    table = pd.concat(tables, ignore_index=True).merge(
-        events.groupby("mixture_id")
-        .agg(
-            recording_ids=("recording_id", lambda s: ";".join(s)),
-            participant_ids=("participant_id", lambda s: ";".join(s)),
-            snr_db=("snr_db", "first"),
-            pitch_shift_semitones=("pitch_shift_semitones", "first"),
-            time_stretch_factor=("time_stretch_factor", "first"),
-            onset_s=("onset_s", "first"),
-        )
-        .reset_index(),
-        on="mixture_id",
-    )
-    rejected = pd.concat(rejected, ignore_index=True)
-    classification = subset_split[subset_split["subset"] == CLASSIFICATION]
-    overlap = leakage(events, classification)
+    events = pd.concat([g.events for g in generated.values()], ignore_index=True)
+    mixtures = pd.concat([rooted(g.mixtures, out_dir, storage) for g in generated.values()], ignore_index=True)
+    table = mixture_table(mixtures, events)
+    overlap = leakage(events, subset_split[subset_split["subset"] == CLASSIFICATION])
     yield Output(
         table,
         metadata={
-            "dagster/row_count": len(table),
-            "dagster/column_schema": column_schema(table),
             "profile": profile.name,
             "mixtures_per_split": MetadataValue.json(counts(table["split"])),
             "foreground_coughs_per_split": MetadataValue.json(counts(coughs["split"])),
             "noise_files_per_split": MetadataValue.json(counts(bank["split"])),
-            "rejected_sources": preview(rejected),
+            "rejected_sources": preview(pd.concat([g.rejected for g in generated.values()], ignore_index=True)),
             "folder": MetadataValue.path(str(out_dir)),
-            "preview": preview(table),
         },
     )
     storage.retire_generations(*MIXTURES_FOLDER, keep=out_dir)
@@ -225,161 +201,186 @@ def separation_mixtures(
     yield artefact_paths_check(table, storage, list(MIXTURE_FILES))
 
 
-@asset(ins={"separation_mixtures": AssetIn()}, group_name="separation", compute_kind="pytorch")
+SeparatorTrainingConfig = mirror(
+    TrainingConfig,
+    "Training of the separator: ``epochs`` left unset is the scale profile's; the seed and the device come from "
+    "the ``settings`` resource.",
+    exclude=FROM_SETTINGS,
+    unset=frozenset({"epochs"}),
+)
+
+
+def training_data(separation_mixtures: pd.DataFrame) -> dict:
+    """The model card's fingerprints of the training and validation mixtures."""
+    return {
+        "mixtures": fingerprint(mixtures_of(separation_mixtures, "train")),
+        "validation_mixtures": fingerprint(mixtures_of(separation_mixtures, "validation")),
+    }
+
+
+def training_metrics(result: TrainingResult) -> dict:
+    """What a training run achieved, for the model card and the UI."""
+    history = pd.DataFrame(result.history)
+    return {
+        "best_epoch": result.best_epoch,
+        "best_validation_l1": round(float(history["val_loss"].min()), 5),
+        "epochs": len(history),
+        "training_mixtures_per_s": round(float(history["mixtures_per_s"].mean()), 1),
+    }
+
+
+@asset(
+    ins={"separation_mixtures": AssetIn()},
+    group_name="separation",
+    kinds={"pytorch"},
+    io_manager_key="model_io_manager",
+)
 def separator(
-    context: AssetExecutionContext, separation_mixtures: pd.DataFrame, settings: PipelineSettings, storage: Storage
-) -> MaterializeResult:
+    context: AssetExecutionContext,
+    config: SeparatorTrainingConfig,
+    separation_mixtures: pd.DataFrame,
+    settings: PipelineSettings,
+    storage: Storage,
+) -> Output[TrainedModel]:
     """The mask-based LSTM separator (STFT 512/128 → dB → BatchNorm → 2×LSTM(50) → linear → sigmoid mask → iSTFT),
-    trained with L1 on magnitudes, Adam 1e-3, batch 32; the checkpoint with the best validation loss is kept."""
+    trained with L1 on magnitudes, Adam 1e-3, batch 32 (by default); the checkpoint with the best validation loss
+    is kept, stored as a new model version."""
     profile = settings.scale()
-    splits = {s: mixtures_of(separation_mixtures, s) for s in ("train", "validation")}
+    training = config.library_config(epochs=profile.epochs, seed=settings.seed, device=settings.torch_device())
     result = train_separator(
-        splits["train"],
-        splits["validation"],
+        mixtures_of(separation_mixtures, "train"),
+        mixtures_of(separation_mixtures, "validation"),
         storage.root_path,
-        epochs=profile.epochs,
-        seed=settings.seed,
-        device=settings.torch_device(),
+        training,
         on_epoch=epoch_logger(context),
     )
+    model = result.model
+    model.metadata = {
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "profile": profile.name,
+        "seed": settings.seed,
+    }
+    metrics = {"parameters": model.parameter_count(), **training_metrics(result)}
+    trained = TrainedModel(
+        model,
+        config={**training.to_dict(), "separator": model.config.to_dict(), "profile": profile.name},
+        training_data=training_data(separation_mixtures),
+        metrics=metrics,
+    )
     history = pd.DataFrame(result.history)
-    with storage.generation(*SEPARATOR_FOLDER, run_id=context.run.run_id) as folder:
-        result.model.save(
-            folder,
-            metadata={
-                "best_epoch": result.best_epoch,
-                "history": result.history,
-                "profile": profile.name,
-                "seed": settings.seed,
-            },
-        )
-    storage.publish_generation(folder)
-    return MaterializeResult(
+    return Output(
+        trained,
         metadata={
-            "parameters": result.model.parameter_count(),
-            "best_epoch": result.best_epoch,
-            "best_validation_l1": round(float(history["val_loss"].min()), 5),
-            "epochs": len(history),
-            "training_mixtures_per_s": round(float(history["mixtures_per_s"].mean()), 1),
+            **metrics,
             "loss_curves": image(loss_curves_png(history), "loss curves"),
             "history": preview(history),
-            "path": str(folder),
-        }
+        },
     )
 
 
-class SeparatorPrunedConfig(Config):
-    """SNIP: keep ``keep_fraction`` of ``target_parameters`` by connection sensitivity |w · ∂L/∂w| on training
-    batches, computed at a fresh initialisation (``start_from: initialization``, as SNIP does) or on the trained
-    separator (``trained``); the pruned model is then trained with its masks fixed."""
+SeparatorPrunedConfig = mirror(
+    PrunedTrainingConfig,
+    "SNIP: keep ``keep_fraction`` of ``target_parameters`` by connection sensitivity |w · ∂L/∂w| on training "
+    "batches, computed at a fresh initialisation (``start_from: initialization``, as SNIP does) or on the trained "
+    "separator (``trained``); the pruned model is then trained with its masks fixed. ``epochs`` left unset is the "
+    "scale profile's, and so are the SNIP scoring batches.",
+    exclude=FROM_SETTINGS | {"sensitivity_batches", "scope"},
+    unset=frozenset({"epochs"}),
+)
 
-    keep_fraction: float = 0.01
-    target_parameters: list[str] = ["masker.output.weight"]
-    start_from: str = "initialization"
 
-
-@asset(ins={"separation_mixtures": AssetIn()}, deps=[separator], group_name="separation", compute_kind="pytorch")
+@asset(
+    ins={"separation_mixtures": AssetIn(), "separator": AssetIn()},
+    group_name="separation",
+    kinds={"pytorch"},
+    io_manager_key="model_io_manager",
+)
 def separator_pruned(
     context: AssetExecutionContext,
     config: SeparatorPrunedConfig,
     separation_mixtures: pd.DataFrame,
+    separator: TrainedModel,
     settings: PipelineSettings,
     storage: Storage,
-) -> MaterializeResult:
-    """The SNIP-pruned separator (masks saved beside the weights) and its training history."""
-    if config.start_from not in ("initialization", "trained"):
-        raise ValueError(f"start_from must be 'initialization' or 'trained', not {config.start_from!r}")
+) -> Output[TrainedModel]:
+    """The SNIP-pruned separator (its masks stored beside the weights) and its training history."""
     profile = settings.scale()
-    root = storage.root_path
-    dense = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator"))
-    if config.start_from == "initialization":
-        torch.manual_seed(settings.seed)
-        dense = CoughSeparator(dense.config)
-    splits = {s: mixtures_of(separation_mixtures, s) for s in ("train", "validation")}
-    pruning = PruningConfig(
-        keep_fraction=config.keep_fraction,
-        target_parameters=tuple(config.target_parameters),
-        sensitivity_batches=profile.snip_batches,
-    )
-    batches = DataLoader(
-        MixtureDataset(splits["train"], root, dense.config),
-        batch_size=32,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(settings.seed),
-    )
-    masks = snip_masks(dense, batches, pruning, device=settings.torch_device())
-    result = train_with_masks(
-        apply_masks(dense, masks),
-        masks,
-        splits["train"],
-        splits["validation"],
-        root,
+    pruning = config.library_config(
         epochs=profile.epochs,
         seed=settings.seed,
         device=settings.torch_device(),
+        sensitivity_batches=profile.snip_batches,
+    )
+    pruned, result = train_pruned(
+        separator.model,
+        mixtures_of(separation_mixtures, "train"),
+        mixtures_of(separation_mixtures, "validation"),
+        storage.root_path,
+        pruning,
         on_epoch=epoch_logger(context),
     )
-    with storage.generation(*PRUNED_FOLDER, run_id=context.run.run_id) as folder:
-        save_pruned(
-            result.model, masks, pruning, folder, metadata={"best_epoch": result.best_epoch, "history": result.history}
-        )
-    storage.publish_generation(folder)
+    pruned.model.metadata = {"best_epoch": result.best_epoch, "history": result.history}
+    metrics = {
+        "nonzero_parameters": sum(int(p.count_nonzero()) for p in pruned.model.parameters()),
+        **training_metrics(result),
+    }
+    trained = TrainedModel(
+        pruned,
+        config={**pruning.to_dict(), "profile": profile.name, "dense_separator_version": separator.version},
+        training_data=training_data(separation_mixtures),
+        metrics=metrics,
+    )
     history = pd.DataFrame(result.history)
-    return MaterializeResult(
+    return Output(
+        trained,
         metadata={
-            "masks": MetadataValue.json(mask_report(masks)),
-            "nonzero_parameters": sum(int(p.count_nonzero()) for p in result.model.parameters()),
-            "best_epoch": result.best_epoch,
-            "best_validation_l1": round(float(history["val_loss"].min()), 5),
+            "masks": MetadataValue.json(mask_report(pruned.masks)),
+            **metrics,
             "loss_curves": image(loss_curves_png(history, "pruned separator training"), "loss curves"),
-            "path": str(folder),
-        }
+            "dense_separator_version": MetadataValue.text(separator.version or ""),
+        },
     )
 
 
-def test_rows(separation_mixtures: pd.DataFrame, root) -> tuple[list[tuple[str, str, str]], list[str]]:
-    test = mixtures_of(separation_mixtures, "test")
-    rows = [
-        (str(root / m), str(root / c), str(root / n))
-        for m, c, n in zip(test["mixture_path"], test["cough_path"], test["noise_path"])
-    ]
-    return rows, test["mixture_id"].tolist()
+def model_versions(**models: TrainedModel) -> MetadataValue:
+    """The stored versions of the models an asset used, for its metadata."""
+    return MetadataValue.json({name: trained.version for name, trained in models.items()})
 
 
 @multi_asset(
     outs={
         "separation_report": AssetOut(
             io_manager_key="table_io_manager",
+            kinds={"museval"},
             description="BSSEval v4 (museval) SDR/SIR/SAR/ISR and SNR on the test "
             "mixtures: unprocessed mixture, separator, pruned separator.",
         ),
         "separator_complexity": AssetOut(
             io_manager_key="table_io_manager",
+            kinds={"pytorch"},
             description="Parameters, size, MACs/FLOPs per 5 s clip, latency and "
             "throughput of both separators' inference paths (folded: "
             "BatchNorm's 514 parameters live in the first LSTM layer), "
             "per device.",
         ),
     },
-    ins={"separation_mixtures": AssetIn()},
-    deps=[separator, separator_pruned],
+    ins={"separation_mixtures": AssetIn(), "separator": AssetIn(), "separator_pruned": AssetIn()},
     group_name="separation",
-    compute_kind="museval",
 )
 def separation_report(
-    context: AssetExecutionContext, separation_mixtures: pd.DataFrame, settings: PipelineSettings, storage: Storage
+    context: AssetExecutionContext,
+    separation_mixtures: pd.DataFrame,
+    separator: TrainedModel,
+    separator_pruned: TrainedModel,
+    storage: Storage,
 ):
     """Quality and cost of the original and the pruned separator, side by side."""
-    root = storage.root_path
-    dense = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator"))
-    pruned, _, _ = load_pruned(storage.current_generation(*PRUNED_FOLDER, what="separator_pruned"))
     # both through their inference paths (folded, CPU kernels; the pruned one with its sparse mask layer), so the
     # complexity rows compare the pruning, not the folding
-    models = {"separator": dense.for_inference(), "separator_pruned": optimize_for_inference(pruned)}
-    rows, clip_ids = test_rows(separation_mixtures, root)
-    per_clip, summary = evaluate_separation(
-        rows, {name: model_separator(model) for name, model in models.items()}, clip_ids=clip_ids
-    )
+    models = {"separator": separator.model.for_inference(), "separator_pruned": separator_pruned.model.for_inference()}
+    test = mixtures_of(separation_mixtures, "test")
+    per_clip, summary = evaluate_mixtures(test, storage.root_path, models)
     summary = summary.reset_index()
     complexity = complexity_table(models).reset_index(drop=True)
     columns = [
@@ -393,12 +394,13 @@ def separation_report(
         "sdr_improvement_median",
         "sir_improvement_median",
     ]
+    versions = model_versions(separator=separator, separator_pruned=separator_pruned)
     yield Output(
         summary,
         output_name="separation_report",
         metadata={
-            "dagster/row_count": len(summary),
-            "test_mixtures": len(rows),
+            "test_mixtures": len(test),
+            "model_versions": versions,
             "report": preview(summary[[c for c in columns if c in summary.columns]].round(2)),
             "per_clip_preview": preview(per_clip.round(2), rows=15),
         },
@@ -406,25 +408,26 @@ def separation_report(
     yield Output(
         complexity,
         output_name="separator_complexity",
-        metadata={
-            "dagster/row_count": len(complexity),
-            "table": preview(complexity.round(3)),
-        },
+        metadata={"model_versions": versions, "table": preview(complexity.round(3))},
     )
 
 
 class SeparatedClipsConfig(Config):
-    segment_method: str = "rms"
+    segment_method: SegmentMethod = "rms"
     #: ``separator`` (dense) or ``separator_pruned``.
-    use: str = "separator_pruned"
+    use: Literal["separator", "separator_pruned"] = "separator_pruned"
 
 
 @asset(
-    ins={"subset_split": AssetIn(), "cough_segments": AssetIn()},
-    deps=[separator, separator_pruned],
+    ins={
+        "subset_split": AssetIn(),
+        "cough_segments": AssetIn(),
+        "separator": AssetIn(),
+        "separator_pruned": AssetIn(),
+    },
     io_manager_key="table_io_manager",
     group_name="separation",
-    compute_kind="pytorch",
+    kinds={"pytorch"},
     check_specs=[artefact_paths_spec("separated_clips")],
 )
 def separated_clips(
@@ -432,6 +435,8 @@ def separated_clips(
     config: SeparatedClipsConfig,
     subset_split: pd.DataFrame,
     cough_segments: pd.DataFrame,
+    separator: TrainedModel,
+    separator_pruned: TrainedModel,
     settings: PipelineSettings,
     noise_bank: NoiseBank,
     storage: Storage,
@@ -439,17 +444,10 @@ def separated_clips(
     """Classification-subset coughs mixed with held-out noise the same way (one mixture per cough), passed
     through the chosen separator; the separated coughs are WAVs linked to their recording and label. Mixtures and
     separated WAVs form one generation of ``separated_clips/``."""
-    if config.use == "separator":
-        model = CoughSeparator.load(storage.current_generation(*SEPARATOR_FOLDER, what="separator")).for_inference()
-    elif config.use == "separator_pruned":
-        model = optimize_for_inference(
-            load_pruned(storage.current_generation(*PRUNED_FOLDER, what="separator_pruned"))[0]
-        )
-    else:
-        raise ValueError(f"use must be 'separator' or 'separator_pruned', not {config.use!r}")
+    chosen = separator if config.use == "separator" else separator_pruned
+    separate = model_separator(chosen.model.for_inference(), settings.torch_device())
     coughs = coughs_of(CLASSIFICATION, subset_split, cough_segments, config.segment_method, storage)
     noise = held_out_noise(noise_bank.split_bank(settings.seed))
-    separate = model_separator(model, settings.torch_device())
     with storage.generation(*CLIPS_FOLDER, run_id=context.run.run_id) as folder:
         generated = generate_mixtures(
             coughs,
@@ -460,29 +458,29 @@ def separated_clips(
             seed=settings.seed,
             workers=settings.workers,
             cache_dir=storage.artefact_dir(*SOURCE_CACHE),
+            on_progress=throttled(context.log.info, "mixed", every=100),
             one_per_cough=True,
         )
         table = generated.mixtures.merge(generated.events, on="mixture_id").merge(
             subset_split[["recording_id", "covid_label"]], on="recording_id"
         )
-        (folder / "separated").mkdir()
-        paths = []
-        for mixture_id, mixture_path in zip(table["mixture_id"], table["mixture_path"]):
-            samples, rate = load_mono(folder / "mixtures" / mixture_path)
-            path = folder / "separated" / f"{mixture_id}.wav"
-            sf.write(path, separate(samples), rate, subtype="PCM_16")
-            paths.append(path.relative_to(storage.root_path).as_posix())
-        table = rooted(table, folder / "mixtures", storage).assign(separated_path=paths, separator=config.use)
+        paths = separate_files(
+            table, folder / "mixtures", folder / "separated", separate, throttled(context.log.info, "separated", 100)
+        )
+        separated = [path.relative_to(storage.root_path).as_posix() for path in paths]
+        table = rooted(table, folder / "mixtures", storage).assign(separated_path=separated, separator=config.use)
     yield Output(
         table,
         metadata={
-            "dagster/row_count": len(table),
             "separator": config.use,
+            "model_version": MetadataValue.text(chosen.version or ""),
             "recordings": int(table["recording_id"].nunique()),
             "labels": MetadataValue.json(counts(table["covid_label"])),
             "rejected_sources": preview(generated.rejected),
             "folder": MetadataValue.path(str(folder)),
-            "preview": preview(table[["mixture_id", "recording_id", "covid_label", "snr_db", "separated_path"]]),
+            "summary_preview": preview(
+                table[["mixture_id", "recording_id", "covid_label", "snr_db", "separated_path"]]
+            ),
         },
     )
     storage.retire_generations(*CLIPS_FOLDER, keep=folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from dagster import materialize
 
 from assets.cough_filter import cough_filter_model, cough_list
@@ -30,7 +31,7 @@ def separated(tmp_path_factory):
     assert materialize([cough_filter_model], resources=resources).success
     for partition in COVID_DATASETS:
         assert materialize(
-            [manifest, cough_segments, cough_list],
+            [manifest, cough_segments, cough_list, cough_filter_model],
             partition_key=partition,
             resources=resources,
             selection=[manifest, cough_segments, cough_list],
@@ -96,3 +97,35 @@ def test_a_mistyped_profile_fails_before_touching_the_mixtures(separated, monkey
     assert after.equals(before)
     for column in ("mixture_path", "cough_path", "noise_path", "jams_path"):
         assert all((storage.root_path / p).is_file() for p in after[column])
+
+
+def test_each_separator_run_is_a_new_model_version_and_downstream_uses_the_latest(separated):
+    result, storage = separated
+    resources = build_resources(str(storage.root_path), str(storage.catalog_path))
+    store = resources["model_store"]
+    first_version = store.latest_version("separator")
+    first_weights = store.load("separator").model.state_dict()
+    report = result.asset_materializations_for_node("separation_report")[0].metadata
+    assert report["model_versions"].data["separator"] == first_version
+    rerun = materialize(
+        [*SEPARATION, *UPSTREAM],
+        selection=[separator, separated_clips],
+        resources=resources,
+        run_config={
+            "ops": {
+                "separator": {"config": {"epochs": 1, "learning_rate": 5e-4}},
+                "separated_clips": {"config": {"use": "separator"}},
+            }
+        },
+    )
+    assert rerun.success
+    assert store.versions("separator") == [first_version, rerun.run_id]
+    earlier, latest = store.load("separator", first_version), store.load("separator")
+    assert latest.version == rerun.run_id
+    assert (latest.card.config["epochs"], latest.card.config["learning_rate"]) == (1, 5e-4)
+    assert earlier.card.config["epochs"] == 4 and earlier.card.training_data == latest.card.training_data
+    for name, tensor in first_weights.items():
+        assert torch.equal(earlier.model.state_dict()[name], tensor), name
+    assert not all(torch.equal(latest.model.state_dict()[name], t) for name, t in first_weights.items())
+    clips = rerun.asset_materializations_for_node("separated_clips")[0].metadata
+    assert clips["model_version"].text == rerun.run_id == store.latest_version("separator")
