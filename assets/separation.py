@@ -41,7 +41,8 @@ SOURCE_CACHE = ("mixtures", "source_cache")
 CLIPS_FOLDER = ("separated_clips",)
 #: The segmentation method whose single coughs are used (a name in ``cough_pipeline.segmentation.METHODS``).
 SegmentMethod = Literal[tuple(METHODS)]
-#: Training settings the run supplies itself: the seed and the device come from the settings resource.
+#: Training settings that are not run config: the seed and the device come from the ``settings`` resource, data
+#: loading and intra-op threads keep the library's defaults.
 FROM_SETTINGS = frozenset({"seed", "device", "num_workers", "num_threads"})
 
 

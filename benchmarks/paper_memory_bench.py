@@ -1,12 +1,13 @@
-"""Peak memory of a paper-profile separation run (issue 4: "stays under 4 GB because nothing holds all mixtures in
-RAM").
+"""Peak memory of a paper-profile separation run: it should stay under 4 GB because nothing holds all mixtures in
+RAM.
 
-Runs ``python -m cough_pipeline.separation.experiment --profile paper`` on the real coughs and ESC-50 noise in
-``../shared/data`` (``$COUGH_PIPELINE_SHARED_DATA``): all 14,500 mixtures (12,000 / 1,500 / 1,000) are generated
-with two worker processes, then the separator and the SNIP-pruned separator train over the 12,000 training
-mixtures. Two shortcuts keep the run under an hour on 2 cores, neither of which changes what is held in memory:
-``EPOCHS`` epochs instead of 50 (every epoch reads the same files through the same lazy data set) and the museval
-report on the first ``TEST_LIMIT`` test mixtures (it scores one clip at a time).
+Runs ``python -m cough_pipeline.separation.experiment --profile paper`` on the real coughs and ESC-50 noise in the
+shared data folder (``$COUGH_PIPELINE_SHARED_DATA``, by default ``shared/data`` beside the repository): all
+14,500 mixtures (12,000 / 1,500 / 1,000) are generated with two worker processes, then the separator and the
+SNIP-pruned separator train over the 12,000 training mixtures. Two shortcuts keep the run under an hour on 2 cores,
+neither of which changes what is held in memory: ``EPOCHS`` epochs instead of 50 (every epoch reads the same files
+through the same lazy data set) and the museval report on the first ``TEST_LIMIT`` test mixtures (it scores one
+clip at a time).
 
 Memory is sampled from ``/proc`` every 0.2 s: ``peak_tree_rss_mb`` is the largest sum of ``VmRSS`` over the
 experiment process and all its descendants (an overestimate: pages shared between the parent and its forked
@@ -86,7 +87,7 @@ class TreeMemorySampler(threading.Thread):
 
 def run() -> Path:
     if not (SHARED / "virufy").is_dir() or not (SHARED / "esc50").is_dir():
-        raise SystemExit(f"paper_memory needs ../shared/data (virufy, esc50); not found at {SHARED}")
+        raise SystemExit(f"paper_memory needs the shared data (virufy, esc50); not found at {SHARED}")
     scratch = Path(tempfile.mkdtemp(prefix="paper_memory_", dir=os.environ.get("COUGH_PIPELINE_SCRATCH")))
     command = [
         sys.executable,

@@ -1,9 +1,11 @@
-"""Cough separation: the published STFT-mask LSTM separator (issue 4, item 4), its training and streaming.
+"""Cough separation: the published STFT-mask LSTM separator, its training, pruning, evaluation and streaming.
 
 * :mod:`.model`: :class:`SeparatorConfig`, the :class:`StftEncoder` / :class:`MaskEstimator` / :class:`IstftDecoder`
   steps, :class:`CoughSeparator` (95 821 parameters, ``save``/``load``) and the fast :class:`InferenceSeparator`;
-* :mod:`.training`: :class:`MixtureDataset` over WAV pairs, :func:`train_separator` (L1 on magnitudes, Adam, best
-  epoch on validation loss, optional fixed pruning masks);
+* :mod:`.training`: :class:`MixtureDataset` over WAV pairs, :class:`TrainingConfig`, :func:`train_separator` (L1 on
+  magnitudes, Adam, best epoch on validation loss, optional fixed pruning masks);
+* :mod:`.pruning`: SNIP masks, :func:`~.pruning.train_pruned` and the sparse inference path;
+* :mod:`.evaluation` and :mod:`.complexity`: BSSEval scores and model cost; :mod:`.clips`: separated WAVs;
 * :mod:`.streaming`: :class:`StreamingSeparator`, chunk-by-chunk output equal to the offline one, 511 samples late.
 """
 

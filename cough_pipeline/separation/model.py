@@ -11,16 +11,12 @@ reflection) so that :mod:`.streaming` can reproduce it chunk by chunk without lo
 unidirectional, so a frame's mask depends only on that frame and earlier ones.
 
 :class:`CoughSeparator` is the trainable reference; :meth:`CoughSeparator.for_inference` gives an
-:class:`InferenceSeparator` with the same outputs (within 1e-5; 4e-7 measured) that is 2-3x faster on CPU:
-BatchNorm and the decibel scaling are folded into the first LSTM layer's input weights, the magnitude is never
-square-rooted, the mask multiplies the complex spectrum directly and the LSTM recurrence runs in a numba kernel
-(:mod:`.cpu_kernels`). Five-second clips on 2 cores (``benchmarks/results/separation.json``, best runs): one clip
-20.4 ms reference -> 10.7 folded with torch's ops -> 6.3 with the kernels (medians 22.8, 12.5, 8.0); 32 clips
-through :meth:`InferenceSeparator.separate` (one clip per single-threaded worker) 157 clips/s. A batch of 8 in one
-call gains nothing from the kernels (85 -> 135 -> 121 clips/s): torch's LSTM splits a batch over both cores, the
-kernel's recurrence runs on one. See :func:`retain_freed_memory` for the allocator setting that both paths need to
-reach those figures. Weights are stored as a plain ``state_dict``
-(``separator.pt``, loaded with ``weights_only=True``) next to a JSON card (``separator.json``).
+:class:`InferenceSeparator` with the same outputs (within 1e-5) that is 2-3x faster on CPU: BatchNorm and the
+decibel scaling are folded into the first LSTM layer's input weights, the magnitude is never square-rooted, the
+mask multiplies the complex spectrum directly and the LSTM recurrence runs in a numba kernel (:mod:`.cpu_kernels`).
+The measured latency and throughput of each step are in ``benchmarks/results/separation.json`` and the README;
+:func:`retain_freed_memory` is the allocator setting both paths need to reach them. Weights are stored as a plain
+``state_dict`` (``separator.pt``, loaded with ``weights_only=True``) next to a JSON card (``separator.json``).
 """
 
 from __future__ import annotations
@@ -40,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cough_pipeline.bounds import PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.separation.cpu_kernels import log_power, scaled_layer
 
 #: File names inside a folder written by :meth:`CoughSeparator.save`.
@@ -50,30 +47,36 @@ CARD_FORMAT = "cough_pipeline.separation/1"
 
 @dataclass(frozen=True)
 class SeparatorConfig:
-    """Shape of the separator; the defaults are the published model (issue 4, item 4).
+    """Shape of the separator; the defaults are the published model.
 
-    ``db_floor`` is the smallest magnitude converted to decibels (``20 * log10(max(|X|, db_floor))``, so -160 dB).
-    ``clip_seconds`` is the length the training data set pads or trims every mixture to; the model itself takes
-    any length. ``n_fft`` must be a multiple of ``hop_length`` and at least twice it (75 % overlap by default).
+    Args:
+        sample_rate: the rate of the waves the model sees, in Hz.
+        n_fft: STFT frame length; even, a multiple of ``hop_length`` and at least twice it (75 % overlap by
+            default).
+        hop_length: STFT hop in samples.
+        hidden_size: units per LSTM layer.
+        num_layers: stacked LSTM layers.
+        db_floor: the smallest magnitude converted to decibels (``20 * log10(max(|X|, db_floor))``, so -160 dB).
+        clip_seconds: the length the training data set pads or trims every mixture to; the model itself takes
+            any length.
     """
 
-    sample_rate: int = 44_100
-    n_fft: int = 512
-    hop_length: int = 128
-    hidden_size: int = 50
-    num_layers: int = 2
-    db_floor: float = 1e-8
-    clip_seconds: float = 5.0
+    sample_rate: PositiveInt = 44_100
+    n_fft: PositiveInt = 512
+    hop_length: PositiveInt = 128
+    hidden_size: PositiveInt = 50
+    num_layers: PositiveInt = 2
+    db_floor: PositiveFloat = 1e-8
+    clip_seconds: PositiveFloat = 5.0
 
     def __post_init__(self):
+        check_fields(self)
         if self.n_fft % self.hop_length or self.n_fft < 2 * self.hop_length:
             raise ValueError(
                 f"n_fft ({self.n_fft}) must be a multiple of hop_length ({self.hop_length}) and at least twice it"
             )
         if self.n_fft % 2:
             raise ValueError(f"n_fft must be even, got {self.n_fft}")
-        if self.db_floor <= 0:
-            raise ValueError(f"db_floor must be positive, got {self.db_floor}")
 
     @property
     def n_bins(self) -> int:
@@ -90,6 +93,7 @@ class SeparatorConfig:
         return 1 + samples // self.hop_length
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (what a model card stores)."""
         return asdict(self)
 
     @classmethod
@@ -108,7 +112,14 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a :class:`torch.device`; None picks :func:`default_device`."""
+    """``device`` as a :class:`torch.device`.
+
+    Args:
+        device: a name such as ``"cpu"`` or ``"cuda:0"``, a device, or ``None`` for :func:`default_device`.
+
+    Returns:
+        The device.
+    """
     return default_device() if device is None else torch.device(device)
 
 
@@ -122,6 +133,12 @@ class StftEncoder(nn.Module):
     """Waveform to magnitude and phase spectrogram, frames first.
 
     Centred STFT with a periodic Hann window, zero padding of ``n_fft // 2`` on both sides.
+
+    Args:
+        config: frame length and hop.
+
+    Shape:
+        ``(batch, samples)`` in, ``(batch, frames, n_bins)`` out with ``frames = 1 + samples // hop_length``.
     """
 
     def __init__(self, config: SeparatorConfig = SeparatorConfig()):
@@ -130,7 +147,11 @@ class StftEncoder(nn.Module):
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
     def spectrum(self, wave: torch.Tensor) -> torch.Tensor:
-        """Complex STFT ``(batch, frames, n_bins)`` of ``wave`` ``(batch, samples)``."""
+        """The complex STFT of ``wave``.
+
+        Shape:
+            ``wave`` ``(batch, samples)``; returns complex ``(batch, frames, n_bins)``.
+        """
         c = self.config
         spec = torch.stft(
             _as_batch(wave),
@@ -144,19 +165,33 @@ class StftEncoder(nn.Module):
         return spec.transpose(1, 2)
 
     def magnitude(self, wave: torch.Tensor) -> torch.Tensor:
-        """``|STFT|`` ``(batch, frames, n_bins)``, without computing the phase (what training needs)."""
+        """``|STFT|`` without computing the phase (what training needs).
+
+        Shape:
+            ``wave`` ``(batch, samples)``; returns ``(batch, frames, n_bins)``.
+        """
         return complex_magnitude(self.spectrum(wave))
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``wave`` ``(batch, samples)`` -> ``(magnitude, phase)``, both real ``(batch, frames, n_bins)``; phase in
-        radians."""
+        """Magnitude and phase of ``wave``'s STFT.
+
+        Returns:
+            ``(magnitude, phase)``, the phase in radians.
+
+        Shape:
+            ``wave`` ``(batch, samples)``; each output real ``(batch, frames, n_bins)``.
+        """
         spec = self.spectrum(wave)
         return complex_magnitude(spec), spec.angle()
 
 
 def complex_magnitude(spectrum: torch.Tensor) -> torch.Tensor:
-    """``|spectrum|`` as ``sqrt(re^2 + im^2)`` on the real view: equal to ``abs()`` within 1.2e-7 relative and about
-    twice as fast on CPU, where complex ``abs`` is not vectorised (audio never comes near float overflow)."""
+    """``|spectrum|`` as ``sqrt(re^2 + im^2)`` on the real view: equal to ``abs()`` within 1.2e-7 relative and faster
+    on CPU, where complex ``abs`` is not vectorised (audio never comes near float overflow).
+
+    Shape:
+        Any complex shape in; the same real shape out.
+    """
     pairs = torch.view_as_real(spectrum)
     return pairs[..., 0].square().addcmul_(pairs[..., 1], pairs[..., 1]).sqrt_()
 
@@ -167,6 +202,9 @@ class MaskEstimator(nn.Module):
     dB -> ``norm`` (BatchNorm over the bins) -> ``lstm`` (unidirectional, batch first) -> ``output`` (Linear) ->
     sigmoid. ``lstm`` and ``output`` are attributes so that pruning can address them by parameter name
     (``masker.lstm.weight_ih_l0``, ``masker.output.weight``, ...).
+
+    Args:
+        config: bins, hidden size, layers and the dB floor.
     """
 
     def __init__(self, config: SeparatorConfig = SeparatorConfig()):
@@ -177,16 +215,28 @@ class MaskEstimator(nn.Module):
         self.output = nn.Linear(config.hidden_size, config.n_bins)
 
     def decibels(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """``20 * log10(max(magnitude, db_floor))``, same shape."""
+        """``20 * log10(max(magnitude, db_floor))``.
+
+        Shape:
+            Any shape in; the same shape out.
+        """
         return 20.0 * torch.log10(magnitude.clamp_min(self.config.db_floor))
 
     def forward(
         self, magnitude: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``magnitude`` ``(batch, frames, n_bins)`` -> ``(mask (batch, frames, n_bins), (h, c))``.
+        """The mask of ``magnitude``; in training mode BatchNorm uses the batch statistics over all frames.
 
-        ``state`` is the LSTM ``(h, c)``, each ``(num_layers, batch, hidden_size)``, from a previous call on the
-        preceding frames (None: zeros). In training mode BatchNorm uses the batch statistics over all frames.
+        Args:
+            magnitude: the mixture's ``|STFT|``.
+            state: the LSTM ``(h, c)`` from a previous call on the preceding frames (``None``: zeros).
+
+        Returns:
+            ``(mask, (h, c))``: the mask in [0, 1] and the LSTM state after the last frame.
+
+        Shape:
+            ``magnitude`` and ``mask`` ``(batch, frames, n_bins)``; ``h`` and ``c`` each
+            ``(num_layers, batch, hidden_size)``.
         """
         features = self.decibels(magnitude)
         batch, frames, bins = features.shape
@@ -196,7 +246,11 @@ class MaskEstimator(nn.Module):
 
 
 class IstftDecoder(nn.Module):
-    """Magnitude plus phase back to a waveform (inverse of :class:`StftEncoder`, same window and padding)."""
+    """Magnitude plus phase back to a waveform (inverse of :class:`StftEncoder`, same window and padding).
+
+    Args:
+        config: frame length and hop.
+    """
 
     def __init__(self, config: SeparatorConfig = SeparatorConfig()):
         super().__init__()
@@ -204,7 +258,16 @@ class IstftDecoder(nn.Module):
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
     def forward(self, magnitude: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
-        """``magnitude``, ``phase`` (radians), both ``(batch, frames, n_bins)`` -> wave ``(batch, length)``."""
+        """The wave whose STFT is ``magnitude * exp(i * phase)``.
+
+        Args:
+            magnitude: the magnitude spectrogram.
+            phase: the phase in radians.
+            length: samples of the output.
+
+        Shape:
+            ``magnitude``, ``phase`` ``(batch, frames, n_bins)``; returns ``(batch, length)``.
+        """
         c = self.config
         spec = torch.polar(magnitude, phase).transpose(1, 2)  # (batch, n_bins, frames)
         return torch.istft(spec, c.n_fft, c.hop_length, window=self.window, center=True, length=length)
@@ -214,7 +277,13 @@ class CoughSeparator(nn.Module):
     """Mixture wave to estimated cough wave: ``decoder(masker(encoder(wave)) * |X|, phase(X))``.
 
     Only ``masker`` holds parameters (95 821 with the default config). ``metadata`` is the dict stored with the
-    weights by :meth:`save` (empty for a fresh model).
+    weights by :meth:`save` (empty for a fresh model; training records its best epoch there).
+
+    Args:
+        config: the model's shape (default: the published one).
+
+    Shape:
+        ``(batch, samples)`` or ``(samples,)`` in; the estimated cough of the same shape out.
     """
 
     def __init__(self, config: SeparatorConfig = SeparatorConfig()):
@@ -226,14 +295,25 @@ class CoughSeparator(nn.Module):
         self.metadata: dict = {}
 
     def separate_magnitude(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``wave`` ``(batch, samples)`` -> ``(estimated cough magnitude, mixture magnitude)``, each
-        ``(batch, frames, n_bins)``; the L1 training loss compares the first with ``|STFT(cough)|``."""
+        """The estimated cough magnitude and the mixture magnitude; the L1 training loss compares the first with
+        ``|STFT(cough)|``.
+
+        Returns:
+            ``(mask x |mixture|, |mixture|)``.
+
+        Shape:
+            ``wave`` ``(batch, samples)``; each output ``(batch, frames, n_bins)``.
+        """
         magnitude = self.encoder.magnitude(wave)
         mask, _ = self.masker(magnitude)
         return mask * magnitude, magnitude
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """``wave`` ``(batch, samples)`` (or ``(samples,)``) -> estimated cough, same shape."""
+        """The estimated cough of ``wave``.
+
+        Shape:
+            ``wave`` ``(batch, samples)`` or ``(samples,)``; returns the same shape.
+        """
         if wave.dim() == 1:
             return self.forward(wave.unsqueeze(0)).squeeze(0)
         magnitude, phase = self.encoder(wave)
@@ -245,12 +325,27 @@ class CoughSeparator(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def for_inference(self, cpu_kernels: bool = True) -> InferenceSeparator:
-        """A folded, eval-only copy for fast inference (see :class:`InferenceSeparator`)."""
+        """A folded, eval-only copy for fast inference (see :class:`InferenceSeparator`).
+
+        Args:
+            cpu_kernels: use the numba kernels on CPU (float32).
+
+        Returns:
+            The :class:`InferenceSeparator`; later changes to this model do not affect it.
+        """
         return InferenceSeparator(self, cpu_kernels=cpu_kernels)
 
     def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
-        """Write ``separator.pt`` (the ``state_dict`` only) and ``separator.json`` (config, parameter count,
-        ``metadata``, which must be JSON-serialisable) into ``folder``; returns the folder."""
+        """Write ``separator.pt`` (the ``state_dict`` only) and ``separator.json`` (config, parameter count and
+        metadata) into ``folder``.
+
+        Args:
+            folder: created if needed.
+            metadata: JSON-serialisable; ``None`` stores :attr:`metadata`.
+
+        Returns:
+            The folder.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         metadata = dict(self.metadata if metadata is None else metadata)
@@ -267,8 +362,16 @@ class CoughSeparator(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, map_location: str | torch.device | None = "cpu") -> CoughSeparator:
-        """A model written by :meth:`save`, in eval mode, with ``metadata`` restored. The weights are read with
-        ``torch.load(weights_only=True)``, so a file holding anything but tensors is refused."""
+        """A model written by :meth:`save`. The weights are read with ``torch.load(weights_only=True)``, so a file
+        holding anything but tensors is refused.
+
+        Args:
+            folder: what :meth:`save` wrote.
+            map_location: the device to load onto (``None``: where the tensors were saved from).
+
+        Returns:
+            The model in eval mode, with ``metadata`` restored.
+        """
         folder = Path(folder)
         card = read_card(folder)
         model = cls(SeparatorConfig.from_dict(card["config"]))
@@ -281,7 +384,14 @@ class CoughSeparator(nn.Module):
 
 
 def read_card(folder: str | Path) -> dict:
-    """The ``separator.json`` card of a saved model: ``format``, ``config``, ``parameters``, ``metadata``."""
+    """The ``separator.json`` card of a saved model.
+
+    Args:
+        folder: what :meth:`CoughSeparator.save` wrote.
+
+    Returns:
+        ``{"format", "config", "parameters", "metadata"}``.
+    """
     path = Path(folder) / CARD_FILE
     card = json.loads(path.read_text())
     if card.get("format") != CARD_FORMAT:
@@ -291,7 +401,14 @@ def read_card(folder: str | Path) -> dict:
 
 def expected_parameter_count(config: SeparatorConfig = SeparatorConfig()) -> int:
     """Parameters from the architecture alone: per LSTM layer ``4 * hidden * (input + hidden) + 8 * hidden``
-    (PyTorch keeps two bias vectors), the Linear ``hidden * bins + bins``, BatchNorm ``2 * bins``."""
+    (PyTorch keeps two bias vectors), the Linear ``hidden * bins + bins``, BatchNorm ``2 * bins``.
+
+    Args:
+        config: the model's shape.
+
+    Returns:
+        The count (95 821 for the published model).
+    """
     h, f = config.hidden_size, config.n_bins
     lstm = sum(4 * h * ((f if layer == 0 else h) + h) + 8 * h for layer in range(config.num_layers))
     return lstm + (h * f + f) + 2 * f
@@ -318,6 +435,13 @@ class InferenceSeparator(nn.Module):
     FFTs and matrix products; the recurrence runs on one.
 
     Build it with :meth:`CoughSeparator.for_inference`; changing the source model later does not affect it.
+
+    Args:
+        model: the separator to fold (its eval-mode BatchNorm statistics are used).
+        cpu_kernels: use the numba kernels on CPU (float32).
+
+    Shape:
+        ``(batch, samples)`` or ``(samples,)`` in; the estimated cough of the same shape out.
     """
 
     def __init__(self, model: CoughSeparator, cpu_kernels: bool = True):
@@ -371,17 +495,29 @@ class InferenceSeparator(nn.Module):
     # -- the steps ------------------------------------------------------------------------------------------------
 
     def frames(self, wave: torch.Tensor) -> torch.Tensor:
-        """Zero-padded overlapping frames ``(batch, frames, n_fft)`` of ``wave`` ``(batch, samples)`` (a view)."""
+        """Zero-padded overlapping frames of ``wave`` (a view, no copy).
+
+        Shape:
+            ``wave`` ``(batch, samples)``; returns ``(batch, frames, n_fft)``.
+        """
         c = self.config
         half = c.n_fft // 2
         return F.pad(_as_batch(wave), (half, half)).unfold(-1, c.n_fft, c.hop_length)
 
     def spectrum(self, wave: torch.Tensor) -> torch.Tensor:
-        """Complex STFT ``(batch, frames, n_bins)`` of ``wave`` ``(batch, samples)`` (same as the encoder's)."""
+        """The complex STFT of ``wave``, the same as the encoder's.
+
+        Shape:
+            ``wave`` ``(batch, samples)``; returns complex ``(batch, frames, n_bins)``.
+        """
         return torch.fft.rfft(self.frames(wave) * self.window)
 
     def features(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """``log(max(|spectrum|^2, db_floor^2))`` ``(batch, frames, n_bins)``: the folded first layer's input."""
+        """``log(max(|spectrum|^2, db_floor^2))``: the folded first layer's input.
+
+        Shape:
+            ``spectrum`` complex ``(batch, frames, n_bins)``; returns real ``(batch, frames, n_bins)``.
+        """
         if self.uses_cpu_kernels:
             return log_power(spectrum, self.power_floor)
         pairs = torch.view_as_real(spectrum)
@@ -392,9 +528,18 @@ class InferenceSeparator(nn.Module):
     def frame_masks(
         self, spectrum: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Complex ``spectrum`` ``(batch, frames, n_bins)`` -> ``(mask (batch, frames, n_bins), (h, c))``; equal to
-        ``MaskEstimator`` in eval mode on ``|spectrum|``. ``state`` (each ``(num_layers, batch, hidden)``, None for
-        zeros) carries the LSTM across calls."""
+        """The mask of ``spectrum``, equal to :class:`MaskEstimator` in eval mode on ``|spectrum|``.
+
+        Args:
+            spectrum: the mixture's complex STFT.
+            state: the LSTM ``(h, c)`` carried from the previous call (``None``: zeros).
+
+        Returns:
+            ``(mask, (h, c))``.
+
+        Shape:
+            ``spectrum`` and ``mask`` ``(batch, frames, n_bins)``; ``h``, ``c`` each ``(num_layers, batch, hidden)``.
+        """
         hidden, state = self.recurrent(self.features(spectrum), state)
         return self.output(hidden).sigmoid_(), state
 
@@ -407,8 +552,18 @@ class InferenceSeparator(nn.Module):
     def recurrent(
         self, features: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The LSTM layers: ``features`` ``(batch, frames, n_bins)`` -> ``(hidden (batch, frames, hidden),
-        (h, c))``, the state as in :meth:`frame_masks`."""
+        """The LSTM layers over ``features``.
+
+        Args:
+            features: :meth:`features` of the spectrum.
+            state: as in :meth:`frame_masks`.
+
+        Returns:
+            ``(hidden, (h, c))``: the last layer's output and the state after the last frame.
+
+        Shape:
+            ``features`` ``(batch, frames, n_bins)``; ``hidden`` ``(batch, frames, hidden)``.
+        """
         new_h, new_c = [], []
         for index in range(len(self.layers)):
             layer_state = None if state is None else (state[0][index], state[1][index])
@@ -423,13 +578,20 @@ class InferenceSeparator(nn.Module):
         return features, (torch.stack(new_h), torch.stack(new_c))
 
     def masked_frames(self, spectrum: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Windowed time frames ``(batch, frames, n_fft)`` of ``mask x spectrum`` (consumes ``spectrum``)."""
+        """Windowed time frames of ``mask x spectrum`` (consumes ``spectrum``).
+
+        Shape:
+            ``spectrum``, ``mask`` ``(batch, frames, n_bins)``; returns ``(batch, frames, n_fft)``.
+        """
         # complex *= real is vectorised; the real-pair view with a broadcast last dim of 2 is 3x slower
         return torch.fft.irfft(spectrum.mul_(mask), n=self.config.n_fft).mul_(self.window)
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
-        """Windowed time frames ``(batch, frames, n_fft)`` -> overlap-added ``(batch, (frames + blocks - 1) * hop)``
-        in padded coordinates (not normalised)."""
+        """Overlap-add of windowed time frames, in padded coordinates (not normalised).
+
+        Shape:
+            ``frames`` ``(batch, frames, n_fft)``; returns ``(batch, (frames + blocks - 1) * hop)``.
+        """
         batch, count, _ = frames.shape
         hop = self.config.hop_length
         blocks = frames.reshape(batch, count, self.blocks, hop)
@@ -439,7 +601,11 @@ class InferenceSeparator(nn.Module):
         return out.reshape(batch, -1)
 
     def inverse_envelope(self, frames: int, length: int) -> torch.Tensor:
-        """``1 / sum_t window^2`` over the output samples ``[n_fft // 2, n_fft // 2 + length)``, cached."""
+        """``1 / sum_t window^2`` over the output samples ``[n_fft // 2, n_fft // 2 + length)``, cached.
+
+        Shape:
+            Returns ``(length,)``.
+        """
         key = (frames, length, str(self.window.device))
         envelope = self._envelopes.get(key)
         if envelope is None:
@@ -455,7 +621,11 @@ class InferenceSeparator(nn.Module):
         return envelope
 
     def synthesise(self, frames: torch.Tensor, length: int) -> torch.Tensor:
-        """Windowed time frames ``(batch, frames, n_fft)`` -> wave ``(batch, length)`` (the decoder's iSTFT)."""
+        """The wave of windowed time frames (the decoder's iSTFT).
+
+        Shape:
+            ``frames`` ``(batch, frames, n_fft)``; returns ``(batch, length)``.
+        """
         half = self.config.n_fft // 2
         wave = self.overlap_add(frames)[:, half : half + length]
         return wave.mul_(self.inverse_envelope(frames.shape[1], length))
@@ -464,11 +634,13 @@ class InferenceSeparator(nn.Module):
 
     @torch.inference_mode()
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """``wave`` ``(batch, samples)`` or ``(samples,)`` -> estimated cough of the same shape, computed in the
-        calling thread with the process's intra-op threads.
+        """The estimated cough of ``wave``, computed in the calling thread with the process's intra-op threads.
 
-        On CPU the FFT stages run clip by clip (each clip's 3.5 MB spectrum stays in cache; 10 % faster at batch 8)
-        while the LSTM and the output layer see the whole batch.
+        On CPU the FFT stages run clip by clip (each clip's 3.5 MB spectrum stays in cache, which is faster than
+        one batched FFT) while the LSTM and the output layer see the whole batch.
+
+        Shape:
+            ``wave`` ``(batch, samples)`` or ``(samples,)``; returns the same shape.
         """
         if wave.dim() == 1:
             return self.forward(wave.unsqueeze(0)).squeeze(0)
@@ -504,13 +676,21 @@ class InferenceSeparator(nn.Module):
 
     @torch.inference_mode()
     def separate(self, waves: torch.Tensor, batch_size: int | None = None, workers: int | None = None) -> torch.Tensor:
-        """:meth:`forward` on ``waves`` ``(clips, samples)`` in slices of ``batch_size`` clips.
+        """:meth:`forward` on ``waves`` in slices of ``batch_size`` clips.
 
-        On CPU the slices go to ``workers`` single-threaded threads (default: the process's intra-op thread count,
-        so 2 on a 2-core machine; 0 or 1 runs them in the calling thread). ``batch_size`` defaults to one clip per
-        slice on CPU, where a clip's intermediates then stay in cache and batching buys the recurrence kernel
-        nothing (2 cores, 32 five-second clips: 171 clips/s at 1, 157 at 2, 152 at 4, 135 at 8), and to 32 on
-        CUDA. Results are on the model's device.
+        Args:
+            waves: the mixtures.
+            batch_size: clips per slice; by default one on CPU, where a clip's intermediates then stay in cache and
+                batching buys the recurrence kernel nothing (``benchmarks/results/separation.json`` compares batch
+                sizes), and 32 on CUDA.
+            workers: on CPU the slices go to this many single-threaded threads (default: the process's intra-op
+                thread count; 0 or 1 runs them in the calling thread).
+
+        Returns:
+            The estimated coughs, on the model's device.
+
+        Shape:
+            ``waves`` ``(clips, samples)``; returns ``(clips, samples)``.
         """
         if batch_size is None:
             batch_size = 1 if self.device.type == "cpu" else 32
@@ -540,7 +720,10 @@ def intra_op_threads(count: int):
     """Run the block with ``count`` torch intra-op threads in the calling thread, then restore its previous count.
 
     OpenMP and MKL thread counts are per thread, so other threads that already ran torch ops keep theirs; only a
-    thread starting its first torch op meanwhile would inherit ``count``. Costs well under a microsecond.
+    thread starting its first torch op meanwhile would inherit ``count``.
+
+    Args:
+        count: intra-op threads inside the block.
     """
     previous = torch.get_num_threads()
     if previous == count:
@@ -562,6 +745,13 @@ def single_threaded_pool(workers: int, name: str = "batch") -> ThreadPoolExecuto
 
     ``torch.set_num_threads`` sets the calling thread's OpenMP/MKL thread count and the default for threads not yet
     initialised; each worker sets 1 for itself, and the caller's default is restored afterwards.
+
+    Args:
+        workers: threads in the pool.
+        name: pools are shared per ``(workers, name)``.
+
+    Returns:
+        The pool (created on first use, then reused).
     """
     key = (workers, name)
     with _POOLS_LOCK:
@@ -588,10 +778,13 @@ def retain_freed_memory() -> bool:
     """Ask glibc to keep freed large blocks in the heap instead of returning them to the kernel.
 
     Each 5-second clip needs several 1.8-3.5 MB intermediate tensors; by default glibc serves those with fresh
-    ``mmap`` pages and the first-touch page faults cost more than the arithmetic (rfft of a batch: 5x slower). This
+    ``mmap`` pages and the first-touch page faults cost more than the arithmetic (the benchmark ladder shows it). This
     sets ``M_MMAP_THRESHOLD`` to 1 GiB (32 MiB on glibc < 2.35) and ``M_TRIM_THRESHOLD`` to 2 GiB for the whole
     process, so it is opt-in (the benchmark calls it; inference and training jobs should). The process then keeps
-    its peak heap instead of returning it to the system. Returns False (and does nothing) outside Linux/glibc.
+    its peak heap instead of returning it to the system.
+
+    Returns:
+        Whether the settings were applied (False, and nothing done, outside Linux/glibc).
     """
     if not sys.platform.startswith("linux"):
         return False

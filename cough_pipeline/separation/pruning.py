@@ -50,7 +50,7 @@ from cough_pipeline.separation.training import (
 MASKS_FILE = "masks.pt"
 PRUNING_CARD_FILE = "pruning.json"
 PRUNING_CARD_FORMAT = "cough_pipeline.separation.pruning/1"
-#: The mask layer's weights: the default target (issue 4, item 5).
+#: The mask layer's weights: the default target of the published pruning.
 DEFAULT_TARGETS = ("masker.output.weight",)
 #: Linear layers at or below this weight density get the sparse kernel (see ``benchmarks/pruning_bench.py``).
 SPARSE_DENSITY_LIMIT = 0.02
@@ -142,7 +142,11 @@ class PrunedTrainingConfig(TrainingConfig):
 
 
 def separator_loss(model: nn.Module, mixture: torch.Tensor, cough: torch.Tensor) -> torch.Tensor:
-    """The training loss: L1 between the estimated cough magnitude and ``|STFT(cough)|``; waves ``(batch, samples)``."""
+    """The training loss: L1 between the estimated cough magnitude and ``|STFT(cough)|``.
+
+    Shape:
+        ``mixture``, ``cough`` ``(batch, samples)``; returns a scalar.
+    """
     estimated, _ = model.separate_magnitude(mixture)
     return l1_magnitude_loss(estimated, model.encoder.magnitude(cough))
 
@@ -155,11 +159,24 @@ def connection_sensitivity(
     loss_fn: LossFunction = separator_loss,
     device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
-    """SNIP scores ``|w * sum_b dL_b/dw|`` (float32, CPU, each shaped like its parameter) for each target.
+    """SNIP scores ``|w * sum_b dL_b/dw|`` for each target.
 
-    ``batches`` yields ``(mixture, cough)`` waves ``(batch, samples)``; the first ``max_batches`` are used. The
-    model is scored on a copy in training mode (BatchNorm on batch statistics, as in training), so neither its
+    The model is scored on a copy in training mode (BatchNorm on batch statistics, as in training), so neither its
     weights nor its running statistics change. Only the targets get gradients.
+
+    Args:
+        model: the model to score.
+        batches: yields ``(mixture, cough)`` waves; the first ``max_batches`` are used.
+        target_parameters: names from ``model.named_parameters()``.
+        max_batches: how many batches the gradient is summed over.
+        loss_fn: ``loss_fn(model, mixture, cough)`` -> scalar loss.
+        device: where to score (default: the model's device).
+
+    Returns:
+        ``{name: score}``, float32 on the CPU.
+
+    Shape:
+        Each batch's waves ``(batch, samples)``; each score shaped like its parameter.
     """
     device = _model_device(model) if device is None else torch.device(device)
     scorer = copy.deepcopy(model).to(device).train()
@@ -186,8 +203,16 @@ def connection_sensitivity(
 
 
 def keep_top(scores: Mapping[str, torch.Tensor], keep_fraction: float, scope: str = "global") -> Masks:
-    """Boolean masks keeping the ``round(keep_fraction * n)`` (at least one) highest scores, ranked over all the
-    tensors together (``scope="global"``) or within each (``"per_parameter"``)."""
+    """Boolean masks keeping the ``round(keep_fraction * n)`` (at least one) highest scores.
+
+    Args:
+        scores: ``{name: score tensor}``.
+        keep_fraction: the share kept.
+        scope: ``"global"`` ranks all the tensors together, ``"per_parameter"`` each on its own.
+
+    Returns:
+        ``{name: bool mask}``, True = kept, each shaped like its score.
+    """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if scope == "per_parameter":
@@ -205,7 +230,18 @@ def snip_masks(
     loss_fn: LossFunction = separator_loss,
     device: str | torch.device | None = None,
 ) -> Masks:
-    """SNIP masks ``{parameter name: bool tensor}`` (True = kept, on CPU) for ``model`` at its current weights."""
+    """SNIP masks for ``model`` at its current weights; warns when a target keeps no weight.
+
+    Args:
+        model: the model to prune.
+        batches: ``(mixture, cough)`` training batches, see :func:`connection_sensitivity`.
+        config: targets, fraction, scoring batches and scope.
+        loss_fn: the loss the sensitivity is taken of.
+        device: where to score (default: the model's device).
+
+    Returns:
+        ``{parameter name: bool mask}`` (True = kept, on the CPU), each shaped like its parameter.
+    """
     scores = connection_sensitivity(
         model, batches, config.target_parameters, config.sensitivity_batches, loss_fn, device
     )
@@ -221,7 +257,15 @@ def snip_masks(
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Zero the pruned weights of ``model`` in place (mask False or 0 = pruned) and return it."""
+    """Zero the pruned weights of ``model`` in place.
+
+    Args:
+        model: the model.
+        masks: ``{parameter name: mask}``, False or 0 = pruned, each shaped like its parameter.
+
+    Returns:
+        ``model`` itself.
+    """
     parameters = dict(model.named_parameters())
     _existing_names(list(masks), parameters)
     with torch.no_grad():
@@ -236,7 +280,11 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
 
 
 def mask_report(masks: Mapping[str, torch.Tensor]) -> dict[str, dict]:
-    """Per parameter: ``kept`` and ``total`` weights and the ``density`` kept."""
+    """How much of each parameter the masks keep.
+
+    Returns:
+        ``{name: {"kept", "total", "density"}}``.
+    """
     return {
         name: {
             "kept": int(mask.count_nonzero()),
@@ -255,9 +303,19 @@ def save_pruned(
     metadata: dict | None = None,
 ) -> Path:
     """Save the pruned separator (:meth:`CoughSeparator.save`), its masks (``masks.pt``, a dict of bool tensors
-    readable with ``weights_only=True``) and ``pruning.json`` (config and kept counts); returns the folder.
+    readable with ``weights_only=True``) and ``pruning.json`` (config and kept counts).
 
     Refuses a model with a non-zero weight where its mask prunes it (masks not applied, or trained without them).
+
+    Args:
+        model: the pruned separator.
+        masks: the masks it was trained under.
+        config: its pruning config.
+        folder: created if needed.
+        metadata: stored with the weights (``None``: the model's own ``metadata``).
+
+    Returns:
+        The folder.
     """
     _check_masked(model, masks)
     folder = model.save(folder, metadata)
@@ -270,7 +328,15 @@ def save_pruned(
 def load_pruned(
     folder: str | Path, map_location: str | torch.device | None = "cpu"
 ) -> tuple[CoughSeparator, Masks, PruningConfig]:
-    """``(model, masks, config)`` written by :func:`save_pruned`; the model is in eval mode."""
+    """What :func:`save_pruned` wrote.
+
+    Args:
+        folder: the folder.
+        map_location: the device to load the model onto.
+
+    Returns:
+        ``(model, masks, config)``; the model is in eval mode.
+    """
     folder = Path(folder)
     card = json.loads((folder / PRUNING_CARD_FILE).read_text())
     if card.get("format") != PRUNING_CARD_FORMAT:
@@ -284,7 +350,13 @@ def load_pruned(
 @dataclass
 class PrunedSeparator:
     """A SNIP-pruned separator with the masks it was trained under and its pruning config: what
-    :func:`save_pruned` writes and :func:`load_pruned` reads, as one value."""
+    :func:`save_pruned` writes and :func:`load_pruned` reads, as one value (the model store saves it).
+
+    Args:
+        model: the masked separator (its ``metadata`` is saved with it).
+        masks: ``{parameter name: bool mask}``.
+        config: the pruning config.
+    """
 
     model: CoughSeparator
     masks: Masks
@@ -353,8 +425,17 @@ class SparseLinear(nn.Module):
 
     The forward gathers the ``nnz`` used input columns, scales them by their weights and ``index_add``-s them onto
     the bias: ``nnz`` multiply-adds per input row instead of ``in_features * out_features``. Inference only: the
-    weights are buffers (``values`` float, ``rows``/``cols`` int64: ``index_add_`` with int32 indices takes a slow
-    path on CPU, 25x slower here), so they are saved in the ``state_dict`` but not trained.
+    weights are buffers (``values`` float, ``rows``/``cols`` int64: ``index_add_`` with int32 indices takes a much
+    slower path on CPU), so they are saved in the ``state_dict`` but not trained.
+
+    Args:
+        values: the non-zero weights.
+        rows, cols: their output and input indices.
+        bias: ``(out_features,)``.
+        in_features: input width.
+
+    Shape:
+        ``values``, ``rows``, ``cols`` ``(nnz,)``; input ``(..., in_features)``, output ``(..., out_features)``.
     """
 
     def __init__(
@@ -390,7 +471,11 @@ class SparseLinear(nn.Module):
         return weight
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``features`` ``(..., in_features)`` -> ``(..., out_features)``."""
+        """The layer's output, equal to the dense layer's.
+
+        Shape:
+            ``features`` ``(..., in_features)``; returns ``(..., out_features)``.
+        """
         if features.shape[-1] != self.in_features:
             raise ValueError(f"expected {self.in_features} input features, got {features.shape[-1]}")
         flat = features.reshape(-1, self.in_features)
@@ -404,11 +489,17 @@ class SparseLinear(nn.Module):
 
 
 def optimize_for_inference(pruned_model: nn.Module, max_density: float = SPARSE_DENSITY_LIMIT) -> nn.Module:
-    """An eval-only copy of ``pruned_model`` whose ``nn.Linear`` layers with weight density ``<= max_density`` are
-    :class:`SparseLinear`; outputs equal the masked model's within 1e-5.
+    """An eval-only copy of ``pruned_model`` whose sparse ``nn.Linear`` layers are :class:`SparseLinear`.
 
     A :class:`CoughSeparator` is first folded with :meth:`~CoughSeparator.for_inference` (BatchNorm and dB folded
     into the LSTM, no phase round trip); any other module is deep-copied as it is. ``pruned_model`` is unchanged.
+
+    Args:
+        pruned_model: the masked model.
+        max_density: linear layers whose weight density is at most this get the sparse kernel.
+
+    Returns:
+        The copy; its outputs equal the masked model's within 1e-5.
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density}")

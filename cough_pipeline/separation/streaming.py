@@ -40,7 +40,15 @@ class StreamingSeparator:
 
     With ``single_threaded`` (the default, CPU only) each call runs with one torch intra-op thread in the calling
     thread (:func:`~.model.intra_op_threads`, restored afterwards): per-chunk tensors are tiny, and OpenMP-parallel
-    kernels on them gain nothing on an idle machine and lose 5-8x to thread barriers on a loaded one.
+    kernels on them gain nothing on an idle machine and lose several-fold to thread barriers on a loaded one
+    (``benchmarks/results/separation.json`` has the real-time factors per chunk size).
+
+    Args:
+        model: the trained separator, or its folded inference copy.
+        single_threaded: run each call on one intra-op thread (CPU only).
+
+    Shape:
+        Each chunk ``(samples,)`` in; ``(samples,)`` out.
     """
 
     def __init__(self, model: CoughSeparator | InferenceSeparator, single_threaded: bool = True):
@@ -56,6 +64,7 @@ class StreamingSeparator:
 
     @property
     def latency_seconds(self) -> float:
+        """The output delay in seconds (``latency_samples / sample_rate``)."""
         return self.latency_samples / self.config.sample_rate
 
     def reset(self) -> None:
@@ -133,12 +142,28 @@ class StreamingSeparator:
         self._queue = torch.cat([self._queue, self._frames(ready)])
 
     def process(self, chunk) -> np.ndarray | torch.Tensor:
-        """Feed ``chunk`` (``(samples,)``) and get ``len(chunk)`` delayed output samples."""
+        """Feed ``chunk`` and get as many output samples, delayed by :attr:`latency_samples`.
+
+        Args:
+            chunk: mono samples, a numpy array or a 1-D tensor (any length, also 0).
+
+        Returns:
+            The output samples: numpy float32 for numpy input, else a tensor.
+
+        Shape:
+            ``chunk`` ``(samples,)``; returns ``(samples,)``.
+        """
         return self._run(self._process, chunk)
 
     def flush(self) -> np.ndarray | torch.Tensor:
-        """End the stream and return the remaining ``latency_samples`` output samples (numpy unless the chunks were
-        tensors)."""
+        """End the stream: zero-pad the input as the offline STFT does and return the rest of the output.
+
+        Returns:
+            The remaining output samples (numpy unless the chunks were tensors).
+
+        Shape:
+            Returns ``(latency_samples,)``.
+        """
         return self._run(self._flush)
 
     def _run(self, function, *args):
@@ -190,8 +215,20 @@ class StreamingSeparator:
 def stream(
     model: CoughSeparator | InferenceSeparator, samples, chunk_size: int, single_threaded: bool = True
 ) -> np.ndarray:
-    """Run ``samples`` through a fresh :class:`StreamingSeparator` in ``chunk_size`` pieces; returns the offline
-    output (the first ``latency_samples`` of the delayed stream dropped), float32 ``(samples,)``."""
+    """Run ``samples`` through a fresh :class:`StreamingSeparator` in ``chunk_size`` pieces.
+
+    Args:
+        model: the separator.
+        samples: the mono input.
+        chunk_size: samples per :meth:`StreamingSeparator.process` call.
+        single_threaded: as for :class:`StreamingSeparator`.
+
+    Returns:
+        The offline output (the first ``latency_samples`` of the delayed stream dropped), float32.
+
+    Shape:
+        ``samples`` ``(samples,)``; returns ``(samples,)``.
+    """
     streamer = StreamingSeparator(model, single_threaded=single_threaded)
     samples = np.asarray(samples, dtype=np.float32)
     pieces = [streamer.process(samples[start : start + chunk_size]) for start in range(0, len(samples), chunk_size)]

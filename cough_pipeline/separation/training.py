@@ -39,10 +39,18 @@ class ClipReadError(ValueError):
 
 
 def read_clip(path: str | Path, sample_rate: int, samples: int) -> np.ndarray:
-    """Mono float32 ``(samples,)`` from ``path``: channel mean, zero-padded or trimmed to ``samples``.
+    """Mono float32 audio from ``path``: channel mean, zero-padded or trimmed to ``samples``.
 
     Only the first ``samples`` frames are read. The file must be at ``sample_rate`` (mixtures are generated at the
-    model's rate; nothing is resampled here).
+    model's rate; nothing is resampled here); anything else raises :class:`ClipReadError`.
+
+    Args:
+        path: a WAV (or any libsndfile format).
+        sample_rate: the rate the file must have.
+        samples: the length returned.
+
+    Shape:
+        Returns ``(samples,)``.
     """
     try:
         with sf.SoundFile(str(path)) as handle:
@@ -58,10 +66,18 @@ def read_clip(path: str | Path, sample_rate: int, samples: int) -> np.ndarray:
 
 
 class MixtureDataset(Dataset):
-    """``(mixture, cough)`` float32 tensors, each ``(config.clip_samples,)``, read from disk per item.
+    """``(mixture, cough)`` float32 tensors read from disk per item.
 
-    ``table`` needs columns ``mixture_path`` and ``cough_path``, relative to ``root`` (absolute paths are used as
-    they are). Only the path strings are kept, so the dataset pickles cheaply into DataLoader workers.
+    Only the path strings are kept, so the dataset pickles cheaply into DataLoader workers.
+
+    Args:
+        table: columns ``mixture_path`` and ``cough_path``, relative to ``root`` (absolute paths are used as
+            they are).
+        root: the folder the paths are relative to.
+        config: the sample rate and clip length (default: the published model's).
+
+    Shape:
+        Each item: ``mixture`` and ``cough`` ``(config.clip_samples,)``.
     """
 
     def __init__(self, table: pd.DataFrame, root: str | Path, config: SeparatorConfig | None = None):
@@ -360,7 +376,19 @@ def _train_epoch(
 
 
 def evaluate_loss(net: CoughSeparator, loader: DataLoader, device: torch.device | str | None = None) -> float:
-    """Mean L1 magnitude loss per mixture over ``loader`` with ``net`` in eval mode (left in eval mode)."""
+    """Mean L1 magnitude loss per mixture over ``loader`` with ``net`` in eval mode (left in eval mode).
+
+    Args:
+        net: the separator.
+        loader: batches of ``(mixture, cough)`` waves.
+        device: where to evaluate (default: the model's device).
+
+    Returns:
+        The mean loss.
+
+    Shape:
+        Each batch's waves ``(batch, samples)``.
+    """
     device = resolve_device(device) if device is not None else next(net.parameters()).device
     net.eval()
     total, count = 0.0, 0
