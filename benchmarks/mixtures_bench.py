@@ -124,83 +124,98 @@ def cost_shares(profile: cProfile.Profile) -> dict[str, float]:
     return shares
 
 
+def measure(folder: Path) -> dict:
+    """Generate the demo mixtures cold, warm, over the pool and serially (then once under the profiler), in
+    ``folder``; the raw timings, CPU times, memory and disk use."""
+    coughs, noise = demo_sources(folder / "corpus")
+    children_before_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    out_dir, cache = folder / "mixtures", folder / "cache"
+
+    def generate(count: int, workers: int):
+        return generate_mixtures(
+            coughs, noise, count=count, split="train", out_dir=out_dir, seed=0, workers=workers, cache_dir=cache
+        )
+
+    with stopwatch() as cold_start:
+        generate(0, WORKERS)
+    workers_cpu_before = cpu_s(resource.RUSAGE_CHILDREN)
+    with stopwatch() as warm_start:
+        generate(0, WORKERS)
+    workers_start_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu_before
+    with stopwatch() as parallel, sampled_child_peak_mb() as worker_peak_mb:
+        result = generate(COUNT, WORKERS)
+    workers_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu_before - 2 * workers_start_cpu
+    serial_cpu_before = cpu_s(resource.RUSAGE_SELF)
+    with stopwatch() as serial:
+        generate(COUNT, 1)
+    serial_cpu = cpu_s(resource.RUSAGE_SELF) - serial_cpu_before
+    profile = cProfile.Profile()
+    profile.enable()
+    generate(PROFILED_COUNT, 1)
+    profile.disable()
+    written = [f for f in (out_dir / "train").rglob("*") if f.is_file()]
+    mixture_files = [f for f in written if f.parent.name in ("mixture", "cough", "noise", "jams")]
+    return {
+        "coughs": len(coughs),
+        "noise": len(noise),
+        "result": result,
+        "cold_start": cold_start(),
+        "warm_start": warm_start(),
+        "parallel": parallel(),
+        "serial": serial(),
+        "workers_cpu": workers_cpu,
+        "serial_cpu": serial_cpu,
+        "profile": profile,
+        "bytes_per_mixture": sum(f.stat().st_size for f in mixture_files) / PROFILED_COUNT,
+        "children_before_mb": children_before_mb,
+        "worker_peak_mb": worker_peak_mb(),
+    }
+
+
 def run() -> Path:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        coughs, noise = demo_sources(folder / "corpus")
-        children_before_mb = peak_rss_mb(resource.RUSAGE_CHILDREN)
-        out_dir, cache = folder / "mixtures", folder / "cache"
-
-        def generate(count: int, workers: int):
-            return generate_mixtures(
-                coughs, noise, count=count, split="train", out_dir=out_dir, seed=0, workers=workers, cache_dir=cache
-            )
-
-        with stopwatch() as cold_start:
-            generate(0, WORKERS)
-        workers_cpu_before = cpu_s(resource.RUSAGE_CHILDREN)
-        with stopwatch() as warm_start:
-            generate(0, WORKERS)
-        workers_start_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu_before
-        with stopwatch() as parallel, sampled_child_peak_mb() as worker_peak_mb:
-            result = generate(COUNT, WORKERS)
-        workers_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu_before - 2 * workers_start_cpu
-        serial_cpu_before = cpu_s(resource.RUSAGE_SELF)
-        with stopwatch() as serial:
-            generate(COUNT, 1)
-        serial_cpu = cpu_s(resource.RUSAGE_SELF) - serial_cpu_before
-        profile = cProfile.Profile()
-        profile.enable()
-        generate(PROFILED_COUNT, 1)
-        profile.disable()
-        bytes_per_mixture = (
-            sum(
-                f.stat().st_size
-                for f in (out_dir / "train").rglob("*")
-                if f.is_file() and f.parent.name in ("mixture", "cough", "noise", "jams")
-            )
-            / PROFILED_COUNT
-        )
-
-    steady_rate = COUNT / (parallel() - warm_start())
-    cpu_per_mixture = workers_cpu / COUNT
+        m = measure(Path(folder))
+    result, warm_start, parallel, serial = m["result"], m["warm_start"], m["parallel"], m["serial"]
+    bytes_per_mixture = m["bytes_per_mixture"]
+    steady_rate = COUNT / (parallel - warm_start)
+    cpu_per_mixture = m["workers_cpu"] / COUNT
     cpu_bound_rate = WORKERS / cpu_per_mixture
     paper_total = sum(PROFILES["paper"].count(split) for split in ("train", "validation", "test"))
-    projected_s = 3 * warm_start() + paper_total / steady_rate
+    projected_s = 3 * warm_start + paper_total / steady_rate
     figures = {
         "mixtures": COUNT,
         "workers": WORKERS,
-        "cough_files": len(coughs),
-        "noise_files": len(noise),
+        "cough_files": m["coughs"],
+        "noise_files": m["noise"],
         "rejected_coughs": len(result.rejected),
         "pitch_shifted_fraction": round(float(result.events["pitch_shift_applied"].mean()), 3),
         "time_stretched_fraction": round(float(result.events["time_stretch_applied"].mean()), 3),
-        "serial_s": round(serial(), 2),
-        "serial_mixtures_per_s": round(COUNT / serial(), 2),
-        "parallel_end_to_end_s": round(parallel(), 2),
-        "parallel_end_to_end_mixtures_per_s": round(COUNT / parallel(), 2),
-        "pool_start_and_cache_check_s": round(warm_start(), 2),
-        "first_call_with_source_conversion_s": round(cold_start(), 2),
+        "serial_s": round(serial, 2),
+        "serial_mixtures_per_s": round(COUNT / serial, 2),
+        "parallel_end_to_end_s": round(parallel, 2),
+        "parallel_end_to_end_mixtures_per_s": round(COUNT / parallel, 2),
+        "pool_start_and_cache_check_s": round(warm_start, 2),
+        "first_call_with_source_conversion_s": round(m["cold_start"], 2),
         "parallel_steady_mixtures_per_s": round(steady_rate, 2),
         "worker_cpu_s_per_mixture": round(cpu_per_mixture, 4),
-        "serial_cpu_s_per_mixture": round(serial_cpu / COUNT, 4),
+        "serial_cpu_s_per_mixture": round(m["serial_cpu"] / COUNT, 4),
         "cpu_bound_mixtures_per_s_on_2_idle_cores": round(cpu_bound_rate, 2),
-        "paper_profile_projected_min_on_2_idle_cores": round((3 * warm_start() + paper_total / cpu_bound_rate) / 60, 1),
+        "paper_profile_projected_min_on_2_idle_cores": round((3 * warm_start + paper_total / cpu_bound_rate) / 60, 1),
         "paper_profile_mixtures": paper_total,
         "paper_profile_projected_s": round(projected_s),
         "paper_profile_projected_min": round(projected_s / 60, 1),
         "target_s": TARGET_S,
         "target_mixtures_per_s": round(paper_total / TARGET_S, 1),
         "meets_target_as_measured": bool(projected_s <= TARGET_S),
-        "meets_target_on_2_idle_cores": bool(3 * warm_start() + paper_total / cpu_bound_rate <= TARGET_S),
+        "meets_target_on_2_idle_cores": bool(3 * warm_start + paper_total / cpu_bound_rate <= TARGET_S),
         "disk_mb_per_mixture": round(bytes_per_mixture / 2**20, 2),
         "paper_profile_disk_gb": round(bytes_per_mixture * paper_total / 2**30, 1),
         "peak_rss_parent_mb": peak_rss_mb(resource.RUSAGE_SELF),
         "peak_rss_largest_child_mb": peak_rss_mb(resource.RUSAGE_CHILDREN),
-        "peak_rss_children_before_generation_mb": children_before_mb,
-        "peak_rss_pool_worker_mb": worker_peak_mb(),
-        "serial_time_shares": cost_shares(profile),
+        "peak_rss_children_before_generation_mb": m["children_before_mb"],
+        "peak_rss_pool_worker_mb": m["worker_peak_mb"],
+        "serial_time_shares": cost_shares(m["profile"]),
         # Other work on this machine slows every figure; a 1-minute load above the core count means contention.
         "load_average_1min_before_and_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }

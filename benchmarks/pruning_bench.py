@@ -136,6 +136,30 @@ def time_whole_model(models: dict[str, nn.Module], waves: dict[str, torch.Tensor
     return figures
 
 
+def costs(dense: CoughSeparator, models: dict[str, nn.Module], config: SeparatorConfig, seed: int):
+    """The complexity table of the dense and pruned separators and the FLOPs of each stage of the folded ones."""
+    table = complexity_table(
+        {
+            "dense": dense,
+            "dense folded": dense.for_inference(),
+            "pruned 1% (dense kernels)": models["reference"],
+            "pruned 1% folded + sparse": models["folded_sparse"],
+        },
+        clip_seconds=CLIP_SECONDS,
+        sample_rate=config.sample_rate,
+        batch_size=BATCH_SIZE,
+        latency_runs=MODEL_RUNS["single_clip"],
+        throughput_runs=MODEL_RUNS["batch"],
+        seed=seed,
+    )
+    folded = {"dense folded": models["folded_dense"], "pruned folded + sparse": models["folded_sparse"]}
+    breakdown = {
+        name: cost_breakdown(model, CLIP_SECONDS, config.sample_rate).round(4).to_dict(orient="index")
+        for name, model in folded.items()
+    }
+    return table, breakdown
+
+
 def run(seed: int = 0) -> Path:
     """Prune, time and tabulate as described in the module docstring; write ``results/pruning.json``."""
     retain_freed_memory()
@@ -164,24 +188,7 @@ def run(seed: int = 0) -> Path:
     }
     whole_model = time_whole_model(models, waves)
 
-    table = complexity_table(
-        {
-            "dense": dense,
-            "dense folded": dense.for_inference(),
-            "pruned 1% (dense kernels)": pruned,
-            "pruned 1% folded + sparse": folded_sparse,
-        },
-        clip_seconds=CLIP_SECONDS,
-        sample_rate=config.sample_rate,
-        batch_size=BATCH_SIZE,
-        latency_runs=MODEL_RUNS["single_clip"],
-        throughput_runs=MODEL_RUNS["batch"],
-        seed=seed,
-    )
-    breakdown = {
-        name: cost_breakdown(model, CLIP_SECONDS, config.sample_rate).round(4).to_dict(orient="index")
-        for name, model in (("dense folded", models["folded_dense"]), ("pruned folded + sparse", folded_sparse))
-    }
+    table, breakdown = costs(dense, models, config, seed)
     return write_result(
         "pruning",
         {
