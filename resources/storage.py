@@ -8,10 +8,10 @@ of them is written (the commit point) and the files are renamed into place. A st
 before the commit leaves every table as it was; one killed during the renames is rolled forward by the next
 storage access (:meth:`Storage.recover`). Re-materialising a partition replaces its rows, never appends.
 
-Files. An asset writes its WAVs, arrays and models into a new *generation* folder
-(``<parts>/<timestamp>-<run>/``), never into the folder the current table points at. The committed table (or,
-for a model, the ``CURRENT`` pointer file) is what makes a generation current; only then are older generations
-deleted. A failed or killed stage therefore leaves the previous table and every file it lists intact.
+Files. An asset writes its WAVs and arrays into a new *generation* folder (``<parts>/<timestamp>-<run>/``), never
+into the folder the current table points at. The committed table is what makes a generation current; only then
+are older generations deleted (models are versioned by the model store instead: ``resources/model_store.py``).
+A failed or killed stage therefore leaves the previous table and every file it lists intact.
 """
 
 import json
@@ -35,7 +35,6 @@ from resources.table_metadata import table_metadata
 UNPARTITIONED = "__all__"
 STAGING = ".staging"
 JOURNAL = ".journal"
-CURRENT = "CURRENT"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -91,8 +90,7 @@ class Storage(ConfigurableResource):
     def new_generation(self, *parts: str, run_id: str = "") -> Path:
         """A new, empty folder ``<root>/<parts>/<generation>/`` for one materialisation's files.
 
-        The files become current when the table listing them is committed (then call :meth:`retire_generations`)
-        or, for a model without a table, when :meth:`publish_generation` points ``CURRENT`` at them.
+        The files become current when the table listing them is committed (then call :meth:`retire_generations`).
         """
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         label = _UNSAFE.sub("", run_id)[:8] or uuid.uuid4().hex[:8]
@@ -129,25 +127,6 @@ class Storage(ConfigurableResource):
                 shutil.rmtree(child, ignore_errors=True)
                 retired.append(child.name)
         return retired
-
-    def publish_generation(self, generation: Path) -> None:
-        """Make ``generation`` the current one of its parent (atomic ``CURRENT`` pointer), then delete the others."""
-        parent = generation.parent
-        staging = parent / f".{CURRENT}.{os.getpid()}.tmp"
-        staging.write_text(generation.name + "\n", encoding="utf-8")
-        staging.replace(parent / CURRENT)
-        self.retire_generations(*parent.relative_to(self.root_path).parts, keep=generation)
-
-    def current_generation(self, *parts: str, what: str = "") -> Path:
-        """The generation ``CURRENT`` points at under ``<root>/<parts>``; a clear error when there is none."""
-        parent = self.root_path.joinpath(*parts)
-        try:
-            generation = parent / (parent / CURRENT).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            generation = None
-        if generation is None or not generation.is_dir():
-            raise FileNotFoundError(f"nothing published at {parent}: materialise {what or parent.name} first")
-        return generation
 
     # -- tables -------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,11 @@ from assets.definitions import ALL_ASSETS
 from assets.resources import build_resources
 
 CASES = {
+    "fraction_above_one": (
+        ["subset_split"],
+        {"ops": {"subset_split": {"config": {"separation_fraction": 1.5}}}},
+        "root:ops:subset_split:config:separation_fraction",
+    ),
     "bad_label_rule": (
         ["icbhi_tables"],
         {"ops": {"icbhi_tables": {"config": {"label_rule": "mode"}}}},

@@ -55,19 +55,6 @@ def test_a_configured_root_that_does_not_exist_is_an_error(storage, monkeypatch)
         DataRoots(storage=storage).root_for("ukcovid")
 
 
-def test_a_generation_becomes_current_only_when_published(storage):
-    first = storage.new_generation("models", "m", run_id="run-one")
-    (first / "weights.json").write_text("1")
-    with pytest.raises(FileNotFoundError, match="materialise m first"):
-        storage.current_generation("models", "m")
-    storage.publish_generation(first)
-    assert storage.current_generation("models", "m") == first
-    second = storage.new_generation("models", "m", run_id="run-two")
-    assert storage.current_generation("models", "m") == first  # still the published one
-    storage.publish_generation(second)
-    assert storage.current_generation("models", "m") == second and not first.exists()
-
-
 def test_a_failed_block_deletes_its_generation_and_keeps_the_current_one(storage):
     kept = storage.new_generation("segments", "ccs")
     (kept / "a.wav").write_bytes(b"x")
