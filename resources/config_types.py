@@ -79,3 +79,32 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(plain(item) for item in value)
     return value
+
+
+class OneOf(ConfigScalar):
+    """A string run-config scalar that must be one of ``values``, checked at launch (``post_process``) but not when
+    a resource is built directly in Python, where the owner reports a bad value itself (e.g. a settings object
+    whose method names where the value came from). ``problem(value)`` words the launch error."""
+
+    def __init__(self, name: str, values, problem=None):
+        self.values = tuple(values)
+        self.problem = problem or (lambda value: f"must be one of {list(self.values)}, got {value!r}")
+        super().__init__(key=f"OneOf_{name}", given_name=f"OneOf_{name}", scalar_kind=ConfigScalarKind.STRING)
+
+    def post_process(self, value):
+        if value is not None and value not in self.values:
+            raise PostProcessingError(self.problem(value))
+        return value
+
+    def __call__(self, value):
+        """Convert like ``str`` (``typing.Optional`` requires its argument to be callable)."""
+        return str(value)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler) -> core_schema.CoreSchema:
+        return core_schema.str_schema()
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, OneOf) and other.key == self.key

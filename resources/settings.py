@@ -3,7 +3,6 @@ noise bank the separation stages mix coughs with."""
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 from dagster import ConfigurableResource, ResourceDependency
@@ -12,7 +11,7 @@ from cough_pipeline.bounds import PositiveInt, Seed
 from cough_pipeline.mixtures import esc50_noise_bank, load_noise_bank, split_noise_bank
 from cough_pipeline.profiles import PROFILES, Profile, get_profile
 from cough_pipeline.separation.model import resolve_device
-from resources.config_types import bounded
+from resources.config_types import OneOf, bounded
 from resources.data_roots import DataRoots
 from resources.environment import DEFAULT_PROFILE, PROFILE, profile_problem
 
@@ -22,7 +21,9 @@ class PipelineSettings(ConfigurableResource):
     ``device`` (empty: CUDA when available, else CPU) and ``workers`` (processes for parallel stages)."""
 
     #: Empty: ``$COUGH_PIPELINE_PROFILE``, else ``demo``.
-    profile: Literal[("", *PROFILES)] = ""
+    profile: OneOf(
+        "profile", ("", *PROFILES), lambda value: profile_problem("resources.settings.config.profile", value)
+    ) = ""
     seed: bounded(Seed) = 0
     device: str = ""
     workers: bounded(PositiveInt) = 2
