@@ -17,7 +17,27 @@ from pydantic_core import core_schema
 from cough_pipeline.bounds import Bounds, bounds_of
 
 
-class BoundedNumber(ConfigScalar):
+class FieldScalar(ConfigScalar):
+    """A Dagster config scalar that is also a pydantic field type: Dagster resolves a field annotated with an
+    instance of it to the instance itself, so its ``post_process`` runs when a run's config is resolved.
+
+    Subclasses set ``python_type`` and define ``post_process`` and ``__get_pydantic_core_schema__``.
+    """
+
+    python_type: type
+
+    def __call__(self, value):
+        """Convert like the Python type (``typing.Optional`` requires its argument to be callable)."""
+        return self.python_type(value)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.key))
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.key == self.key
+
+
+class BoundedNumber(FieldScalar):
     """A float or int run-config scalar with bounds, usable as a pydantic field type.
 
     Dagster's config schema has no numeric ranges; a config type's ``post_process`` is its hook for validation
@@ -40,19 +60,9 @@ class BoundedNumber(ConfigScalar):
             raise PostProcessingError(problem)
         return float(value) if self.python_type is float and value is not None else value
 
-    def __call__(self, value):
-        """Convert like the Python type (``typing.Optional`` requires its argument to be callable)."""
-        return self.python_type(value)
-
     def __get_pydantic_core_schema__(self, source: Any, handler) -> core_schema.CoreSchema:
         make = core_schema.float_schema if self.python_type is float else core_schema.int_schema
         return make(**self.bounds.as_dict())
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, BoundedNumber) and other.key == self.key
 
 
 def bounded(hint):
@@ -81,10 +91,12 @@ def plain(value):
     return value
 
 
-class OneOf(ConfigScalar):
+class OneOf(FieldScalar):
     """A string run-config scalar that must be one of ``values``, checked at launch (``post_process``) but not when
     a resource is built directly in Python, where the owner reports a bad value itself (e.g. a settings object
     whose method names where the value came from). ``problem(value)`` words the launch error."""
+
+    python_type = str
 
     def __init__(self, name: str, values, problem=None):
         self.values = tuple(values)
@@ -96,15 +108,5 @@ class OneOf(ConfigScalar):
             raise PostProcessingError(self.problem(value))
         return value
 
-    def __call__(self, value):
-        """Convert like ``str`` (``typing.Optional`` requires its argument to be callable)."""
-        return str(value)
-
     def __get_pydantic_core_schema__(self, source: Any, handler) -> core_schema.CoreSchema:
         return core_schema.str_schema()
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, OneOf) and other.key == self.key

@@ -42,7 +42,7 @@ import cough_pipeline
 from cough_pipeline.cough_filter import CoughClassifier
 from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import PrunedSeparator
-from resources.storage import Storage
+from resources.storage import Storage, asset_name
 
 CARD_FILE = "card.json"
 MODEL_FOLDER = "model"
@@ -292,7 +292,7 @@ class ModelIOManager(ConfigurableIOManager):
     store: ModelStore
 
     def handle_output(self, context: OutputContext, obj: TrainedModel) -> None:
-        asset = _asset_name(context)
+        asset = asset_name(context)
         if not isinstance(obj, TrainedModel):
             raise TypeError(f"{asset}: a model asset returns a TrainedModel, got {type(obj).__name__}")
         card = self.store.save(asset, obj, context.run_id)
@@ -300,11 +300,7 @@ class ModelIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> TrainedModel:
         upstream = context.upstream_output
-        asset = _asset_name(upstream if upstream is not None else context)
+        asset = asset_name(upstream if upstream is not None else context)
         trained = self.store.load(asset)
         context.log.info(f"loaded {asset} version {trained.version}")
         return trained
-
-
-def _asset_name(context) -> str:
-    return "_".join(context.asset_key.path)

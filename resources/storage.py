@@ -256,7 +256,7 @@ class ParquetCatalogIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         partition = context.partition_key if context.has_partition_key else None
-        table = _table_name(context)
+        table = asset_name(context)
         batch, expected = _step_batch(self.storage, context)
         try:
             if not isinstance(obj, pd.DataFrame):
@@ -278,7 +278,7 @@ class ParquetCatalogIOManager(ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
-        table = _table_name(context.upstream_output) if context.upstream_output else _table_name(context)
+        table = asset_name(context.upstream_output) if context.upstream_output else asset_name(context)
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else None
         return self.storage.read_table(table, partitions)
 
@@ -297,5 +297,6 @@ def _step_batch(storage: Storage, context: OutputContext) -> tuple[str, int]:
     return storage.new_batch(f"{context.run_id[:8]}-{context.step_key}"), max(expected, 1)
 
 
-def _table_name(context) -> str:
+def asset_name(context) -> str:
+    """The name an asset's stored value goes by (its table, its model folder): the asset key joined by ``_``."""
     return "_".join(context.asset_key.path)
