@@ -3,9 +3,6 @@ ids ever share a file name."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +19,7 @@ from cough_pipeline.manifest import build_manifest
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.segmentation import HysteresisConfig
 from cough_pipeline.segmentation.batch import SegmentationRun, segment_recordings
+from tests.processes import child_process, kill_session
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,13 +81,8 @@ def test_a_stage_killed_while_writing_leaves_the_previous_table_and_files(segmen
     before = consistent(storage)
     folder = storage.root_path / "segments" / "ccs"
     started = time.time()
-    child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SEGMENTATION, str(storage.root_path), str(storage.catalog_path)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    command = [sys.executable, "-c", SLOW_SEGMENTATION, str(storage.root_path), str(storage.catalog_path)]
+    with child_process(command, tmp_path / "segmentation.log", cwd=REPO) as child:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
             written = [p for p in folder.rglob("*.wav") if p.stat().st_mtime >= started]
@@ -97,9 +90,7 @@ def test_a_stage_killed_while_writing_leaves_the_previous_table_and_files(segmen
                 break
             time.sleep(0.02)
         assert child.poll() is None, "the stage finished before it could be killed"
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=30)
+        kill_session(child)
     pd.testing.assert_frame_equal(before, consistent(storage))
     # the next successful run removes the killed run's files and the superseded generation
     assert materialize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from assets.orphans import HOST_TAG, PID_TAG, PROCESS_TAG, mark_orphaned_runs, process_identity, process_tags
+from tests.processes import child_process, kill_session, log_tail
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,33 +40,26 @@ def _failure_message(instance: DagsterInstance, run_id: str) -> str:
     return events[-1].dagster_event.message
 
 
-def _wait_for_started_run(instance: DagsterInstance, process: subprocess.Popen, timeout: float = 60):
+def _wait_for_started_run(instance: DagsterInstance, process: subprocess.Popen, log: Path, timeout: float = 120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = instance.get_runs()
         if runs and runs[0].status == DagsterRunStatus.STARTED:
             return runs[0]
-        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert process.poll() is None, log_tail(log)
         time.sleep(0.2)
-    raise AssertionError("the run did not start")
+    raise AssertionError(f"the run did not start within {timeout:.0f} s:\n{log_tail(log)}")
 
 
-def test_a_killed_run_is_marked_failed_naming_its_process():
-    process = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+def test_a_killed_run_is_marked_failed_naming_its_process(tmp_path):
+    log = tmp_path / "run.log"
+    with child_process([sys.executable, "-c", SLOW_RUN], log, cwd=REPO, env=dict(os.environ)) as process:
         with DagsterInstance.get() as instance:
-            run = _wait_for_started_run(instance, process)
+            run = _wait_for_started_run(instance, process, log)
             assert run.tags[PID_TAG] == str(process.pid)
             assert run.tags[HOST_TAG] == socket.gethostname()
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
+            # The whole session, as a killed terminal does: the run process and the log helpers it started.
+            kill_session(process)
             assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
 
             marked = mark_orphaned_runs(instance, "the test")
@@ -77,10 +70,6 @@ def test_a_killed_run_is_marked_failed_naming_its_process():
             assert f"run process {process.pid} on host {socket.gethostname()} is gone" in message
             assert "marked failed by the test" in message
             assert mark_orphaned_runs(instance, "the test") == []
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def _add_run(instance: DagsterInstance, status: DagsterRunStatus, tags: dict[str, str]) -> DagsterRun:

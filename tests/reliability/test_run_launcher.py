@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from dagster._grpc.client import DagsterGrpcClient
 
 from resources.processes import process_start_time
+from tests.processes import child_process, kill_session, log_tail
 
 REPO = Path(__file__).resolve().parents[2]
 LOCATION = "sleepy_location"
@@ -110,32 +110,25 @@ def test_a_run_whose_worker_and_code_server_are_killed_is_failed_by_run_monitori
     port = _free_port()
     # Its own session, so that one killpg ends the code server and the run worker it starts, as a killed
     # ``dagster dev`` does.
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "api",
-            "grpc",
-            "--python-file",
-            str(tmp_path / "sleepy_defs.py"),
-            "--host",
-            "localhost",
-            "--port",
-            str(port),
-            "--location-name",
-            LOCATION,
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    log = tmp_path / "code_server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "api",
+        "grpc",
+        "--python-file",
+        str(tmp_path / "sleepy_defs.py"),
+        "--host",
+        "localhost",
+        "--port",
+        str(port),
+        "--location-name",
+        LOCATION,
+    ]
+    with child_process(command, log, cwd=tmp_path, env=dict(os.environ)) as server:
         _wait(lambda: _ping(port) or server.poll() is not None, "the code server")
-        assert server.poll() is None, server.communicate()[1][-3000:]
+        assert server.poll() is None, log_tail(log)
         target = GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)
         with WorkspaceProcessContext(instance, target) as context:
             workspace = context.create_request_context()
@@ -156,8 +149,7 @@ def test_a_run_whose_worker_and_code_server_are_killed_is_failed_by_run_monitori
             alive = instance.run_launcher.check_run_worker_health(run)
             assert alive.status == WorkerStatus.RUNNING, alive
 
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+            kill_session(server)
             _wait(lambda: process_start_time(pid) is None, "the run worker to die", timeout=10)
             assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
 
@@ -171,10 +163,6 @@ def test_a_run_whose_worker_and_code_server_are_killed_is_failed_by_run_monitori
             assert f"run worker process {pid} on host {socket.gethostname()} is gone (killed or crashed)" in (
                 _failure_message(instance, run.run_id)
             )
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-        server.communicate()
 
 
 def _started_run(instance: DagsterInstance, pid: int, timestamp: float, grpc_info: dict | None) -> DagsterRun:
