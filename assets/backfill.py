@@ -1,6 +1,8 @@
-"""``make backfill PARTITION=coughvid``: re-materialise one dataset partition of every per-dataset asset downstream
-of the manifest (replacing its rows and files), and with ``--with-summaries`` also the unpartitioned assets that
-read all partitions (subsets, mixtures, separators...). Runs are recorded in the instance under ``$DAGSTER_HOME``.
+"""``make backfill PARTITION=coughvid``: re-materialise one dataset partition of the per-dataset assets that raw data
+feeds (manifest, segments, cough list; replacing its rows and files), and with ``--with-summaries`` every later
+stage too: the unpartitioned assets that read all partitions (subsets, mixtures, separators, folds, models...) and
+this partition of the per-dataset assets that read them (features). Runs are recorded in the instance under
+``$DAGSTER_HOME``.
 """
 
 from __future__ import annotations
@@ -11,18 +13,29 @@ import sys
 from dagster import AssetKey, AssetSelection, DagsterInstance
 
 from assets.definitions import defs
-from assets.demo import run_assets
+from assets.demo import run_assets, stage_label
 from assets.orphans import report_orphaned_runs
 from assets.partitions import dataset_partitions
 from assets.resources import build_resources
+from assets.stages import Stage, stages
 from resources.environment import check_settings, prepare_dagster_home
 
 
-def downstream_of_manifest() -> tuple[list, list]:
-    """(partitioned, unpartitioned) assets definitions downstream of ``manifest``, the manifest included."""
-    keys = AssetSelection.assets(AssetKey("manifest")).downstream().resolve(defs.resolve_asset_graph())
-    chosen = [a for a in defs.assets or [] if set(a.keys) & keys]
-    return ([a for a in chosen if a.partitions_def is not None], [a for a in chosen if a.partitions_def is None])
+def downstream_of_manifest() -> list[Stage]:
+    """The stages of the assets downstream of ``manifest`` (the manifest included), in run order."""
+    graph = defs.resolve_asset_graph()
+    keys = AssetSelection.assets(AssetKey("manifest")).downstream().resolve(graph)
+    return stages([a for a in defs.assets or [] if set(a.keys) & keys], graph)
+
+
+def per_dataset_stages(chosen: list[Stage]) -> list[Stage]:
+    """The leading partitioned stages: what one partition's raw data feeds before any unpartitioned summary."""
+    leading = []
+    for stage in chosen:
+        if stage.partitions_def is None:
+            break
+        leading.append(stage)
+    return leading
 
 
 def check_partition(partition: str) -> None:
@@ -31,15 +44,17 @@ def check_partition(partition: str) -> None:
 
 
 def backfill(partition: str, with_summaries: bool, instance: DagsterInstance, resources: dict) -> bool:
+    """Re-materialise ``partition`` of the per-dataset stages; with summaries, every later stage too (the
+    unpartitioned ones whole, the partitioned ones for ``partition`` only), stopping at the first failure."""
     check_partition(partition)
-    partitioned, unpartitioned = downstream_of_manifest()
+    chosen = downstream_of_manifest()
     everything = list(defs.assets or [])
-    ok = run_assets(
-        everything, f"partition {partition}", instance, resources, selection=partitioned, partition_key=partition
-    )
-    if ok and with_summaries and unpartitioned:
-        ok = run_assets(everything, "summaries", instance, resources, selection=unpartitioned)
-    return ok
+    for stage in chosen if with_summaries else per_dataset_stages(chosen):
+        key = partition if stage.partitions_def is not None else None
+        label = stage_label(stage, False, key)
+        if not run_assets(everything, label, instance, resources, selection=list(stage.assets), partition_key=key):
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,39 +14,9 @@ from dagster import AssetsDefinition, DagsterInstance, materialize
 from assets.definitions import defs
 from assets.orphans import process_tags, report_orphaned_runs
 from assets.resources import build_resources
+from assets.stages import Stage, stages
 from resources.environment import check_settings, prepare_dagster_home
 from resources.storage import default_dagster_home
-
-
-def _assets_by_partitioning() -> tuple[
-    dict[object, list[AssetsDefinition]], list[AssetsDefinition], list[AssetsDefinition]
-]:
-    """Partitioned assets grouped by partitions definition, then unpartitioned assets that must run before them
-    (no partitioned ancestor, e.g. a model they use) and after them (they read partitioned tables)."""
-    graph = defs.resolve_asset_graph()
-    partitioned: dict[object, list[AssetsDefinition]] = {}
-    before: list[AssetsDefinition] = []
-    after: list[AssetsDefinition] = []
-    for asset in defs.assets or []:
-        if asset.partitions_def is not None:
-            partitioned.setdefault(asset.partitions_def, []).append(asset)
-            continue
-        parents = set().union(*(graph.get(k).parent_keys for k in asset.keys))
-        has_partitioned_ancestor = any(graph.get(k).partitions_def is not None for k in _closure(graph, parents))
-        (after if has_partitioned_ancestor else before).append(asset)
-    return partitioned, before, after
-
-
-def _closure(graph, keys) -> set:
-    """``keys`` and all their ancestors."""
-    seen, todo = set(), list(keys)
-    while todo:
-        key = todo.pop()
-        if key not in seen:
-            seen.add(key)
-            todo.extend(graph.get(key).parent_keys)
-    return seen
-
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-step DEBUG events.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -66,19 +36,26 @@ def run_assets(
     return result.success
 
 
+def stage_label(stage: Stage, first: bool, partition: str | None = None) -> str:
+    """What the demo and backfill print for one run of ``stage``."""
+    if partition is not None:
+        return f"partition {partition}"
+    return "unpartitioned inputs" if first else f"summaries (level {stage.level})"
+
+
 def materialize_everything(instance: DagsterInstance, resources: dict) -> bool:
-    """Unpartitioned inputs first, then every partition of every partitioned asset, then the unpartitioned assets
-    that read partitioned tables; True when all succeeded."""
-    partitioned, before, after = _assets_by_partitioning()
-    everything = [a for group in partitioned.values() for a in group] + before + after
+    """Every stage of the graph in order (unpartitioned assets in one run, partitioned ones in one run per
+    partition); True when all succeeded. A failed stage does not stop the later ones: they run on what exists."""
+    everything = list(defs.assets or [])
     ok = True
-    if before:
-        ok &= run_assets(before, "unpartitioned inputs", instance, resources)
-    for partitions_def, group in partitioned.items():
-        for key in partitions_def.get_partition_keys():
-            ok &= run_assets(everything, f"partition {key}", instance, resources, selection=group, partition_key=key)
-    if after:
-        ok &= run_assets(everything, "summaries", instance, resources, selection=after)
+    for number, stage in enumerate(stages(everything, defs.resolve_asset_graph())):
+        if stage.partitions_def is None:
+            label = stage_label(stage, first=number == 0)
+            ok &= run_assets(everything, label, instance, resources, selection=list(stage.assets))
+            continue
+        for key in stage.partitions_def.get_partition_keys():
+            label = stage_label(stage, False, key)
+            ok &= run_assets(everything, label, instance, resources, selection=list(stage.assets), partition_key=key)
     return ok
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from assets.backfill import downstream_of_manifest
+from assets.backfill import downstream_of_manifest, per_dataset_stages
+from assets.definitions import defs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,10 +21,19 @@ def test_makefile_and_readme_show_this_command():
 
 
 def test_the_backfill_covers_the_per_dataset_stages_only():
-    partitioned, unpartitioned = downstream_of_manifest()
-    names = {key.to_user_string() for asset in partitioned for key in asset.keys}
-    assert {"manifest", "manifest_quarantine", "cough_segments", "cough_list"} <= names
-    assert "subset_split" in {key.to_user_string() for asset in unpartitioned for key in asset.keys}
+    chosen = downstream_of_manifest()
+    first = {key.to_user_string() for stage in per_dataset_stages(chosen) for key in stage.keys}
+    assert first == {"manifest", "manifest_quarantine", "cough_segments", "cough_list"}
+    later = [{key.to_user_string() for key in stage.keys} for stage in chosen[len(per_dataset_stages(chosen)) :]]
+    assert "subset_split" in later[0]
+    # every stage runs after the stages it reads from
+    seen: set = set()
+    graph = defs.resolve_asset_graph()
+    chosen_keys = set().union(*(stage.keys for stage in chosen))
+    for stage in chosen:
+        parents = {p for key in stage.keys for p in graph.get(key).parent_keys} - stage.keys
+        assert parents & chosen_keys <= seen, stage
+        seen |= stage.keys
 
 
 def test_backfill_one_partition_from_the_cli(tmp_path):
