@@ -122,3 +122,45 @@ def spectrogram_grid_png(
     figure.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="dB")
     figure.suptitle(title)
     return to_png(figure)
+
+
+def confusion_matrix_png(labels, predicted, title: str) -> bytes:
+    """The 2 x 2 confusion matrix of 0/1 ``labels`` against 0/1 ``predicted``, counts written in the cells."""
+    labels, predicted = np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)
+    counts = np.array([[np.sum((labels == truth) & (predicted == guess)) for guess in (0, 1)] for truth in (0, 1)])
+    figure, axis = plt.subplots(figsize=(3.6, 3.2))
+    axis.imshow(counts, cmap="Blues", vmin=0)
+    names = ["negative", "positive"]
+    axis.set_xticks([0, 1], names)
+    axis.set_yticks([0, 1], names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(counts):
+        dark = count > counts.max() / 2  # white text on the darker cells stays readable
+        axis.text(column, row, str(count), ha="center", va="center", color="white" if dark else "black")
+    axis.set_title(title)
+    return to_png(figure)
+
+
+def roc_curves_png(curves: Mapping[str, tuple], title: str) -> bytes:
+    """One ROC curve per name from its ``(labels, probabilities)``, with the AUC in the legend; a name whose
+    labels hold one class only is listed as ``AUC n/a`` without a curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="chance")
+    for name, (labels, probabilities) in curves.items():
+        labels, probabilities = np.asarray(labels, dtype=int), np.asarray(probabilities, dtype=float)
+        if len(np.unique(labels)) < 2:
+            axis.plot([], [], label=f"{name} (AUC n/a)")
+            continue
+        false_positive, true_positive, _ = roc_curve(labels, probabilities)
+        auc = roc_auc_score(labels, probabilities)
+        axis.plot(false_positive, true_positive, label=f"{name} (AUC {auc:.2f})")
+    axis.set_xlabel("1 - specificity")
+    axis.set_ylabel("sensitivity")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.01)
+    axis.set_title(title)
+    axis.legend(fontsize="small", loc="lower right")
+    return to_png(figure)
