@@ -39,6 +39,7 @@ import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, MetadataValue, OutputContext
 
 import cough_pipeline
+from cough_pipeline.classification.classical import ClassicalModels
 from cough_pipeline.cough_filter import CoughClassifier
 from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import PrunedSeparator
@@ -94,6 +95,7 @@ def format_of(model: Any) -> ModelFormat:
 register_format("xgboost_cough_classifier", CoughClassifier, lambda m, f: m.save(f), CoughClassifier.from_folder)
 register_format("torch_cough_separator", CoughSeparator, lambda m, f: m.save(f), CoughSeparator.load)
 register_format("torch_pruned_separator", PrunedSeparator, lambda m, f: m.save(f), PrunedSeparator.load)
+register_format("skops_classical_models", ClassicalModels, lambda m, f: m.save(f), ClassicalModels.load)
 
 
 def fingerprint(frame: pd.DataFrame) -> dict:
