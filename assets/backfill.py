@@ -25,7 +25,7 @@ def downstream_of_manifest() -> list[Stage]:
     """The stages of the assets downstream of ``manifest`` (the manifest included), in run order."""
     graph = defs.resolve_asset_graph()
     keys = AssetSelection.assets(AssetKey("manifest")).downstream().resolve(graph)
-    return stages([a for a in defs.assets or [] if set(a.keys) & keys], graph)
+    return stages([a for a in defs.assets or [] if set(a.keys) & keys])
 
 
 def per_dataset_stages(chosen: list[Stage]) -> list[Stage]:

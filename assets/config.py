@@ -22,11 +22,13 @@ class LibraryConfig(Config):
 
     library_type: typing.ClassVar[type]
     tuple_fields: typing.ClassVar[frozenset[str]] = frozenset()
+    library_fields: typing.ClassVar[frozenset[str]] = frozenset()
 
     def library_config(self, **overrides):
         """The library dataclass of these values; ``overrides`` set fields the config leaves to the caller (e.g.
         ``epochs`` from the profile when the run config does not set it)."""
-        values = {name: plain(value) for name, value in self.model_dump().items()}
+        # Fields a subclass adds (e.g. a nested config of another library type) are the asset's, not the library's.
+        values = {name: plain(value) for name, value in self.model_dump().items() if name in self.library_fields}
         for name in self.tuple_fields:
             values[name] = tuple(values[name])
         for name, value in overrides.items():
@@ -83,5 +85,6 @@ def mirror(
     model = pydantic.create_model(f"{dataclass_type.__name__}Settings", __base__=LibraryConfig, **fields)
     model.library_type = dataclass_type
     model.tuple_fields = frozenset(tuples)
+    model.library_fields = frozenset(fields)
     model.__doc__ = description
     return model

@@ -48,7 +48,7 @@ def materialize_everything(instance: DagsterInstance, resources: dict) -> bool:
     partition); True when all succeeded. A failed stage does not stop the later ones: they run on what exists."""
     everything = list(defs.assets or [])
     ok = True
-    for number, stage in enumerate(stages(everything, defs.resolve_asset_graph())):
+    for number, stage in enumerate(stages(everything)):
         if stage.partitions_def is None:
             label = stage_label(stage, first=number == 0)
             ok &= run_assets(everything, label, instance, resources, selection=list(stage.assets))

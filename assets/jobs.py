@@ -1,7 +1,14 @@
-"""Jobs: one per partitions definition (a job cannot mix them), each selecting every asset partitioned by it.
+"""Jobs: a job cannot mix partitions definitions, and a run for one partition cannot wait for an unpartitioned
+asset that reads every partition, so the per-dataset assets form two jobs (see :mod:`assets.stages`):
 
-The selections are computed from the assets' own partitions definitions, so an asset added later with
-``partitions_def=dataset_partitions`` joins ``dataset_job`` without touching this file.
+* ``dataset_job``: the per-dataset assets that a dataset's raw files feed (manifest, quarantine, cough segments,
+  cough list);
+* ``dataset_classification_job``: the per-dataset assets that read the unpartitioned separation outputs as well
+  (both variants of the classification subset, cough features, neural-model inputs);
+
+and ``icbhi_balancing_job`` selects every asset partitioned by balancing strategy. The selections are computed from
+the assets' own partitions definitions and stages, so an asset added later joins the right job without touching
+this file.
 """
 
 from collections.abc import Sequence
@@ -9,6 +16,7 @@ from collections.abc import Sequence
 from dagster import AssetsDefinition, AssetSelection, PartitionsDefinition, define_asset_job
 
 from assets.partitions import balance_partitions, dataset_partitions
+from assets.stages import stages
 
 
 def partitioned_by(assets: Sequence[AssetsDefinition], partitions_def: PartitionsDefinition) -> AssetSelection:
@@ -19,14 +27,24 @@ def partitioned_by(assets: Sequence[AssetsDefinition], partitions_def: Partition
     return AssetSelection.assets(*keys)
 
 
+def dataset_stage_keys(assets: Sequence[AssetsDefinition]) -> tuple[list, list]:
+    """(asset keys of the first per-dataset stage, asset keys of the later per-dataset stages)."""
+    per_dataset = [stage for stage in stages(assets) if stage.partitions_def == dataset_partitions]
+    first = sorted(per_dataset[0].keys) if per_dataset else []
+    later = sorted(key for stage in per_dataset[1:] for key in stage.keys)
+    return first, later
+
+
 def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
-    """``dataset_job`` (the whole per-dataset chain for one or more datasets) and ``icbhi_balancing_job``."""
-    return [
+    """``dataset_job``, ``dataset_classification_job`` (when the graph has such assets) and
+    ``icbhi_balancing_job``."""
+    first, later = dataset_stage_keys(assets)
+    jobs = [
         define_asset_job(
             "dataset_job",
-            selection=partitioned_by(assets, dataset_partitions),
-            description="Materialise every per-dataset asset (manifest, quarantine, cough segments, cough list, ...) "
-            "for one or more dataset partitions.",
+            selection=AssetSelection.assets(*first),
+            description="Materialise the per-dataset assets a dataset's files feed (manifest, quarantine, cough "
+            "segments, cough list) for one or more dataset partitions.",
         ),
         define_asset_job(
             "icbhi_balancing_job",
@@ -35,3 +53,14 @@ def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
             "strategies.",
         ),
     ]
+    if later:
+        jobs.append(
+            define_asset_job(
+                "dataset_classification_job",
+                selection=AssetSelection.assets(*later),
+                description="Materialise the per-dataset assets that also read the separation outputs (both "
+                "variants of the classification subset, cough features, neural-model inputs) for one or more "
+                "dataset partitions; run it after dataset_job and the separation assets.",
+            )
+        )
+    return jobs

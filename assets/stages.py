@@ -30,9 +30,9 @@ class Stage:
         return {key for asset in self.assets for key in asset.keys}
 
 
-def _parents(asset: AssetsDefinition, graph) -> set:
+def _parents(asset: AssetsDefinition) -> set:
     """Asset keys ``asset`` reads that it does not produce itself."""
-    return set().union(*(graph.get(key).parent_keys for key in asset.keys)) - set(asset.keys)
+    return {dep.asset_key for spec in asset.specs for dep in spec.deps} - set(asset.keys)
 
 
 def _step(parent: AssetsDefinition, child: AssetsDefinition) -> int:
@@ -44,12 +44,11 @@ def _step(parent: AssetsDefinition, child: AssetsDefinition) -> int:
     return 1
 
 
-def stages(assets: Sequence[AssetsDefinition], graph) -> list[Stage]:
+def stages(assets: Sequence[AssetsDefinition]) -> list[Stage]:
     """``assets`` cut into stages in run order (by level; unpartitioned first within a level).
 
     Args:
         assets: the definitions to order (parents outside this list are taken as already materialised).
-        graph: the resolved asset graph of the definitions ``assets`` belong to.
     """
     owner = {key: asset for asset in assets for key in asset.keys}
     levels: dict[int, int] = {}
@@ -57,7 +56,7 @@ def stages(assets: Sequence[AssetsDefinition], graph) -> list[Stage]:
     def level_of(asset: AssetsDefinition) -> int:
         if id(asset) not in levels:
             levels[id(asset)] = 0  # a placeholder: the graph is acyclic, so it is never read back
-            parents = {owner[key] for key in _parents(asset, graph) if key in owner}
+            parents = {owner[key] for key in _parents(asset) if key in owner}
             levels[id(asset)] = max((level_of(p) + _step(p, asset) for p in parents), default=0)
         return levels[id(asset)]
 

@@ -53,10 +53,13 @@ def test_the_graph_matches_its_reviewed_snapshot():
     assert current == expected, "the asset graph changed: rerun with UPDATE_SNAPSHOT=1 and review the snapshot diff"
 
 
-def test_dataset_job_selects_every_dataset_partitioned_asset():
-    job_keys = set(graph_snapshot(defs)["jobs"]["dataset_job"])
+def test_the_dataset_jobs_together_select_every_dataset_partitioned_asset():
+    jobs = graph_snapshot(defs)["jobs"]
+    first, later = set(jobs["dataset_job"]), set(jobs["dataset_classification_job"])
     partitioned = {key.to_user_string() for a in ALL_ASSETS if a.partitions_def == dataset_partitions for key in a.keys}
-    assert job_keys == partitioned and {"manifest", "manifest_quarantine", "cough_segments", "cough_list"} <= job_keys
+    assert first | later == partitioned and not first & later
+    assert first == {"manifest", "manifest_quarantine", "cough_segments", "cough_list"}
+    assert {"classification_recordings", "cough_features", "classification_inputs"} <= later
 
 
 def test_dataset_job_for_one_partition_materialises_that_partition_of_every_per_dataset_asset(tmp_path):
