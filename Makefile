@@ -20,7 +20,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment install system-deps clean-data
+.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -66,6 +66,10 @@ PROFILE ?= modest
 separation-experiment: install
 	$(PY) -m cough_pipeline.separation.experiment --virufy $(SHARED)/virufy --esc50 $(SHARED)/esc50 \
 		--out $(DAGSTER_HOME)/data/separation_experiment --profile $(PROFILE)
+
+classify-experiment: install
+	$(PY) -m cough_pipeline.classification.experiment --virufy $(SHARED)/virufy \
+		--out $(DAGSTER_HOME)/data/classify_experiment
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

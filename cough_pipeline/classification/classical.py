@@ -27,6 +27,7 @@ from imblearn.pipeline import Pipeline
 
 from cough_pipeline.bounds import PositiveInt, Seed, check_fields
 from cough_pipeline.classification.errors import ClassificationError
+from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
 from cough_pipeline.classification.ranking import check_finite, cv_folds, positive_probability, with_folds
 from cough_pipeline.classification.resampling import (
     ESTIMATORS,
@@ -40,17 +41,6 @@ from cough_pipeline.classification.resampling import (
 )
 from cough_pipeline.parallel import ProgressCallback, notify
 
-PREDICTION_COLUMNS = (
-    "recording_id",
-    "participant_id",
-    "dataset",
-    "model",
-    "variant",
-    "split",
-    "fold",
-    "probability",
-    "label",
-)
 INDEX_FILE = "classical_models.json"
 INDEX_FORMAT = "cough_pipeline.classical_models/1"
 #: Top-level packages whose classes a stored pipeline may name (functions are never trusted).

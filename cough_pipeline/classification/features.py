@@ -54,6 +54,7 @@ from cough_pipeline.classification.errors import ClassificationError, InputRejec
 from cough_pipeline.classification.preprocess import (
     ID_COLUMNS,
     PreprocessConfig,
+    checked_clip,
     id_frame,
     load_and_preprocess,
     map_recordings,
@@ -407,15 +408,7 @@ def feature_matrices(samples: np.ndarray, config: FeatureConfig = FeatureConfig(
     Raises:
         InputRejected: ``non_finite_samples``, ``silent`` (all zeros) or ``too_short`` (fewer than n_fft samples).
     """
-    y = np.asarray(samples, dtype=np.float32)
-    if y.ndim != 1:
-        raise ClassificationError(f"expected mono samples of shape (n,), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise InputRejected("non_finite_samples", "samples contain NaN or infinity")
-    if y.size < config.n_fft:
-        raise InputRejected("too_short", f"{y.size} samples, need at least n_fft={config.n_fft}")
-    if not np.any(y):
-        raise InputRejected("silent", "every sample is zero")
+    y = checked_clip(samples, config.n_fft)
     out, magnitude = _stft_features(y, config)
     cqt = _cqt_magnitude(y, _cqt_plan(config, _cqt_tuning(y, magnitude, config)))
     cqt_args = {"sr": config.sample_rate, "hop_length": config.hop_length, "fmin": config.cqt_fmin}

@@ -38,7 +38,13 @@ import pandas as pd
 from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
 from cough_pipeline.classification.features import VARIANTS
-from cough_pipeline.classification.preprocess import PreprocessConfig, id_frame, load_and_preprocess, map_recordings
+from cough_pipeline.classification.preprocess import (
+    PreprocessConfig,
+    checked_clip,
+    id_frame,
+    load_and_preprocess,
+    map_recordings,
+)
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback
 
@@ -152,15 +158,7 @@ def input_arrays(samples: np.ndarray, config: InputArraysConfig = InputArraysCon
     Raises:
         InputRejected: ``non_finite_samples``, ``too_short``, ``silent`` or ``constant_patch``.
     """
-    clip = np.asarray(samples, dtype=np.float32)
-    if clip.ndim != 1:
-        raise ClassificationError(f"expected mono samples of shape (n,), got shape {clip.shape}")
-    if not np.isfinite(clip).all():
-        raise InputRejected("non_finite_samples", "samples contain NaN or infinity")
-    if clip.size < config.n_fft:
-        raise InputRejected("too_short", f"{clip.size} samples, need at least n_fft={config.n_fft}")
-    if not np.any(clip):
-        raise InputRejected("silent", "every sample is zero")
+    clip = checked_clip(samples, config.n_fft)
     power = np.abs(librosa.stft(clip, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
     mel = librosa.feature.melspectrogram(S=power, sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.mfcc_n_mels)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=TOP_DB), n_mfcc=config.n_mfcc)

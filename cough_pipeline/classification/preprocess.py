@@ -223,3 +223,18 @@ def quarantine_frame(rows: list[dict]) -> pd.DataFrame:
 def id_frame(rows: list[dict]) -> pd.DataFrame:
     """The :data:`ID_COLUMNS` of accepted rows as a string table."""
     return pd.DataFrame([{c: row[c] for c in ID_COLUMNS} for row in rows], columns=list(ID_COLUMNS)).astype("string")
+
+
+def checked_clip(samples, n_fft: int) -> np.ndarray:
+    """``samples`` as float32 mono, or :class:`InputRejected` (``non_finite_samples``, ``too_short``: fewer than
+    ``n_fft`` samples, ``silent``: all zeros); a non-mono array is a :class:`ClassificationError`."""
+    clip = np.asarray(samples, dtype=np.float32)
+    if clip.ndim != 1:
+        raise ClassificationError(f"expected mono samples of shape (n,), got shape {clip.shape}")
+    if not np.isfinite(clip).all():
+        raise InputRejected("non_finite_samples", "samples contain NaN or infinity")
+    if clip.size < n_fft:
+        raise InputRejected("too_short", f"{clip.size} samples, need at least n_fft={n_fft}")
+    if not np.any(clip):
+        raise InputRejected("silent", "every sample is zero")
+    return clip
