@@ -6,6 +6,7 @@ import json
 import sys
 
 from benchmarks import (
+    classical_stage_bench,
     cough_features_bench,
     cough_filter_bench,
     icbhi_preprocessing_bench,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "icbhi_spectral": icbhi_spectral_bench.run,
     "icbhi_preprocessing": icbhi_preprocessing_bench.run,
     "cough_features": cough_features_bench.run,
+    "classical_stage": classical_stage_bench.run,
 }
 #: Long runs left out of a plain ``make bench`` (name them: ``make bench BENCH=paper_memory``).
 ON_REQUEST = {"paper_memory": paper_memory_bench.run}
