@@ -344,7 +344,7 @@ ResamplingSettings = mirror(
 RankerSettings = mirror(
     RankerConfig,
     "CoughFeatureRanker: each feature's 7-statistic block alone, scored by each classifier over the CV folds.",
-    exclude=frozenset({"resampling", "seed", "top_k"}),
+    exclude=frozenset({"resampling", "seed", "top_k", "workers"}),
 )
 ClassicalSettings = mirror(
     ClassicalConfig,
@@ -393,10 +393,9 @@ def feature_ranking(
     forest and logistic regression over the 5 CV folds (never the holdout), ranked by the mean score; per variant."""
     blocks, domains = feature_inputs(cough_features, cough_feature_catalog)
     resampling = config.resampling.library_config(seed=settings.seed)
-    ranker = config.library_config(resampling=resampling, seed=settings.seed)
-    rankings = rank_variants(
-        cough_features, classification_folds, blocks, domains, ranker, throttled(context.log.info, "fitted", 100)
-    )
+    ranker = config.library_config(resampling=resampling, seed=settings.seed, workers=settings.workers)
+    progress = throttled(context.log.info, "ranked features", 5)
+    rankings = rank_variants(cough_features, classification_folds, blocks, domains, ranker, progress)
     table = ranking_table(rankings)
     charts = {
         f"chart_{variant}": image(ranking_bar_png(r.ranking, ranker.metric, f"{variant}: {ranker.metric}"), variant)

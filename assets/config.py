@@ -28,7 +28,10 @@ class LibraryConfig(Config):
         """The library dataclass of these values; ``overrides`` set fields the config leaves to the caller (e.g.
         ``epochs`` from the profile when the run config does not set it)."""
         # Fields a subclass adds (e.g. a nested config of another library type) are the asset's, not the library's.
-        values = {name: plain(value) for name, value in self.model_dump().items() if name in self.library_fields}
+        # A list of choices left at its default holds the default's strings (Dagster cannot serialise enum members
+        # as defaults), which pydantic would warn about when dumping; plain() reads strings and members alike.
+        dumped = self.model_dump(warnings=False)
+        values = {name: plain(value) for name, value in dumped.items() if name in self.library_fields}
         for name in self.tuple_fields:
             values[name] = tuple(values[name])
         for name, value in overrides.items():

@@ -77,6 +77,12 @@ def summary(resources: dict) -> str:
         "SELECT level, variable || ' x ' || grouping AS test, n, df, round(statistic, 3) AS statistic, "
         "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_associations"
     )
+    classical = storage.query(
+        "SELECT variant, evaluation, model, round(value, 3) AS roc_auc, round(ci_low, 3) AS ci_low, "
+        "round(ci_high, 3) AS ci_high, n_participants FROM classification_report WHERE metric = 'roc_auc' AND "
+        "dataset = 'all' AND evaluation IN ('cv', 'holdout') QUALIFY row_number() OVER (PARTITION BY variant, "
+        "evaluation ORDER BY value DESC, model) = 1 ORDER BY variant, evaluation"
+    )
     home = default_dagster_home()
     return "\n".join(
         [
@@ -86,6 +92,9 @@ def summary(resources: dict) -> str:
             "",
             "ICBHI association tests (icbhi_associations):",
             icbhi.to_string(index=False),
+            "",
+            "Best classical models (classification_report): ROC-AUC with its 95 % CI over participants",
+            classical.to_string(index=False),
             "",
             f"Tables (parquet): {storage.root_path / 'tables'}",
             f"DuckDB catalog:   {storage.catalog_path}",

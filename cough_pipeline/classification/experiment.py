@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cough_pipeline.classification.classical import ClassicalConfig
 from cough_pipeline.classification.features import FEATURE_DOMAINS, FeatureConfig, feature_blocks, feature_table
 from cough_pipeline.classification.folds import FoldConfig, assign_folds
+from cough_pipeline.classification.ranking import RankerConfig
 from cough_pipeline.classification.stage import (
     ALL_DATASETS,
     EvaluationConfig,
@@ -55,7 +57,11 @@ def run(virufy: Path, out: Path, workers: int, seed: int, n_boot: int) -> dict:
     table = feature_table(recordings, FeatureConfig(workers=workers), progress=throttled(print, "featurised", 20))
     features = table.features
     folds = assign_folds(features.assign(content_hash=None), FoldConfig(seed=seed))
-    config = StageConfig(evaluation=EvaluationConfig(n_boot=n_boot, seed=seed))
+    config = StageConfig(
+        ranker=RankerConfig(seed=seed, workers=workers),
+        classical=ClassicalConfig(seed=seed),
+        evaluation=EvaluationConfig(n_boot=n_boot, seed=seed),
+    )
     result = run_stage(features, folds, None, feature_blocks(features.columns), FEATURE_DOMAINS, config)
     out.mkdir(parents=True, exist_ok=True)
     result.report.to_csv(out / "report.csv", index=False)

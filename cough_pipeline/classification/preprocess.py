@@ -163,6 +163,10 @@ def _plain(value) -> str | None:
     return str(value)
 
 
+#: Below this many rows a worker pool costs more to start than it saves (a clip takes tens of milliseconds).
+POOL_MIN_ROWS = 64
+
+
 def map_recordings(
     recordings: pd.DataFrame,
     function: Callable[[dict], object],
@@ -177,7 +181,8 @@ def map_recordings(
         function: ``function(row) -> result`` on a dict of those columns (``str`` or ``None`` values); raises
             :class:`InputRejected` to quarantine the row. Module-level (picklable) when ``workers > 1``.
         variants: accepted ``variant`` values; other rows are quarantined as ``invalid_variant``.
-        workers: processes (:func:`cough_pipeline.parallel.process_map`).
+        workers: processes (:func:`cough_pipeline.parallel.process_map`); fewer than :data:`POOL_MIN_ROWS` rows
+            run in this process, since starting a worker (importing librosa and numba) costs seconds.
         progress: ``progress(done, total)`` after each processed row.
 
     Returns:
@@ -193,7 +198,7 @@ def map_recordings(
     ]
     outcomes: dict[int, object] = dict(_screen(rows, variants))
     todo = [index for index in range(len(rows)) if index not in outcomes]
-    with process_map(workers) as mapper:
+    with process_map(workers if len(todo) >= POOL_MIN_ROWS else 1) as mapper:
         results = mapper(partial(_guarded, function), [rows[index] for index in todo], chunksize=1)
         for done, (index, result) in enumerate(zip(todo, results), start=1):
             outcomes[index] = result

@@ -21,7 +21,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from cough_pipeline.bounds import PositiveInt, Seed, check_fields
 from cough_pipeline.classification.errors import ClassificationError
 from cough_pipeline.classification.resampling import ESTIMATORS, EstimatorName, ResamplingConfig, build_pipeline
-from cough_pipeline.parallel import ProgressCallback, notify
+from cough_pipeline.parallel import ProgressCallback, notify, process_map
 
 RANK_METRICS = ("roc_auc", "precision", "recall")
 FOLD_COLUMNS = ("recording_id", "participant_id", "dataset", "label", "split", "fold")
@@ -43,6 +43,8 @@ class RankerConfig:
     top_k: PositiveInt = 5
     resampling: ResamplingConfig = field(default_factory=ResamplingConfig)
     seed: Seed = 0
+    #: Processes scoring features in parallel (one feature block per task; 1 = in this process).
+    workers: PositiveInt = 1
 
     def __post_init__(self):
         check_fields(self)
@@ -144,9 +146,10 @@ def positive_probability(pipeline, X: np.ndarray) -> np.ndarray:
     return pipeline.predict_proba(X)[:, classes.index(1)]
 
 
-def _block_scores(cv: pd.DataFrame, columns: list[str], folds: list[int], config: RankerConfig, step) -> list[dict]:
-    """Per classifier x fold scores of one feature block; ``step()`` after each fit."""
-    X, y, fold = cv[columns].to_numpy(np.float64), cv["label"].to_numpy(int), cv["fold"].to_numpy(int)
+def _block_scores(task: tuple[np.ndarray, np.ndarray, np.ndarray, list[int], RankerConfig]) -> list[dict]:
+    """Per classifier x fold scores of one feature block: ``task`` is (X, labels, fold numbers per row, folds,
+    config), a plain tuple so a worker process can take it."""
+    X, y, fold, folds, config = task
     rows = []
     for classifier in config.classifiers:
         for k in folds:
@@ -155,7 +158,6 @@ def _block_scores(cv: pd.DataFrame, columns: list[str], folds: list[int], config
             scores = fold_scores(y[validation], positive_probability(pipeline, X[validation]))
             rows.append({"classifier": classifier, "fold": k, **scores, "n_train": int(train.sum())})
             rows[-1]["n_validation"] = int(validation.sum())
-            step()
     return rows
 
 
@@ -175,7 +177,7 @@ def rank_features(
         blocks: feature -> its columns (e.g. ``features.feature_blocks(columns)``).
         domains: feature -> domain ("time", "spectral", ...), for every feature in ``blocks``.
         config: classifiers, ranking metric and resampling.
-        progress: ``progress(done, total)`` after each of the features x classifiers x folds fits.
+        progress: ``progress(done, total)`` after each feature's classifiers x folds fits.
 
     Returns:
         The per-fold scores and the ranking (:class:`RankingResult`).
@@ -192,18 +194,14 @@ def rank_features(
     cv = frame[frame["split"] == "cv"].reset_index(drop=True)  # the holdout stops here
     check_finite(cv, columns, "cross-validation features")
     numbers = cv_folds(cv)
-    total, done = len(blocks) * len(config.classifiers) * len(numbers), 0
-
-    def step() -> None:
-        nonlocal done
-        done += 1
-        notify(progress, done, total)
-
-    rows = [
-        {"feature": feature, "domain": domains[feature], **row}
-        for feature in sorted(blocks)
-        for row in _block_scores(cv, blocks[feature], numbers, config, step)
-    ]
+    y, fold = cv["label"].to_numpy(int), cv["fold"].to_numpy(int)
+    features = sorted(blocks)
+    tasks = ((cv[blocks[f]].to_numpy(np.float64), y, fold, numbers, config) for f in features)
+    rows = []
+    with process_map(config.workers) as mapper:
+        for done, (feature, block_rows) in enumerate(zip(features, mapper(_block_scores, tasks)), start=1):
+            rows += [{"feature": feature, "domain": domains[feature], **row} for row in block_rows]
+            notify(progress, done, len(features))
     scores = pd.DataFrame(rows)
     return RankingResult(
         scores, _ranking(scores, blocks, config.metric), {f: list(c) for f, c in blocks.items()}, config

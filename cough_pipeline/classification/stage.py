@@ -48,6 +48,7 @@ REPORT_COLUMNS = [
     "ci_high",
     "n",
     "n_participants",
+    "n_boot_valid",
     "cv_mean",
     "cv_sd",
 ]

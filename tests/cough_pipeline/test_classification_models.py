@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_ranking_puts_the_informative_feature_first_with_per_fold_scores():
     features, folds = synthetic_tables(n_participants=25, shift=2.5)
     done = []
     result = rank_features(features, folds, blocks_of(features), DOMAINS, FAST_RANKER, lambda d, t: done.append(t))
-    assert len(result.scores) == 4 * 2 * 5 == len(done) and done[-1] == 40
+    assert len(result.scores) == 4 * 2 * 5 and done[-1] == len(done) == 4  # progress per feature
     assert set(result.scores.columns) >= {"feature", "domain", "classifier", "fold", "roc_auc", "precision", "recall"}
     ranking = result.ranking
     assert ranking["rank"].tolist() == [1, 2, 3, 4] and ranking.iloc[0]["feature"] == "rms"
@@ -68,6 +69,14 @@ def test_ranking_puts_the_informative_feature_first_with_per_fold_scores():
     assert result.top_columns(1) == [f"rms_0_{s}" for s in STATS]
     by_recall = rank_features(features, folds, blocks_of(features), DOMAINS, RankerConfig(metric="recall", **_fast()))
     assert by_recall.ranking["recall"].is_monotonic_decreasing
+
+
+def test_ranking_in_two_worker_processes_equals_one_process():
+    features, folds = synthetic_tables(n_participants=25, shift=2.5)
+    one = rank_features(features, folds, blocks_of(features), DOMAINS, FAST_RANKER)
+    two = rank_features(features, folds, blocks_of(features), DOMAINS, dataclasses.replace(FAST_RANKER, workers=2))
+    pd.testing.assert_frame_equal(one.scores, two.scores)
+    pd.testing.assert_frame_equal(one.ranking, two.ranking)
 
 
 def _fast() -> dict:
