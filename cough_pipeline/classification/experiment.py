@@ -47,7 +47,8 @@ def headline(report: pd.DataFrame, metric: str = "roc_auc") -> pd.DataFrame:
     wide = rows.pivot_table(index=["model", "variant"], columns="evaluation", values=["value", "ci_low", "ci_high"])
     wide.columns = [f"{evaluation}_{stat}" for stat, evaluation in wide.columns]
     wide = wide.join(rows.groupby(["model", "variant"])[["cv_mean", "cv_sd"]].first())
-    return wide.reset_index().sort_values("holdout_value", ascending=False, ignore_index=True)
+    order = [f"{e}_{s}" for e in ("holdout", "cv") for s in ("value", "ci_low", "ci_high")] + ["cv_mean", "cv_sd"]
+    return wide[order].reset_index().sort_values("holdout_value", ascending=False, ignore_index=True)
 
 
 def run(virufy: Path, out: Path, workers: int, seed: int, n_boot: int) -> dict:
