@@ -26,6 +26,7 @@ import pandas as pd
 
 from cough_pipeline.audio import AudioDecodeError, load_mono, resample
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
+from cough_pipeline.classification.features import FeatureConfig, clip_features
 from cough_pipeline.classification.preprocess import PreprocessConfig, preprocess
 from cough_pipeline.segmentation.segments import Segment
 
@@ -144,3 +145,21 @@ def predict_file(path: str | Path, predictor: Predictor) -> Prediction:
         cough_probability=float(decision.probability),
         coughs=table,
     )
+
+
+def classical_scorer(models, model: str, variant: str, feature_config=None) -> Scorer:
+    """The scorer of a stored classical model: the 15 x 7 features of the clip, then the mean of the fold models'
+    probabilities (the fold ensemble the holdout scored).
+
+    Args:
+        models: a :class:`~cough_pipeline.classification.classical.ClassicalModels`.
+        model, variant: which of its models (e.g. ``"svm@all"``, ``"separated"``).
+        feature_config: the :class:`~cough_pipeline.classification.features.FeatureConfig` the models were
+            trained on (default settings when None).
+    """
+    config = feature_config or FeatureConfig()
+
+    def score(clip: np.ndarray) -> float:
+        return float(models.predict(pd.DataFrame([clip_features(clip, config)]), model, variant)[0])
+
+    return score

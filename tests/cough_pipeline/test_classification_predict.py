@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
-from cough_pipeline.classification.predict import PredictionRefused, Predictor, predict_file
+from cough_pipeline.classification.classical import ClassicalConfig, train_classical
+from cough_pipeline.classification.features import clip_features, feature_blocks
+from cough_pipeline.classification.folds import FoldConfig, assign_folds
+from cough_pipeline.classification.predict import PredictionRefused, Predictor, classical_scorer, predict_file
+from cough_pipeline.classification.resampling import ResamplingConfig
 from cough_pipeline.demo_corpus import synth
 from cough_pipeline.segmentation import RmsConfig
 from cough_pipeline.segmentation.rms import segment_rms
@@ -84,3 +89,23 @@ def test_bad_recordings_are_refused_with_a_reason(tmp_path, write, predictor, re
     with pytest.raises(PredictionRefused) as refused:
         predict_file(path, predictor)
     assert refused.value.reason == reason
+
+
+def test_a_stored_classical_model_scores_a_new_clip_through_its_features():
+    rng = np.random.default_rng(3)
+    clips = [(synth.cough(rng, 22_050, positive), positive) for positive in [True, False] * 12]
+    features = pd.DataFrame([clip_features(clip) for clip, _ in clips]).assign(
+        recording_id=[f"r{i}" for i in range(len(clips))],
+        participant_id=[f"p{i}" for i in range(len(clips))],
+        dataset="demo",
+        covid_label=["positive" if positive else "negative" for _, positive in clips],
+        variant="original",
+        content_hash=None,
+    )
+    folds = assign_folds(features, FoldConfig(n_folds=3, seed=0))
+    config = ClassicalConfig(classifiers=("logistic_regression",), resampling=ResamplingConfig(strategy="none"))
+    blocks = feature_blocks(features.columns)
+    trained = train_classical(features, folds, {"all": [c for b in blocks.values() for c in b]}, "original", config)
+    score = classical_scorer(trained.models, "logistic_regression@all", "original")
+    positive, negative = synth.cough(rng, 22_050, True), synth.cough(rng, 22_050, False)
+    assert score(positive) > 0.5 > score(negative)
