@@ -20,7 +20,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment install system-deps clean-data
+.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment predict install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -66,6 +66,11 @@ PROFILE ?= modest
 separation-experiment: install
 	$(PY) -m cough_pipeline.separation.experiment --virufy $(SHARED)/virufy --esc50 $(SHARED)/esc50 \
 		--out $(DAGSTER_HOME)/data/separation_experiment --profile $(PROFILE)
+
+# One recording's COVID-19 probability from the champion classifier (after `make demo`).
+predict: install
+	@test -n "$(FILE)" || { echo "usage: make predict FILE=path/to/recording.wav" >&2; exit 2; }
+	$(PY) -m assets.predict "$(FILE)"
 
 classify-experiment: install
 	$(PY) -m cough_pipeline.classification.experiment --virufy $(SHARED)/virufy \

@@ -22,6 +22,7 @@ from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
+from cough_pipeline.classification.champion import Champion, ChampionConfig, challenger, promote
 from cough_pipeline.classification.classical import ClassicalConfig, column_sets
 from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE
 from cough_pipeline.classification.features import FeatureConfig, feature_blocks, feature_catalog, feature_table
@@ -514,4 +515,66 @@ def classical_models(
         passed=bool(leaked.sum() == 0),
         severity=AssetCheckSeverity.ERROR,
         metadata={"leaked_rows": MetadataValue.json({k: int(v) for k, v in leaked.items()})},
+    )
+
+
+ChampionSettings = mirror(
+    ChampionConfig,
+    "The champion: the best model on ``evaluation`` by ``metric``; it replaces the current one only when better "
+    "by ``margin``; its threshold reaches ``target_sensitivity`` on validation predictions.",
+)
+CHAMPION_TABLE = "champion_classifier"
+
+
+def current_champion(storage: Storage) -> Champion | None:
+    """The champion recorded by the last materialisation, or None before the first."""
+    try:
+        table = storage.read_table(CHAMPION_TABLE)
+    except FileNotFoundError:
+        return None
+    if table.empty:
+        return None
+    # Through JSON: plain Python values (parquet gives numpy scalars), so it serialises like a new champion.
+    return Champion.from_json(table.iloc[0][[f.name for f in dataclasses.fields(Champion)]].to_json())
+
+
+@asset(
+    ins={
+        "classification_report": AssetIn(),
+        "classification_predictions": AssetIn(),
+        "classical_models": AssetIn(),
+    },
+    io_manager_key="table_io_manager",
+    group_name=GROUP,
+    kinds={"pandas"},
+)
+def champion_classifier(
+    context: AssetExecutionContext,
+    config: ChampionSettings,
+    classification_report: pd.DataFrame,
+    classification_predictions: pd.DataFrame,
+    classical_models: TrainedModel,
+    storage: Storage,
+) -> Output:
+    """The model (and input variant) ``make predict`` uses: the best challenger on the leaderboard, promoted over
+    the current champion only by a margin, with its decision threshold chosen on validation predictions and its
+    model-store version. One row; ``decision`` says whether and why the champion changed."""
+    settings = config.library_config()
+    validation = classification_predictions[classification_predictions["split"] == "validation"]
+    stored = {model: ("classical_models", classical_models.version) for model in validation["model"].unique()}
+    candidate = challenger(classification_report, validation, stored, settings)
+    champion, decision = promote(current_champion(storage), candidate, settings.margin)
+    context.log.info(decision)
+    table = pd.DataFrame([{**dataclasses.asdict(champion), "decision": decision}])
+    return Output(
+        table,
+        metadata={
+            "model": champion.model,
+            "variant": champion.variant,
+            "model_version": champion.version,
+            champion.metric: champion.score,
+            "threshold": champion.threshold,
+            "decision": MetadataValue.text(decision),
+            "challenger": MetadataValue.text(f"{candidate.model} ({candidate.variant}) {candidate.score:.4f}"),
+        },
     )

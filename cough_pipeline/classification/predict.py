@@ -116,7 +116,8 @@ def predict_file(path: str | Path, predictor: Predictor) -> Prediction:
             be scored (silent or too short after trimming).
     """
     samples, rate = _decoded(Path(path))
-    decision = predictor.cough_filter.classify(samples, rate)
+    filter_rate = getattr(predictor.cough_filter, "input_sample_rate", None) or rate  # the rate it was trained at
+    decision = predictor.cough_filter.classify(resample(samples, rate, filter_rate), filter_rate)
     if not decision.is_cough:
         reason = decision.reason or "not_cough"
         raise PredictionRefused(reason, f"cough probability {decision.probability:.3f} is below the cough filter's")

@@ -8,6 +8,8 @@ import pytest
 from dagster import materialize
 
 from assets.classification import (
+    CHAMPION_TABLE,
+    champion_classifier,
     classical_models,
     classification_folds,
     classification_inputs,
@@ -17,6 +19,7 @@ from assets.classification import (
     cross_dataset_duplicates,
     feature_ranking,
 )
+from assets.predict import main as predict_main
 from assets.resources import build_resources
 from cough_pipeline.classification.classical import column_sets
 from cough_pipeline.classification.features import FEATURE_DOMAINS, feature_blocks
@@ -25,7 +28,14 @@ from cough_pipeline.schema import COVID_DATASETS
 from tests.assets.conftest import SEPARATION, UPSTREAM
 
 PER_DATASET = [classification_recordings, cough_features, classification_inputs]
-SUMMARIES = [cough_feature_catalog, cross_dataset_duplicates, classification_folds, feature_ranking, classical_models]
+SUMMARIES = [
+    cough_feature_catalog,
+    cross_dataset_duplicates,
+    classification_folds,
+    feature_ranking,
+    classical_models,
+    champion_classifier,
+]
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +109,53 @@ def test_with_shuffled_labels_the_same_models_fall_to_chance(classified):
     _, report = _best_holdout_auc(storage, shuffle_seed=1)
     cv = report[(report["evaluation"] == "cv") & (report["dataset"] == "all") & (report["metric"] == "roc_auc")]
     assert abs(cv["value"].mean() - 0.5) < 0.15, cv[["model", "variant", "value"]]
+
+
+def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(classified):
+    _, storage = classified
+    original = storage.read_table(CHAMPION_TABLE)
+    assert original["score"][0] > 0.8 and 0 < original["threshold"][0] <= 1
+    storage.write_table(CHAMPION_TABLE, original.assign(score=1.5, version="an-earlier-run"))
+    resources = build_resources(str(storage.root_path), str(storage.catalog_path))
+    everything = [*PER_DATASET, *SUMMARIES, *SEPARATION, *UPSTREAM]
+    try:
+        assert materialize(everything, selection=[champion_classifier], resources=resources).success
+        kept = storage.read_table(CHAMPION_TABLE).iloc[0]
+        assert kept["version"] == "an-earlier-run" and "stays" in kept["decision"]
+    finally:
+        storage.write_table(CHAMPION_TABLE, original)  # the real champion, for the tests that predict
+
+
+@pytest.fixture
+def predicting(classified, monkeypatch):
+    _, storage = classified
+    monkeypatch.setenv("COUGH_PIPELINE_STORAGE", str(storage.root_path))
+    monkeypatch.setenv("COUGH_PIPELINE_CATALOG", str(storage.catalog_path))
+    return storage
+
+
+def test_predict_scores_a_demo_recording(predicting, capsys):
+    recording = predicting.query(
+        "SELECT m.audio_path, m.dataset FROM classification_recordings m WHERE variant = 'original' LIMIT 1"
+    )
+    assert predict_main([recording["audio_path"][0]]) == 0
+    out = capsys.readouterr().out
+    assert "COVID-19 probability" in out and "version" in out and "per cough" in out
+
+
+@pytest.mark.shared_data
+def test_predict_scores_a_real_cough_and_refuses_a_non_cough_with_the_filters_reason(predicting, shared_data, capsys):
+    model = ["--cough-model-dir", str(shared_data / "coughvid_model")]
+    samples = shared_data / "coughvid_model" / "sample_recordings"
+    assert predict_main([str(samples / "cough.wav"), *model]) == 0
+    assert "COVID-19 probability" in capsys.readouterr().out
+    assert predict_main([str(samples / "not_cough.wav"), *model]) == 2
+    assert "refused (not_cough)" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_unreadable_file_without_a_traceback(predicting, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt ")
+    assert predict_main([str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "refused (audio_" in err and "Traceback" not in err
