@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import stopwatch, write_result
+from benchmarks.common import best_of, stopwatch, write_result
 from cough_pipeline.classification import features as cough_features
 from cough_pipeline.classification.features import FeatureConfig, clip_features, feature_table, summarise
 from cough_pipeline.demo_corpus import synth
@@ -92,16 +92,6 @@ def max_relative_difference(clips: list[np.ndarray], config: FeatureConfig) -> f
             worst = max(worst, float(np.abs(block - summary.ravel()).max() / max(np.abs(summary).max(), 1e-12)))
             start += summary.size
     return worst
-
-
-def best_of(repeats: int, task) -> float:
-    """Shortest wall time of ``repeats`` calls of ``task``."""
-    times = []
-    for _ in range(repeats):
-        with stopwatch() as elapsed:
-            task()
-        times.append(elapsed())
-    return min(times)
 
 
 def rate_figures(seconds: float, count: int) -> dict:

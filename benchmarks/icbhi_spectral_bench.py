@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import stopwatch, write_result
+from benchmarks.common import best_of, write_result
 from cough_pipeline.demo_corpus import synth
 from cough_pipeline.demo_corpus.encode import write_wav
 from cough_pipeline.icbhi.acoustics import SpectralConfig, recording_features, spectral_table
@@ -42,16 +42,6 @@ def synthetic_recording(sample_rate: int, seed: int) -> np.ndarray:
     """A 20 s auscultation with crackles and wheezes in about half the cycles; ``(samples,)`` float32."""
     samples, _ = synth.lung_sound_recording(np.random.default_rng(seed), sample_rate, RECORDING_S, 0.5, 0.5)
     return samples.astype(np.float32)
-
-
-def best_of(repeats: int, task) -> float:
-    """Shortest wall time of ``repeats`` calls of ``task``."""
-    times = []
-    for _ in range(repeats):
-        with stopwatch() as elapsed:
-            task()
-        times.append(elapsed())
-    return min(times)
 
 
 def rate_figures(seconds: float, count: int) -> dict:
