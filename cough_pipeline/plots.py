@@ -164,3 +164,30 @@ def roc_curves_png(curves: Mapping[str, tuple], title: str) -> bytes:
     axis.set_title(title)
     axis.legend(fontsize="small", loc="lower right")
     return to_png(figure)
+
+
+def reliability_png(curves: Mapping[str, tuple], title: str, n_bins: int = 10) -> bytes:
+    """A reliability diagram: per name, each equal-width probability bin's share of positives against its mean
+    probability (``(labels, probabilities)`` per name, ECE in the legend), over a histogram of the rows per bin."""
+    from cough_pipeline.classification.calibration import expected_calibration_error, reliability_curve
+
+    figure, (axis, counts) = plt.subplots(
+        2, 1, figsize=(4.5, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
+    )
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="perfectly calibrated")
+    width = 1.0 / (n_bins * max(1, len(curves)))
+    for number, (name, (labels, probabilities)) in enumerate(curves.items()):
+        curve = reliability_curve(labels, probabilities, n_bins)
+        used = curve[curve["n"] > 0]
+        ece = expected_calibration_error(labels, probabilities, n_bins)
+        axis.plot(used["confidence"], used["accuracy"], marker="o", markersize=3, label=f"{name} (ECE {ece:.3f})")
+        # Side-by-side bars per bin, one per curve, so several curves stay readable.
+        counts.bar(curve["lower"] + (number + 0.5) * width, curve["n"], width=width, label=name)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.01)
+    axis.set_ylabel("share of positives")
+    axis.set_title(title)
+    axis.legend(fontsize="small", loc="upper left")
+    counts.set_xlabel("mean predicted probability")
+    counts.set_ylabel("rows")
+    return to_png(figure)
