@@ -1,22 +1,26 @@
 """The neural cough classifiers: three lightweight timm CNNs on the log-mel patch, and the Cough2COVID19 ensemble
 with its three single-branch models on the time-averaged MFCCs, the spectrogram image and the chroma vector.
 
-Every model maps the arrays of ``classification_inputs`` to logits:
+:data:`MODELS` names each one with the ``classification_inputs`` arrays it reads and its output:
 
-* CNNs (``mobilenetv2``, ``mobilenetv3_small``, ``efficientnet_lite0``): timm with ``in_chans=1`` and
-  ``num_classes=2``, built with ``pretrained=False`` (nothing is downloaded). An optional local weights file
-  (ImageNet or AudioSet weights the user has) is loaded through timm's ``pretrained_cfg_overlay``; two logits,
-  softmax.
-* ``cough2covid19``, ``mfcc_mlp``, ``spectrogram_cnn``, ``chroma_mlp``: one logit, sigmoid.
+* ``mobilenetv2``, ``mobilenetv3_small``, ``efficientnet_lite0`` (``logmel``): timm with ``in_chans=1`` and
+  ``num_classes=2``, built with ``pretrained=False`` (nothing is ever downloaded); an optional local weights file
+  (ImageNet or AudioSet weights the user has) is loaded through timm's ``pretrained_cfg_overlay``. Two logits,
+  softmax (``"softmax2"``).
+* ``cough2covid19`` (``mfcc``, ``spectrogram``, ``chroma``), ``mfcc_mlp``, ``spectrogram_cnn``, ``chroma_mlp``:
+  one logit, sigmoid (``"logit1"``).
 
-:func:`build` makes any of them from a :class:`NetworkConfig`; :func:`save` / :func:`load` write the config as
-JSON beside the ``state_dict`` (read back with ``weights_only=True``, never a pickle).
+:class:`NeuralClassifier` wraps any of them: it takes a batch as ``{kind: tensor}``, and :meth:`~NeuralClassifier.save`
+/ :meth:`~NeuralClassifier.load` write its :class:`NetworkConfig` as a JSON card beside the ``state_dict`` (read
+back with ``weights_only=True``, never a pickle).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +28,7 @@ import timm
 import torch
 from torch import nn
 
-from cough_pipeline.bounds import Fraction, check_fields
+from cough_pipeline.bounds import Fraction, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError
 
 #: Project name -> timm model name.
@@ -33,17 +37,12 @@ CNN_NAMES = {
     "mobilenetv3_small": "mobilenetv3_small_100",
     "efficientnet_lite0": "efficientnet_lite0",
 }
-#: Project name -> the ``classification_inputs`` arrays it reads, in argument order.
-INPUTS = {
-    **{name: ("logmel",) for name in CNN_NAMES},
-    "cough2covid19": ("mfcc", "spectrogram", "chroma"),
-    "mfcc_mlp": ("mfcc",),
-    "spectrogram_cnn": ("spectrogram",),
-    "chroma_mlp": ("chroma",),
-}
-MODEL_NAMES = tuple(INPUTS)
-CONFIG_FILE = "network.json"
-WEIGHTS_FILE = "weights.pt"
+#: Array kinds that are ``(rows, columns)`` images; a model sees them with a channel axis, ``(batch, 1, rows,
+#: columns)``.
+IMAGE_KINDS = ("logmel", "spectrogram")
+WEIGHTS_FILE = "classifier.pt"
+CARD_FILE = "classifier.json"
+CARD_FORMAT = "cough_pipeline.neural_classifier/1"
 
 ModelName = Literal[
     "mobilenetv2",
@@ -54,26 +53,44 @@ ModelName = Literal[
     "spectrogram_cnn",
     "chroma_mlp",
 ]
+#: ``"softmax2"``: two logits (negative, positive); ``"logit1"``: one logit of the positive class.
+OutputKind = Literal["softmax2", "logit1"]
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """``name``: one of :data:`MODEL_NAMES`; ``dropout``: the dense layers' dropout rate; ``mfcc_size``,
-    ``chroma_size`` and ``image_shape``: the input sizes of the ensemble's branches."""
+    """Which model, its dropout and the input sizes of the Cough2COVID19 family (the CNNs take any patch size).
+
+    Args:
+        name: a key of :data:`MODELS`.
+        dropout: the dense layers' dropout rate.
+        mfcc_size: length of the ``mfcc`` vector.
+        chroma_size: length of the ``chroma`` vector.
+        image_shape: ``(rows, columns)`` of the ``spectrogram`` image, each at least 8 (three 2x2 poolings).
+    """
 
     name: ModelName = "mobilenetv3_small"
     dropout: Fraction = 0.3
-    mfcc_size: int = 39
-    chroma_size: int = 12
+    mfcc_size: PositiveInt = 39
+    chroma_size: PositiveInt = 12
     image_shape: tuple[int, int] = (128, 40)
 
     def __post_init__(self):
         check_fields(self)
+        object.__setattr__(self, "image_shape", tuple(int(size) for size in self.image_shape))
+        if len(self.image_shape) != 2 or min(self.image_shape) < 8:
+            raise ValueError(f"NetworkConfig.image_shape must be two sizes >= 8, got {self.image_shape}")
 
-    @property
-    def outputs(self) -> int:
-        """2 logits (softmax) for the CNNs, 1 logit (sigmoid) for the Cough2COVID19 family."""
-        return 2 if self.name in CNN_NAMES else 1
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a card of another model)."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ClassificationError(f"unknown network config keys {unknown}")
+        return cls(**values)
 
 
 def _dense(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -85,8 +102,8 @@ def _dense(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 def _conv_blocks(shape: tuple[int, int]) -> tuple[nn.Sequential, int]:
-    """Three blocks of Conv 3x3 (32/64/64) + ReLU + MaxPool 2x2 (stride 2) + BatchNorm, then Flatten; and the
-    flattened size for a ``(1, *shape)`` image."""
+    """Three blocks of Conv 3x3 (32/64/64, padding 1) + ReLU + MaxPool 2x2 (stride 2) + BatchNorm, then Flatten;
+    and the flattened size for a ``(1, *shape)`` image."""
     layers: list[nn.Module] = []
     channels_in, (height, width) = 1, shape
     for channels in (32, 64, 64):
@@ -123,7 +140,7 @@ class Cough2Covid19(nn.Module):
 
 
 class VectorMlp(nn.Module):
-    """A single-branch MLP of the same study (Dense 1024/2048/512/512) on one vector input.
+    """A single-branch MLP of the same study (Dense 1024/2048/512/512, ReLU + Dropout) on one vector input.
 
     Shape:
         ``(batch, size)`` -> ``(batch, 1)``.
@@ -153,62 +170,185 @@ class SpectrogramCnn(nn.Module):
         return self.layers(spectrogram)
 
 
+def _weights_overlay(timm_name: str, path: Path) -> dict:
+    """timm's ``pretrained_cfg_overlay`` for a local weights file: the file, and the stem channels and head classes
+    the file holds, so timm adapts the stem to one channel only when the file's has three, and keeps a head that
+    already has two classes (a head of another size is re-initialised)."""
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as error:  # torch and safetensors raise many types for a bad file
+        raise ClassificationError(f"weights file {path} is not a readable state_dict ({error})") from error
+    default = timm.models.get_pretrained_cfg(timm_name)
+    overlay = {"file": str(path)}
+    stem, head = state.get(f"{default.first_conv}.weight"), state.get(f"{default.classifier}.weight")
+    if stem is not None and stem.ndim == 4:
+        overlay["input_size"] = (int(stem.shape[1]), *default.input_size[1:])
+    if head is not None:
+        overlay["num_classes"] = int(head.shape[0])
+    return overlay
+
+
 def build_cnn(name: str, weights: str | Path | None = None) -> nn.Module:
     """A timm CNN for one input channel and two classes, never downloading anything.
 
     Args:
         name: a key of :data:`CNN_NAMES`.
-        weights: an optional local weights file (a ``state_dict`` timm adapts to one channel; a classifier head
-            for another number of classes is re-initialised).
+        weights: an optional local weights file (a ``state_dict``, ``.pth`` or ``.safetensors``) of the same
+            architecture: a three-channel stem is summed to one channel, a head for another number of classes is
+            re-initialised.
 
     Shape:
         ``(batch, 1, mels, frames)`` -> ``(batch, 2)``.
+
+    Raises:
+        ClassificationError: an unknown name, a missing or unreadable file, or weights of another architecture.
     """
     if name not in CNN_NAMES:
         raise ClassificationError(f"unknown CNN {name!r}; choose from {sorted(CNN_NAMES)}")
+    timm_name = CNN_NAMES[name]
     if weights is None:
-        return timm.create_model(CNN_NAMES[name], pretrained=False, in_chans=1, num_classes=2)
+        return timm.create_model(timm_name, pretrained=False, in_chans=1, num_classes=2)
     path = Path(weights)
     if not path.is_file():
         raise ClassificationError(f"weights file {path} does not exist")
-    overlay = {"file": str(path)}
-    return timm.create_model(
-        CNN_NAMES[name], pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, num_classes=2
-    )
+    overlay = _weights_overlay(timm_name, path)
+    try:
+        return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, num_classes=2)
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped tensors
+        raise ClassificationError(f"weights file {path} does not fit {timm_name}: {error}") from error
 
 
-def build(config: NetworkConfig, weights: str | Path | None = None) -> nn.Module:
-    """The model ``config.name`` names (``weights``: a local file, CNNs only)."""
-    if config.name in CNN_NAMES:
-        return build_cnn(config.name, weights)
-    if weights is not None:
-        raise ClassificationError(f"{config.name} has no pretrained weights to load")
-    if config.name == "cough2covid19":
-        return Cough2Covid19(config)
-    if config.name == "spectrogram_cnn":
-        return SpectrogramCnn(config)
-    return VectorMlp(config.mfcc_size if config.name == "mfcc_mlp" else config.chroma_size, config.dropout)
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of :data:`MODELS`: the array kinds it reads (in its ``forward`` argument order), how it is built
+    and what it outputs."""
+
+    inputs: tuple[str, ...]
+    build: Callable[[NetworkConfig], nn.Module]
+    output: OutputKind
 
 
-def positive_probability(logits: torch.Tensor) -> torch.Tensor:
-    """P(positive) from two logits (softmax) or one (sigmoid). Shape: ``(batch, 1 | 2)`` -> ``(batch,)``."""
-    if logits.shape[1] == 2:
-        return torch.softmax(logits, dim=1)[:, 1]
-    return torch.sigmoid(logits[:, 0])
+def _cnn(name: str, config: NetworkConfig) -> nn.Module:
+    return build_cnn(name)
 
 
-def save(model: nn.Module, config: NetworkConfig, folder: Path) -> Path:
-    """Write ``network.json`` (the config) and ``weights.pt`` (the ``state_dict``) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
-    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
-    return folder
+def _vector_mlp(kind: str, config: NetworkConfig) -> nn.Module:
+    return VectorMlp(config.mfcc_size if kind == "mfcc" else config.chroma_size, config.dropout)
 
 
-def load(folder: Path) -> tuple[nn.Module, NetworkConfig]:
-    """The model and config :func:`save` wrote (weights read with ``weights_only=True``), in eval mode."""
-    raw = json.loads((folder / CONFIG_FILE).read_text())
-    config = NetworkConfig(**{**raw, "image_shape": tuple(raw["image_shape"])})
-    model = build(config)
-    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model.eval(), config
+MODELS: dict[str, ModelSpec] = {
+    **{name: ModelSpec(("logmel",), partial(_cnn, name), "softmax2") for name in CNN_NAMES},
+    "cough2covid19": ModelSpec(("mfcc", "spectrogram", "chroma"), Cough2Covid19, "logit1"),
+    "mfcc_mlp": ModelSpec(("mfcc",), partial(_vector_mlp, "mfcc"), "logit1"),
+    "spectrogram_cnn": ModelSpec(("spectrogram",), SpectrogramCnn, "logit1"),
+    "chroma_mlp": ModelSpec(("chroma",), partial(_vector_mlp, "chroma"), "logit1"),
+}
+MODEL_NAMES = tuple(MODELS)
+
+
+def as_model_input(kind: str, array: torch.Tensor) -> torch.Tensor:
+    """``array`` as a model reads it: an image kind without its channel axis ``(batch, rows, columns)`` gets one;
+    anything else is returned as it is. Shape: ``(batch, rows, columns)`` -> ``(batch, 1, rows, columns)``."""
+    return array.unsqueeze(1) if kind in IMAGE_KINDS and array.dim() == 3 else array
+
+
+class NeuralClassifier(nn.Module):
+    """One model of :data:`MODELS` that reads a batch as ``{kind: tensor}`` and remembers its config.
+
+    Args:
+        config: the model and its sizes.
+        weights: a local weights file for a CNN (:func:`build_cnn`); ``None`` starts from random weights.
+
+    Shape:
+        ``batch[kind]``: ``(batch, 1, rows, columns)`` (or ``(batch, rows, columns)``) for ``logmel`` and
+        ``spectrogram``, ``(batch, size)`` for ``mfcc`` and ``chroma``; returns logits ``(batch, 2)`` for
+        ``"softmax2"`` models, ``(batch, 1)`` for ``"logit1"`` ones.
+    """
+
+    def __init__(self, config: NetworkConfig, weights: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        self.spec = MODELS[config.name]
+        if weights is not None and config.name not in CNN_NAMES:
+            raise ClassificationError(f"{config.name} has no pretrained weights to load; only {sorted(CNN_NAMES)}")
+        self.network = build_cnn(config.name, weights) if weights is not None else self.spec.build(config)
+        self.metadata: dict = {}
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.spec.inputs
+
+    @property
+    def output(self) -> OutputKind:
+        return self.spec.output
+
+    def parameter_count(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        missing = [kind for kind in self.inputs if kind not in batch]
+        if missing:
+            raise ClassificationError(f"{self.config.name} reads {list(self.inputs)}; the batch lacks {missing}")
+        return self.network(*(as_model_input(kind, batch[kind]) for kind in self.inputs))
+
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        """Write ``classifier.pt`` (the ``state_dict`` only) and ``classifier.json`` (config, inputs, output,
+        parameter count, metadata and library versions) into ``folder`` (created).
+
+        Args:
+            folder: where the two files go.
+            metadata: JSON-serialisable; ``None`` stores :attr:`metadata`.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
+        torch.save(state, folder / WEIGHTS_FILE)
+        card = {
+            "format": CARD_FORMAT,
+            "config": self.config.to_dict(),
+            "inputs": list(self.inputs),
+            "output": self.output,
+            "parameters": self.parameter_count(),
+            "metadata": dict(self.metadata if metadata is None else metadata),
+            "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        }
+        (folder / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> NeuralClassifier:
+        """A model :meth:`save` wrote, in eval mode; the weights are read with ``weights_only=True``, so a file
+        holding anything but tensors is refused.
+
+        Raises:
+            ClassificationError: a missing or foreign card, or weights that do not fit the config.
+        """
+        folder = Path(folder)
+        try:
+            card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ClassificationError(f"{folder / CARD_FILE}: unreadable ({error})") from error
+        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+            raise ClassificationError(f"{folder / CARD_FILE}: not a neural classifier card ({CARD_FORMAT!r})")
+        model = cls(NetworkConfig.from_dict(card["config"]))
+        try:
+            model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=map_location, weights_only=True))
+        except (OSError, RuntimeError) as error:
+            raise ClassificationError(f"{folder / WEIGHTS_FILE}: weights do not load ({error})") from error
+        model.metadata = dict(card.get("metadata") or {})
+        return model.to(map_location).eval()
+
+
+def probabilities(logits: torch.Tensor, output: OutputKind) -> torch.Tensor:
+    """P(positive) from logits: softmax of two, sigmoid of one. Shape: ``(batch, 2 | 1)`` -> ``(batch,)``."""
+    expected = 2 if output == "softmax2" else 1
+    if logits.dim() != 2 or logits.shape[1] != expected:
+        raise ClassificationError(f"{output} logits must be (batch, {expected}), got {tuple(logits.shape)}")
+    return torch.softmax(logits, dim=1)[:, 1] if output == "softmax2" else torch.sigmoid(logits[:, 0])
+
+
+def positive_probability(model: NeuralClassifier, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """P(positive) of each example of ``batch``, without gradients, in the model's current mode (call
+    ``model.eval()`` first for predictions). Shape: ``(batch,)``."""
+    with torch.inference_mode():
+        return probabilities(model(batch), model.output)

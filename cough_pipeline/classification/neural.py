@@ -1,230 +1,507 @@
-"""Training the neural classifiers per CV fold on the arrays of ``classification_inputs``.
+"""Training the neural classifiers per cross-validation fold on the arrays of ``classification_inputs``.
 
-For each CV fold ``k`` the model is trained on the other CV folds with Adam, evaluated on fold ``k`` after every
-epoch, and the weights of the epoch with the lowest validation loss are kept (training stops after ``patience``
-epochs without improvement). The kept model predicts fold ``k`` (``split = validation``) and the holdout
-(``split = holdout``), in the predictions schema of :mod:`cough_pipeline.classification.evaluation`; the holdout
-never influences training or the choice of epoch. Two-logit models (the CNNs) use cross-entropy, one-logit models
-(the Cough2COVID19 family) binary cross-entropy on the logit. SpecAugment-style masking (one frequency band and
-one time span per example, set to 0, the standardised patch's mean) applies to training batches of image inputs
-only. Seeds fix the initial weights, the batch order and the masks.
+For each CV fold ``k`` a model of :data:`~cough_pipeline.classification.networks.MODELS` is trained with Adam on
+the other CV folds and scored on fold ``k`` after every epoch; the weights of the epoch with the lowest
+validation loss are kept, and training stops after ``patience`` epochs without a lower one. The kept model
+predicts fold ``k`` (``split = "validation"``) and the holdout (``split = "holdout"``) in the predictions schema
+of :mod:`cough_pipeline.classification.evaluation`; the holdout never influences training or the choice of epoch,
+and averaging the fold models' holdout probabilities (the fold ensemble) is left to evaluation.
+
+Two-logit models (the CNNs) use cross-entropy, one-logit models (the Cough2COVID19 family) binary cross-entropy
+on the logit. SpecAugment-style masking (per example one frequency band and one time span, each up to a share of
+the image, set to the example's mean: 0 for the standardised log-mel patch) applies to the image inputs of
+training batches only, never to validation or prediction inputs. The seed fixes the initial weights, dropout,
+the batch order and the masks: on CPU the same seed, data and thread count give identical predictions.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
-from cough_pipeline.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Seed, check_fields
+from cough_pipeline.bounds import Fraction, PositiveFloat, PositiveInt, Seed, check_fields
 from cough_pipeline.classification.errors import ClassificationError
 from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
-from cough_pipeline.classification.networks import INPUTS, NetworkConfig, build, positive_probability
+from cough_pipeline.classification.networks import (
+    CNN_NAMES,
+    IMAGE_KINDS,
+    MODELS,
+    NetworkConfig,
+    NeuralClassifier,
+    probabilities,
+)
+from cough_pipeline.classification.ranking import cv_folds, with_folds
 from cough_pipeline.parallel import ProgressCallback, notify
-
-#: Array kinds with a (mels, frames) image: they get a channel axis and SpecAugment.
-IMAGES = ("logmel", "spectrogram")
 
 
 @dataclass(frozen=True)
 class NeuralTrainingConfig:
-    """Adam at ``learning_rate``, ``batch_size``, at most ``epochs`` with early stopping after ``patience`` epochs
-    without a lower validation loss; SpecAugment masks up to ``max_frequency_mask`` bins and ``max_time_mask``
-    frames of training images when ``spec_augment``; torch uses ``num_threads`` intra-op threads."""
+    """How each fold model is trained.
+
+    Args:
+        batch_size: examples per Adam step (and per validation/prediction batch).
+        learning_rate: Adam's step size.
+        epochs: the most passes over the training rows.
+        patience: stop after this many epochs without a lower validation loss.
+        spec_augment: mask training images (``logmel``, ``spectrogram``).
+        max_frequency_mask: the widest frequency band masked, as a share of the image's rows.
+        max_time_mask: the widest time span masked, as a share of the image's columns (0.15: 0.6 s of both the
+            4 s log-mel patch and the 40-column spectrogram).
+        dropout: the dense layers' dropout rate (Cough2COVID19 family; the CNNs keep timm's).
+        weights: a local weights file the CNNs start from (:func:`~cough_pipeline.classification.networks.build_cnn`);
+            ``None`` starts from random weights.
+        seed: seeds initial weights, dropout, batch order and masks.
+        device: ``"cpu"``, ``"cuda"``, ...; ``""`` picks CUDA when available.
+        num_threads: torch intra-op threads while training (restored afterwards).
+    """
 
     batch_size: PositiveInt = 32
     learning_rate: PositiveFloat = 1e-3
     epochs: PositiveInt = 30
     patience: PositiveInt = 5
     spec_augment: bool = True
-    max_frequency_mask: NonNegativeInt = 16
-    max_time_mask: NonNegativeInt = 20
+    max_frequency_mask: Fraction = 0.15
+    max_time_mask: Fraction = 0.15
+    dropout: Fraction = 0.3
+    weights: str | None = None
     seed: Seed = 0
+    device: str = ""
     num_threads: PositiveInt = 2
 
     def __post_init__(self):
         check_fields(self)
+        if self.device:
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"NeuralTrainingConfig.device {self.device!r} is not a torch device") from error
+
+    def resolved_device(self) -> torch.device:
+        """``device``, or CUDA when available and ``device`` is empty, else the CPU."""
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class InputArrays(Dataset):
+    """The arrays of some ``classification_inputs`` rows, loaded into memory once, with their labels.
+
+    :meth:`subset` gives views that share the loaded tensors, so the fold sets of one table cost no copies.
+
+    Args:
+        rows: ``<kind>_path`` columns (relative to ``root``) for every kind in ``kinds``; a ``label`` column
+            (0/1) when the rows train or are scored against labels.
+        root: the folder the paths are relative to.
+        kinds: the array kinds to load (a model's ``inputs``).
+
+    Shape:
+        An item ``(arrays, label)``: ``arrays[kind]`` is ``(1, rows, columns)`` for image kinds, ``(size,)``
+        for vectors; ``label`` a float scalar. Indexing with a list or tensor of positions gives the batch.
+
+    Raises:
+        ClassificationError: a missing column, an unreadable or missing file, arrays of one kind with different
+            shapes, or non-finite values.
+    """
+
+    def __init__(self, rows: pd.DataFrame, root: str | Path, kinds: tuple[str, ...]):
+        missing = [f"{kind}_path" for kind in kinds if f"{kind}_path" not in rows.columns]
+        if missing:
+            raise ClassificationError(f"the inputs table lacks {missing}")
+        root = Path(root)
+        self.kinds = tuple(kinds)
+        self.tensors = {kind: _stack(rows[f"{kind}_path"], root, kind) for kind in kinds}
+        labels = rows["label"].to_numpy(np.float32) if "label" in rows.columns else np.zeros(len(rows), np.float32)
+        self.labels = torch.from_numpy(labels)
+        self.index = torch.arange(len(rows))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, position) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        chosen = self.index[position]
+        return {kind: tensor[chosen] for kind, tensor in self.tensors.items()}, self.labels[chosen]
+
+    def subset(self, positions) -> InputArrays:
+        """The rows at ``positions`` (a boolean mask or positions), sharing this object's tensors."""
+        view = copy.copy(self)
+        view.index = self.index[torch.as_tensor(np.asarray(positions))]
+        return view
+
+    def shape(self, kind: str) -> tuple[int, ...]:
+        """The shape of one example's ``kind`` array (without the channel axis of an image)."""
+        shape = tuple(self.tensors[kind].shape[1:])
+        return shape[1:] if kind in IMAGE_KINDS else shape
+
+
+def _stack(paths: pd.Series, root: Path, kind: str) -> torch.Tensor:
+    """One float32 tensor of every row's ``kind`` array; images get their channel axis."""
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(np.load(root / str(path), allow_pickle=False))
+        except (OSError, ValueError) as error:
+            raise ClassificationError(f"{kind} array {root / str(path)} is unreadable ({error})") from error
+    shapes = sorted({array.shape for array in arrays})
+    if len(shapes) > 1:
+        raise ClassificationError(f"{kind} arrays have different shapes {shapes[:3]}")
+    stacked = np.stack(arrays).astype(np.float32) if arrays else np.zeros((0,), np.float32)
+    if not np.isfinite(stacked).all():
+        raise ClassificationError(f"{kind} arrays hold NaN or infinite values")
+    tensor = torch.from_numpy(stacked)
+    return tensor.unsqueeze(1) if kind in IMAGE_KINDS and tensor.dim() == 3 else tensor
+
+
+def spec_augment(
+    images: torch.Tensor, generator: torch.Generator, max_frequency: float, max_time: float
+) -> torch.Tensor:
+    """A copy of ``images`` with, per example, one frequency band of up to ``max_frequency`` of its rows and one
+    time span of up to ``max_time`` of its columns (widths and starts uniform) set to the example's mean.
+
+    Shape:
+        ``(batch, 1, rows, columns)`` -> the same.
+    """
+    batch, _, rows, columns = images.shape
+    mean = images.mean(dim=(1, 2, 3), keepdim=True).expand_as(images)
+    masked = torch.zeros(images.shape, dtype=torch.bool)
+    axes = ((max_frequency, rows, (batch, 1, rows, 1)), (max_time, columns, (batch, 1, 1, columns)))
+    for share, length, view in axes:
+        widest = int(share * length + 1e-9)  # float round-off: 0.29 * 100 is 28.999...
+        width = torch.randint(0, widest + 1, (batch,), generator=generator)
+        start = (torch.rand(batch, generator=generator) * (length - width + 1)).long()
+        position = torch.arange(length)
+        band = (position >= start[:, None]) & (position < (start + width)[:, None])
+        masked |= band.view(view)
+    return torch.where(masked.to(images.device), mean, images)
 
 
 @dataclass
 class FoldModel:
-    """The kept model of one fold, the epoch it came from and the loss history (train, validation per epoch)."""
+    """The kept model of one fold.
+
+    Args:
+        fold: the CV fold it was validated on (and did not train on).
+        model: the weights of ``best_epoch``, in eval mode, on the CPU.
+        best_epoch: the epoch (from 1) with the lowest validation loss.
+        history: one record per epoch run: ``epoch``, ``train_loss``, ``val_loss``, ``seconds``.
+    """
 
     fold: int
-    model: nn.Module
+    model: NeuralClassifier
     best_epoch: int
-    history: list[tuple[float, float]] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def best_val_loss(self) -> float:
+        return self.history[self.best_epoch - 1]["val_loss"]
 
 
 @dataclass
 class NeuralResult:
+    """``predictions``: the predictions table (validation and holdout rows of every fold model). ``models``: the
+    fold models in fold order. ``histories``: ``fold, epoch, train_loss, val_loss, seconds, best`` per epoch."""
+
     predictions: pd.DataFrame
     models: list[FoldModel]
+    histories: pd.DataFrame
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Each fold model in ``folder/fold<k>`` (:meth:`NeuralClassifier.save`, metadata: fold, best epoch and
+        validation loss); returns the folders."""
+        folders = []
+        for fold_model in self.models:
+            metadata = {**fold_model.model.metadata, "best_val_loss": fold_model.best_val_loss}
+            folders.append(fold_model.model.save(Path(folder) / f"fold{fold_model.fold}", metadata))
+        return folders
 
 
-def load_arrays(rows: pd.DataFrame, root: Path, kinds: tuple[str, ...]) -> list[torch.Tensor]:
-    """The ``.npy`` arrays of each kind for ``rows`` (``<kind>_path`` relative to ``root``), stacked.
-
-    Shape:
-        ``(rows, 1, mels, frames)`` for images, ``(rows, size)`` for vectors.
-    """
-    tensors = []
-    for kind in kinds:
-        stacked = np.stack([np.load(root / path) for path in rows[f"{kind}_path"]]).astype(np.float32)
-        tensor = torch.from_numpy(stacked)
-        tensors.append(tensor.unsqueeze(1) if kind in IMAGES else tensor)
-    return tensors
+def network_config(name: str, data: InputArrays, dropout: float = 0.3) -> NetworkConfig:
+    """The :class:`NetworkConfig` of model ``name`` for the array shapes of ``data``."""
+    sizes: dict = {}
+    if "mfcc" in data.kinds:
+        sizes["mfcc_size"] = data.shape("mfcc")[0]
+    if "chroma" in data.kinds:
+        sizes["chroma_size"] = data.shape("chroma")[0]
+    if "spectrogram" in data.kinds:
+        sizes["image_shape"] = data.shape("spectrogram")
+    return NetworkConfig(name=name, dropout=dropout, **sizes)
 
 
-def spec_augment(images: torch.Tensor, generator: torch.Generator, max_frequency: int, max_time: int) -> torch.Tensor:
-    """A copy of ``images`` with one random frequency band and one time span per example set to 0.
-
-    Shape:
-        ``(batch, 1, mels, frames)`` -> the same.
-    """
-    out = images.clone()
-    batch, _, mels, frames = out.shape
-    for index in range(batch):
-        for size, limit, axis in ((max_frequency, mels, 2), (max_time, frames, 3)):
-            width = int(torch.randint(0, min(size, limit) + 1, (1,), generator=generator))
-            start = int(torch.randint(0, limit - width + 1, (1,), generator=generator))
-            out[index].narrow(axis - 1, start, width).zero_()
-    return out
+def _spec(name: str):
+    if name not in MODELS:
+        raise ClassificationError(f"unknown neural model {name!r}; choose from {list(MODELS)}")
+    return MODELS[name]
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 2:
-        return nn.functional.cross_entropy(logits, labels.long())
-    return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+def _batches(data: InputArrays, batch_size: int, generator: torch.Generator | None = None):
+    """Batches of ``data``: shuffled by ``generator`` when given (a lone last example is then left out, since
+    BatchNorm cannot train on one example of a 1x1 map), else in order."""
+    if generator is None:
+        order = torch.arange(len(data))
+    else:
+        order = torch.randperm(len(data), generator=generator)
+        if len(order) > 1 and len(order) % batch_size == 1:
+            order = order[:-1]
+    for start in range(0, len(order), batch_size):
+        yield data[order[start : start + batch_size]]
 
 
-def _batches(inputs: list[torch.Tensor], labels: torch.Tensor, size: int, order: torch.Tensor | None = None):
-    order = torch.arange(len(labels)) if order is None else order
-    for start in range(0, len(order), size):
-        chosen = order[start : start + size]
-        yield [tensor[chosen] for tensor in inputs], labels[chosen]
+def _loss_sum(logits: torch.Tensor, labels: torch.Tensor, output: str) -> torch.Tensor:
+    """Summed cross-entropy (two logits) or binary cross-entropy on the logit (one)."""
+    if output == "softmax2":
+        return F.cross_entropy(logits, labels.long(), reduction="sum")
+    return F.binary_cross_entropy_with_logits(logits[:, 0], labels, reduction="sum")
 
 
-def evaluate_loss(model: nn.Module, inputs: list[torch.Tensor], labels: torch.Tensor, batch_size: int) -> float:
-    """Mean loss of ``model`` over all rows (eval mode, no augmentation)."""
+def _on(arrays: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {kind: array.to(device, non_blocking=True) for kind, array in arrays.items()}
+
+
+def _train_epoch(
+    model: NeuralClassifier,
+    data: InputArrays,
+    optimiser: torch.optim.Optimizer,
+    config: NeuralTrainingConfig,
+    device: torch.device,
+    generator: torch.Generator,
+) -> float:
+    """One shuffled pass with masked training images; the mean loss per example."""
+    model.train()
+    total, count = 0.0, 0
+    for arrays, labels in _batches(data, config.batch_size, generator):
+        if config.spec_augment:
+            arrays = {
+                kind: spec_augment(array, generator, config.max_frequency_mask, config.max_time_mask)
+                if kind in IMAGE_KINDS
+                else array
+                for kind, array in arrays.items()
+            }
+        loss = _loss_sum(model(_on(arrays, device)), labels.to(device), model.output)
+        optimiser.zero_grad(set_to_none=True)
+        (loss / len(labels)).backward()
+        optimiser.step()
+        total, count = total + float(loss.detach()), count + len(labels)
+    return total / max(count, 1)
+
+
+def evaluate_loss(
+    model: NeuralClassifier, data: InputArrays, batch_size: int = 64, device: torch.device | None = None
+) -> float:
+    """Mean loss per example of ``model`` (eval mode, no augmentation) over ``data``, on ``device`` (default:
+    where the model is)."""
+    device = device if device is not None else next(model.parameters()).device
     model.eval()
     total = 0.0
     with torch.inference_mode():
-        for batch, y in _batches(inputs, labels, batch_size):
-            total += float(_loss(model(*batch), y)) * len(y)
-    return total / len(labels)
+        for arrays, labels in _batches(data, batch_size):
+            total += float(_loss_sum(model(_on(arrays, device)), labels.to(device), model.output))
+    return total / len(data)
 
 
-def predict(model: nn.Module, inputs: list[torch.Tensor], batch_size: int = 64) -> np.ndarray:
-    """P(positive) per row. Shape: ``(rows,)``."""
-    model.eval()
+def predict(
+    model: NeuralClassifier, data: InputArrays, batch_size: int = 64, device: torch.device | str | None = None
+) -> np.ndarray:
+    """P(positive) of every row of ``data`` in eval mode, never augmented, on ``device`` (default: where the
+    model is; the model is moved back afterwards). Shape: ``(len(data),)``."""
+    home = next(model.parameters()).device
+    device = torch.device(device) if device is not None else home
+    model.to(device).eval()
+    parts = [np.zeros(0)]
     with torch.inference_mode():
-        parts = [
-            positive_probability(model(*batch))
-            for batch, _ in _batches(inputs, torch.zeros(len(inputs[0])), batch_size)
-        ]
-    return torch.cat(parts).numpy().astype(np.float64)
+        for arrays, _ in _batches(data, batch_size):
+            parts.append(probabilities(model(_on(arrays, device)), model.output).cpu().numpy())
+    model.to(home)
+    return np.concatenate(parts).astype(np.float64)
 
 
-def _augmented(batch: list[torch.Tensor], kinds: tuple[str, ...], config: NeuralTrainingConfig, generator):
-    if not config.spec_augment:
-        return batch
-    return [
-        spec_augment(tensor, generator, config.max_frequency_mask, config.max_time_mask) if kind in IMAGES else tensor
-        for tensor, kind in zip(batch, kinds)
-    ]
+class _seeded:
+    """Seed torch (restoring the caller's RNG state on exit), request deterministic algorithms and set the thread
+    count meanwhile."""
+
+    def __init__(self, seed: int, device: torch.device, threads: int):
+        self.seed, self.threads = seed, threads
+        self._fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    def __enter__(self):
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        self._saved = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            torch.get_num_threads(),
+        )
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        deterministic, warn_only, cudnn_deterministic, benchmark, threads = self._saved
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_deterministic, benchmark
+        torch.set_num_threads(threads)
+        return self._fork.__exit__(*exc)
+
+
+def _fit(
+    model: NeuralClassifier,
+    train: InputArrays,
+    validation: InputArrays,
+    config: NeuralTrainingConfig,
+    device: torch.device,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict], int, dict[str, torch.Tensor]]:
+    """Train ``model`` (on ``device``) epoch by epoch; the history, the best epoch and its weights (on the CPU)."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    generator = torch.Generator().manual_seed(config.seed)  # batch order and masks
+    history: list[dict] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, None
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, train, optimiser, config, device, generator)
+        val_loss = evaluate_loss(model, validation, config.batch_size, device)
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": time.perf_counter() - started}
+        )
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+        notify(progress, epoch, config.epochs)
+        if epoch - best_epoch >= config.patience:
+            break
+    if best_state is None:
+        raise ClassificationError(f"{model.config.name}: no epoch gave a finite validation loss (training diverged)")
+    return history, best_epoch, best_state
+
+
+def fit_fold(
+    name: str,
+    train: InputArrays,
+    validation: InputArrays,
+    config: NeuralTrainingConfig = NeuralTrainingConfig(),
+    progress: ProgressCallback | None = None,
+    fold: int = 0,
+) -> FoldModel:
+    """Train model ``name`` on ``train`` and keep the epoch with the lowest loss on ``validation``.
+
+    Args:
+        name: a key of :data:`~cough_pipeline.classification.networks.MODELS`; its sizes come from the arrays.
+        train, validation: the fold's arrays and labels (:class:`InputArrays`).
+        config: optimiser, epochs, early stopping, augmentation, seed, device and threads.
+        progress: ``progress(epoch, config.epochs)`` after each epoch.
+        fold: the fold number recorded with the model.
+
+    Returns:
+        The best epoch's model (eval mode, CPU; ``metadata``: fold, best epoch, seed) and the history.
+
+    Raises:
+        ClassificationError: an unknown model, no training or validation rows, training rows of one class, or
+            training that never gives a finite validation loss.
+    """
+    _spec(name)
+    if len(train) == 0 or len(validation) == 0:
+        raise ClassificationError(f"need training and validation rows, got {len(train)} and {len(validation)}")
+    classes = sorted(set(train.labels[train.index].tolist()))
+    if classes != [0.0, 1.0]:
+        raise ClassificationError(f"the training rows of fold {fold} hold the labels {classes}, need 0 and 1")
+    device = config.resolved_device()
+    with _seeded(config.seed, device, config.num_threads):
+        weights = config.weights if name in CNN_NAMES else None
+        model = NeuralClassifier(network_config(name, train, config.dropout), weights=weights).to(device)
+        history, best_epoch, best_state = _fit(model, train, validation, config, device, progress)
+    model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    model.metadata = {"fold": int(fold), "best_epoch": best_epoch, "seed": config.seed}
+    return FoldModel(int(fold), model, best_epoch, history)
 
 
 def train_fold(
-    network: NetworkConfig,
-    train: tuple[list[torch.Tensor], torch.Tensor],
-    validation: tuple[list[torch.Tensor], torch.Tensor],
-    config: NeuralTrainingConfig,
-    fold: int = 0,
-    on_epoch: Callable[[int, float, float], None] | None = None,
+    name: str,
+    train_rows: pd.DataFrame,
+    validation_rows: pd.DataFrame,
+    root: str | Path,
+    config: NeuralTrainingConfig = NeuralTrainingConfig(),
+    progress: ProgressCallback | None = None,
 ) -> FoldModel:
-    """Train one fold model and keep the epoch with the lowest validation loss (see the module docstring)."""
-    torch.manual_seed(config.seed + fold)
-    generator = torch.Generator().manual_seed(config.seed + fold)
-    model = build(network)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    kinds = INPUTS[network.name]
-    best, best_loss, best_epoch, history = copy.deepcopy(model.state_dict()), float("inf"), 0, []
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        total = 0.0
-        order = torch.randperm(len(train[1]), generator=generator)
-        for batch, y in _batches(*train, config.batch_size, order):
-            optimiser.zero_grad()
-            loss = _loss(model(*_augmented(batch, kinds, config, generator)), y)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(y)
-        validation_loss = evaluate_loss(model, *validation, config.batch_size)
-        history.append((total / len(train[1]), validation_loss))
-        if on_epoch is not None:
-            on_epoch(epoch, *history[-1])
-        if validation_loss < best_loss:
-            best, best_loss, best_epoch = copy.deepcopy(model.state_dict()), validation_loss, epoch
-        elif epoch - best_epoch >= config.patience:
-            break
-    model.load_state_dict(best)
-    return FoldModel(fold, model.eval(), best_epoch, history)
+    """:func:`fit_fold` on the arrays of two row sets of ``classification_inputs`` (``<kind>_path`` relative to
+    ``root``, ``label`` 0/1); the fold number is the validation rows' ``fold`` when they have one."""
+    kinds = _spec(name).inputs
+    folds = validation_rows["fold"].unique() if "fold" in validation_rows.columns else []
+    fold = int(folds[0]) if len(folds) == 1 else 0
+    for what, rows in (("training", train_rows), ("validation", validation_rows)):
+        if "label" not in rows.columns or not rows["label"].isin([0, 1]).all():
+            raise ClassificationError(f"the {what} rows need a 0/1 label column")
+    data = InputArrays(train_rows, root, kinds), InputArrays(validation_rows, root, kinds)
+    return fit_fold(name, *data, config=config, progress=progress, fold=fold)
 
 
-def _rows(frame: pd.DataFrame, name: str, variant: str, split: str, fold: int, probability) -> pd.DataFrame:
-    out = frame[["recording_id", "participant_id", "dataset", "label"]].assign(
-        model=name, variant=variant, split=split, fold=fold, probability=probability
-    )
+def _prediction_rows(
+    rows: pd.DataFrame, name: str, variant: str, split: str, fold: int, probability: np.ndarray
+) -> pd.DataFrame:
+    out = rows[["recording_id", "participant_id", "dataset"]].copy()
+    out["model"], out["variant"], out["split"], out["fold"] = name, variant, split, int(fold)
+    out["probability"] = probability
+    out["label"] = rows["label"].to_numpy(int)
     return out[list(PREDICTION_COLUMNS)]
-
-
-def _subset(arrays: list[torch.Tensor], labels: torch.Tensor, mask: torch.Tensor):
-    return [array[mask] for array in arrays], labels[mask]
 
 
 def train_neural(
     inputs: pd.DataFrame,
     folds: pd.DataFrame,
-    network: NetworkConfig,
+    name: str,
     variant: str,
-    root: Path,
-    config: NeuralTrainingConfig,
+    root: str | Path,
+    config: NeuralTrainingConfig = NeuralTrainingConfig(),
     progress: ProgressCallback | None = None,
 ) -> NeuralResult:
-    """Every CV fold model of ``network`` on ``variant``'s arrays, and its validation and holdout predictions.
+    """Every CV fold model of ``name`` on ``variant``'s arrays, and its validation and holdout predictions.
+
+    Fold model ``k`` trains on the cv rows of the other folds, stops early on fold ``k``, then predicts fold ``k``
+    and every holdout row. The arrays are loaded once for all folds.
 
     Args:
-        inputs: the ``classification_inputs`` table (``<kind>_path`` relative to ``root``).
-        folds: the fold table (``label``, ``split``, ``fold`` per recording).
-        progress: ``progress(done, total)`` after each fold.
+        inputs: the ``classification_inputs`` table (``variant``, ``recording_id``, ``<kind>_path`` relative to
+            ``root``); rows of ``variant`` are used.
+        folds: the fold table (its ``label`` is the target; ``split``, ``fold``).
+        name: a key of :data:`~cough_pipeline.classification.networks.MODELS`.
+        variant: ``"original"`` or ``"separated"``.
+        root: the folder the array paths are relative to.
+        config: training settings (:class:`NeuralTrainingConfig`).
+        progress: ``progress(done, total)`` after each epoch, ``total`` = folds x ``config.epochs`` (a fold that
+            stops early jumps to its end).
+
+    Returns:
+        Predictions (``model`` = ``name``), the fold models and their histories.
     """
-    torch.set_num_threads(config.num_threads)
-    rows = inputs[inputs["variant"] == variant].drop(columns=["dataset", "participant_id"], errors="ignore")
-    frame = folds.merge(rows, on="recording_id")
-    if frame.empty:
-        raise ClassificationError(f"no {variant} inputs for the recordings of the fold table")
-    kinds = INPUTS[network.name]
-    arrays = load_arrays(frame, root, kinds)
-    labels = torch.as_tensor(frame["label"].to_numpy(np.int64))
-    numbers = sorted(int(k) for k in frame.loc[frame["split"] == "cv", "fold"].unique())
-    holdout = torch.as_tensor((frame["split"] == "holdout").to_numpy())
-    predictions, models = [], []
-    for done, k in enumerate(numbers, start=1):
-        is_val = torch.as_tensor(((frame["split"] == "cv") & (frame["fold"] == k)).to_numpy())
-        is_train = torch.as_tensor(((frame["split"] == "cv") & (frame["fold"] != k)).to_numpy())
-        train, validation = _subset(arrays, labels, is_train), _subset(arrays, labels, is_val)
-        fold_model = train_fold(network, train, validation, config, fold=k)
+    spec = _spec(name)
+    rows = inputs[inputs["variant"] == variant] if "variant" in inputs.columns else inputs
+    if rows.empty:
+        raise ClassificationError(f"no {variant} inputs to train {name} on")
+    frame = with_folds(rows, folds, [f"{kind}_path" for kind in spec.inputs])
+    numbers = cv_folds(frame)
+    data = InputArrays(frame, root, spec.inputs)
+    cv, total = (frame["split"] == "cv").to_numpy(), len(numbers) * config.epochs
+    predictions, models, histories = [], [], []
+    for position, k in enumerate(numbers):
+        validation = cv & (frame["fold"] == k).to_numpy()
+        offset = position * config.epochs
+        fold_progress = None if progress is None else (lambda done, _, o=offset: progress(o + done, total))
+        fold_model = fit_fold(name, data.subset(cv & ~validation), data.subset(validation), config, fold_progress, k)
+        fold_model.model.metadata["variant"] = variant
         models.append(fold_model)
-        for split, mask in (("validation", is_val), ("holdout", holdout)):
+        histories += [{"fold": k, **r, "best": r["epoch"] == fold_model.best_epoch} for r in fold_model.history]
+        for split, mask in (("validation", validation), ("holdout", ~cv)):
             if mask.any():
-                probability = predict(fold_model.model, _subset(arrays, labels, mask)[0])
-                predictions.append(_rows(frame[mask.numpy()], network.name, variant, split, k, probability))
-        notify(progress, done, len(numbers))
-    return NeuralResult(pd.concat(predictions, ignore_index=True), models)
+                probability = predict(fold_model.model, data.subset(mask), config.batch_size, config.resolved_device())
+                predictions.append(_prediction_rows(frame[mask], name, variant, split, k, probability))
+        notify(progress, offset + config.epochs, total)
+    return NeuralResult(pd.concat(predictions, ignore_index=True), models, pd.DataFrame(histories))

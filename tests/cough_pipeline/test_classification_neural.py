@@ -1,7 +1,10 @@
-"""Per-fold training of the neural classifiers: it learns, keeps the best validation epoch, augments training
-batches only, and repeats itself for one seed."""
+"""Per-fold training of the neural classifiers on tiny synthetic input arrays: it learns a separable task, keeps the
+lowest-validation-loss epoch, stops early, masks training images only, repeats itself for one seed and writes
+predictions in the shared schema."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -9,102 +12,197 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
+import cough_pipeline.classification.neural as neural
+from cough_pipeline.classification.errors import ClassificationError
+from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS, check_predictions
 from cough_pipeline.classification.folds import FoldConfig, assign_folds
-from cough_pipeline.classification.networks import NetworkConfig
-from cough_pipeline.classification.neural import NeuralTrainingConfig, spec_augment, train_neural
+from cough_pipeline.classification.networks import NeuralClassifier
+from cough_pipeline.classification.neural import (
+    InputArrays,
+    NeuralTrainingConfig,
+    evaluate_loss,
+    predict,
+    spec_augment,
+    train_fold,
+    train_neural,
+)
 
-FAST = NeuralTrainingConfig(batch_size=16, epochs=6, patience=3, learning_rate=3e-3, num_threads=1)
+#: Small images keep every test at a few seconds: (rows, columns) of the log-mel patch and the spectrogram image.
+LOGMEL, IMAGE = (16, 32), (16, 24)
+FAST = NeuralTrainingConfig(batch_size=16, epochs=4, patience=4, learning_rate=3e-3, num_threads=1)
 
 
-def _tables(root, n_participants: int = 30, shift: float = 1.5):
-    """Two recordings per participant; positives' MFCC vectors shifted by ``shift`` in their first 5 dims."""
-    rng = np.random.default_rng(0)
+def _tables(root, n_participants: int = 30, shift: float = 1.5, random_labels: bool = False, seed: int = 0):
+    """Two recordings per participant, written as ``.npy`` arrays under ``root``: positives have their first five
+    MFCCs and chroma bins shifted up by ``shift`` (down for negatives) and a brighter low band in both images.
+    ``random_labels``: labels drawn independently of the arrays (nothing to learn)."""
+    rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_participants):
-        positive = p % 2 == 0
+        positive = rng.random() < 0.5 if random_labels else p % 2 == 0
+        sign = 1.0 if (p % 2 == 0) else -1.0
         for r in range(2):
-            rid = f"demo:p{p}-r{r}"
-            mfcc = rng.normal(size=39).astype(np.float32)
-            mfcc[:5] += shift if positive else -shift
-            spectrogram = rng.uniform(size=(128, 40)).astype(np.float32)
-            for kind, array in (("mfcc", mfcc), ("spectrogram", spectrogram)):
-                np.save(root / f"{p}-{r}.{kind}.npy", array)
-            rows.append(
-                {
-                    "recording_id": rid,
-                    "participant_id": f"demo:p{p}",
-                    "dataset": "demo",
-                    "covid_label": "positive" if positive else "negative",
-                    "variant": "original",
-                    "mfcc_path": f"{p}-{r}.mfcc.npy",
-                    "spectrogram_path": f"{p}-{r}.spectrogram.npy",
-                    "content_hash": None,
-                }
-            )
+            arrays = {
+                "mfcc": rng.normal(size=39),
+                "chroma": rng.normal(size=12),
+                "logmel": rng.normal(size=LOGMEL),
+                "spectrogram": rng.uniform(size=IMAGE),
+            }
+            arrays["mfcc"][:5] += sign * shift
+            arrays["chroma"][:5] += sign * shift
+            arrays["logmel"][:4] += sign * shift
+            arrays["spectrogram"][:4] += sign * shift / 4
+            row = {
+                "recording_id": f"demo:p{p}-r{r}",
+                "participant_id": f"demo:p{p}",
+                "dataset": "demo",
+                "covid_label": "positive" if positive else "negative",
+                "variant": "original",
+                "content_hash": f"hash-{p}-{r}",
+            }
+            for kind, array in arrays.items():
+                np.save(root / f"{p}-{r}.{kind}.npy", array.astype(np.float32))
+                row[f"{kind}_path"] = f"{p}-{r}.{kind}.npy"
+            rows.append(row)
     inputs = pd.DataFrame(rows)
-    return inputs, assign_folds(inputs, FoldConfig(n_folds=3, seed=0))
+    folds = assign_folds(inputs, FoldConfig(n_folds=3, holdout_fraction=0.25, seed=0))
+    return inputs.drop(columns="content_hash"), folds
 
 
-def test_the_mfcc_mlp_learns_a_separable_task_and_predicts_in_the_schema(tmp_path):
+def _fold_rows(inputs, folds, k: int):
+    frame = folds[["recording_id", "label", "split", "fold"]].merge(inputs, on="recording_id")
+    cv = frame[frame["split"] == "cv"]
+    return cv[cv["fold"] != k], cv[cv["fold"] == k], frame[frame["split"] == "holdout"]
+
+
+@pytest.mark.parametrize("name", ["mfcc_mlp", "cough2covid19"])
+def test_a_separable_task_is_learned_and_predicted_in_the_schema(name, tmp_path):
     inputs, folds = _tables(tmp_path)
-    result = train_neural(inputs, folds, NetworkConfig(name="mfcc_mlp"), "original", tmp_path, FAST)
-    predictions = result.predictions
-    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
-    assert set(predictions["split"]) == {"validation", "holdout"} and len(result.models) == 3
-    validation = predictions[predictions["split"] == "validation"]
-    assert validation["recording_id"].is_unique and len(validation) == (folds["split"] == "cv").sum()
-    holdout = predictions[predictions["split"] == "holdout"]
-    assert roc_auc_score(holdout["label"], holdout["probability"]) > 0.9
-
-
-def test_the_kept_weights_are_the_lowest_validation_loss_epoch(tmp_path):
-    inputs, folds = _tables(tmp_path, shift=0.3)  # a hard task: validation loss turns up early
-    config = NeuralTrainingConfig(batch_size=8, epochs=12, patience=12, learning_rate=1e-2, num_threads=1)
-    result = train_neural(inputs, folds, NetworkConfig(name="mfcc_mlp"), "original", tmp_path, config)
-    for model in result.models:
-        losses = [validation for _, validation in model.history]
-        assert model.best_epoch == int(np.argmin(losses)) + 1
-
-
-def test_one_seed_gives_the_same_predictions(tmp_path):
-    inputs, folds = _tables(tmp_path)
-    network = NetworkConfig(name="spectrogram_cnn")
-    config = NeuralTrainingConfig(batch_size=16, epochs=1, patience=1, num_threads=1)
-    first = train_neural(inputs, folds, network, "original", tmp_path, config).predictions
-    again = train_neural(inputs, folds, network, "original", tmp_path, config).predictions
-    pd.testing.assert_frame_equal(first, again)
-
-
-def test_spec_augment_masks_one_band_and_one_span_per_example_without_touching_its_input():
-    images = torch.ones(3, 1, 32, 50)
-    masked = spec_augment(images, torch.Generator().manual_seed(1), max_frequency=8, max_time=10)
-    assert torch.equal(images, torch.ones(3, 1, 32, 50))
-    zero_rows = (masked == 0).all(dim=3).sum(dim=(1, 2))
-    zero_columns = (masked == 0).all(dim=2).sum(dim=(1, 2))
-    assert (zero_rows <= 8).all() and (zero_columns <= 10).all() and (masked == 0).any()
-
-
-def test_augmentation_is_never_applied_outside_training_batches(tmp_path, monkeypatch):
-    import cough_pipeline.classification.neural as neural
-
     calls = []
-    original = neural.spec_augment
+    result = train_neural(inputs, folds, name, "original", tmp_path, FAST, progress=lambda *a: calls.append(a))
+    predictions = result.predictions
+    check_predictions(predictions)
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS) and set(predictions["model"]) == {name}
+    validation = predictions[predictions["split"] == "validation"].merge(folds, on="recording_id")
+    assert validation["recording_id"].is_unique and len(validation) == (folds["split"] == "cv").sum()
+    assert (validation["fold_x"] == validation["fold_y"]).all()
+    assert (validation["label_x"] == validation["label_y"]).all()
+    holdout = predictions[predictions["split"] == "holdout"]
+    assert len(holdout) == 3 * (folds["split"] == "holdout").sum() and sorted(holdout["fold"].unique()) == [0, 1, 2]
+    ensemble = holdout.groupby("recording_id").agg(probability=("probability", "mean"), label=("label", "first"))
+    assert roc_auc_score(ensemble["label"], ensemble["probability"]) > 0.9
+    assert [m.fold for m in result.models] == [0, 1, 2]
+    assert set(result.histories.groupby("fold")["best"].sum()) == {1}
+    assert calls[-1] == (12, 12) and [done for done, _ in calls] == sorted(done for done, _ in calls)
 
-    def spy(images, *args):
-        calls.append(len(images))
-        return original(images, *args)
+
+def test_fold_models_save_and_load_with_the_same_predictions(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=20)
+    config = NeuralTrainingConfig(batch_size=16, epochs=1, patience=1, num_threads=1)
+    result = train_neural(inputs, folds, "chroma_mlp", "original", tmp_path, config)
+    folders = result.save(tmp_path / "models")
+    loaded = NeuralClassifier.load(folders[1])
+    assert loaded.metadata["fold"] == 1 and loaded.metadata["variant"] == "original"
+    _, validation_rows, _ = _fold_rows(inputs, folds, 1)
+    data = InputArrays(validation_rows, tmp_path, ("chroma",))
+    np.testing.assert_array_equal(predict(loaded, data), predict(result.models[1].model, data))
+
+
+def test_the_kept_model_is_the_lowest_validation_loss_epoch_and_training_stops_early(tmp_path):
+    inputs, folds = _tables(tmp_path, random_labels=True)  # nothing to learn: the validation loss soon rises
+    train_rows, validation_rows, _ = _fold_rows(inputs, folds, 0)
+    config = NeuralTrainingConfig(batch_size=8, epochs=30, patience=3, learning_rate=1e-2, num_threads=1)
+    fold_model = train_fold("mfcc_mlp", train_rows, validation_rows, tmp_path, config)
+    losses = [record["val_loss"] for record in fold_model.history]
+    assert fold_model.fold == 0 and fold_model.best_epoch == int(np.argmin(losses)) + 1
+    assert fold_model.best_epoch < len(losses) == fold_model.best_epoch + 3 < 30  # stopped 3 epochs after the best
+    validation = InputArrays(validation_rows, tmp_path, ("mfcc",))
+    kept = evaluate_loss(fold_model.model, validation)
+    assert kept == pytest.approx(fold_model.best_val_loss, rel=1e-5)
+
+
+def test_a_cnn_trains_on_log_mel_patches(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=16)
+    train_rows, validation_rows, holdout_rows = _fold_rows(inputs, folds, 1)
+    config = NeuralTrainingConfig(batch_size=8, epochs=1, patience=1, num_threads=1)
+    fold_model = train_fold("mobilenetv3_small", train_rows, validation_rows, tmp_path, config)
+    assert fold_model.model.output == "softmax2" and len(fold_model.history) == 1 and not fold_model.model.training
+    probability = predict(fold_model.model, InputArrays(holdout_rows, tmp_path, ("logmel",)))
+    assert probability.shape == (len(holdout_rows),) and np.isfinite(probability).all()
+    assert ((probability >= 0) & (probability <= 1)).all() and np.ptp(probability) > 0
+
+
+def test_spec_augment_masks_one_band_and_one_span_per_example_with_its_mean():
+    images = torch.arange(4 * 20 * 30, dtype=torch.float32).reshape(4, 1, 20, 30)
+    before = images.clone()
+    masked = spec_augment(images, torch.Generator().manual_seed(1), max_frequency=0.2, max_time=0.3)
+    assert torch.equal(images, before)
+    again = spec_augment(images, torch.Generator().manual_seed(1), max_frequency=0.2, max_time=0.3)
+    assert torch.equal(masked, again)
+    changed = masked != images
+    for example in range(4):
+        rows = changed[example, 0].all(dim=1).sum()
+        columns = changed[example, 0].all(dim=0).sum()
+        assert rows <= 4 and columns <= 9  # 0.2 x 20 rows, 0.3 x 30 columns
+        assert torch.allclose(masked[example][changed[example]], images[example].mean())
+    assert changed.any() and not torch.equal(changed[0], changed[1])
+
+
+def test_augmentation_only_ever_sees_training_images(tmp_path, monkeypatch):
+    inputs, folds = _tables(tmp_path, n_participants=20)
+    owner = {}
+    for row in inputs.itertuples():
+        owner[np.load(tmp_path / row.spectrogram_path).tobytes()] = row.recording_id
+    seen = []
+
+    def spy(images, *args, **kwargs):
+        seen.extend(owner[image[0].numpy().tobytes()] for image in images)
+        return spec_augment(images, *args, **kwargs)
 
     monkeypatch.setattr(neural, "spec_augment", spy)
-    inputs, folds = _tables(tmp_path)
-    config = NeuralTrainingConfig(batch_size=16, epochs=1, patience=1, num_threads=1)
-    train_neural(inputs, folds, NetworkConfig(name="spectrogram_cnn"), "original", tmp_path, config)
-    cv = folds[folds["split"] == "cv"]
-    trained_rows = sum(len(cv) - (cv["fold"] == k).sum() for k in sorted(cv["fold"].unique()))
-    assert sum(calls) == trained_rows  # one epoch: each fold's training rows once, nothing else
+    train_rows, validation_rows, holdout_rows = _fold_rows(inputs, folds, 2)
+    config = NeuralTrainingConfig(batch_size=8, epochs=2, patience=2, num_threads=1)
+    train_fold("spectrogram_cnn", train_rows, validation_rows, tmp_path, config)
+    assert set(seen) == set(train_rows["recording_id"])
+    assert len(seen) == 2 * (len(train_rows) - (len(train_rows) % 8 == 1))  # two epochs; a lone last row is dropped
+    seen.clear()
+    train_neural(inputs, folds, "cough2covid19", "original", tmp_path, config)
+    assert seen and not set(seen) & set(holdout_rows["recording_id"])
+    seen.clear()
+    train_fold("spectrogram_cnn", train_rows, validation_rows, tmp_path, replace(config, spec_augment=False))
+    assert not seen
 
 
-def test_missing_inputs_are_a_clear_error(tmp_path):
-    inputs, folds = _tables(tmp_path, n_participants=10)
-    with pytest.raises(Exception, match="no separated inputs"):
-        train_neural(inputs, folds, NetworkConfig(name="mfcc_mlp"), "separated", tmp_path, FAST)
+def test_one_seed_gives_the_same_predictions_and_leaves_the_callers_state_alone(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=16)
+    config = NeuralTrainingConfig(batch_size=8, epochs=2, patience=2, num_threads=1)
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    first = train_neural(inputs, folds, "spectrogram_cnn", "original", tmp_path, config)
+    assert torch.equal(torch.rand(1), expected) and torch.get_num_threads() == threads
+    torch.manual_seed(999)  # the caller's random state plays no part
+    again = train_neural(inputs, folds, "spectrogram_cnn", "original", tmp_path, config)
+    pd.testing.assert_frame_equal(first.predictions, again.predictions)
+    other = train_neural(inputs, folds, "spectrogram_cnn", "original", tmp_path, replace(config, seed=1))
+    assert not np.allclose(other.predictions["probability"], first.predictions["probability"])
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=12)
+    with pytest.raises(ClassificationError, match="no separated inputs"):
+        train_neural(inputs, folds, "mfcc_mlp", "separated", tmp_path, FAST)
+    with pytest.raises(ClassificationError, match="unknown neural model"):
+        train_neural(inputs, folds, "resnet", "original", tmp_path, FAST)
+    with pytest.raises(ClassificationError, match="missing columns"):
+        train_neural(inputs.drop(columns="chroma_path"), folds, "chroma_mlp", "original", tmp_path, FAST)
+    (tmp_path / inputs["mfcc_path"].iloc[3]).unlink()
+    with pytest.raises(ClassificationError, match="mfcc array .* is unreadable"):
+        train_neural(inputs, folds, "mfcc_mlp", "original", tmp_path, FAST)
+    train_rows, validation_rows, _ = _fold_rows(inputs, folds, 0)
+    negatives = train_rows[train_rows["label"] == 0]
+    with pytest.raises(ClassificationError, match="need 0 and 1"):
+        train_fold("chroma_mlp", negatives, validation_rows, tmp_path, FAST)
+    with pytest.raises(ValueError, match="max_time_mask"):
+        NeuralTrainingConfig(max_time_mask=1.5)
