@@ -59,6 +59,7 @@ from cough_pipeline.classification.preprocess import (
     load_and_preprocess,
     map_recordings,
 )
+from cough_pipeline.classification.variants import VARIANTS
 from cough_pipeline.parallel import ProgressCallback
 
 #: The 15 features, in column order, with their domain.
@@ -81,8 +82,6 @@ FEATURE_DOMAINS: dict[str, str] = {
 }
 #: Statistics over frames, in column order.
 STATISTICS = ("min", "max", "mean", "median", "var", "q1", "q3")
-#: Clip variants: the recording as captured and the separator's cough estimate.
-VARIANTS = ("original", "separated")
 #: C1, librosa's default lowest CQT frequency (Hz).
 C1_HZ = float(librosa.note_to_hz("C1"))
 #: Pitch classes of every chroma feature.

@@ -37,7 +37,6 @@ import pandas as pd
 
 from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
-from cough_pipeline.classification.features import VARIANTS
 from cough_pipeline.classification.preprocess import (
     PreprocessConfig,
     checked_clip,
@@ -45,6 +44,7 @@ from cough_pipeline.classification.preprocess import (
     load_and_preprocess,
     map_recordings,
 )
+from cough_pipeline.classification.variants import VARIANTS
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback
 
