@@ -26,7 +26,7 @@ import skops.io as sio
 from imblearn.pipeline import Pipeline
 
 from cough_pipeline.bounds import PositiveInt, Seed, check_fields
-from cough_pipeline.classification.errors import ClassificationError
+from cough_pipeline.classification.errors import ClassificationError, read_tagged_json
 from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
 from cough_pipeline.classification.ranking import check_finite, cv_folds, positive_probability, with_folds
 from cough_pipeline.classification.resampling import (
@@ -162,12 +162,7 @@ class ClassicalModels:
             ClassificationError: a missing or unreadable file.
         """
         folder = Path(folder)
-        try:
-            index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ClassificationError(f"{folder / INDEX_FILE}: unreadable ({error})") from error
-        if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-            raise UntrustedModelFile(f"{folder / INDEX_FILE}: not a classical models index ({INDEX_FORMAT!r})")
+        index = read_tagged_json(folder / INDEX_FILE, INDEX_FORMAT, "a classical models index", UntrustedModelFile)
         models = cls(config=index.get("config", {}))
         try:
             for entry in index["columns"]:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cough_pipeline.bounds import Fraction, PositiveInt, check_fields
-from cough_pipeline.classification.errors import ClassificationError
+from cough_pipeline.classification.errors import ClassificationError, read_tagged_json
 
 #: Project name -> timm model name.
 CNN_NAMES = {
@@ -324,12 +324,7 @@ class NeuralClassifier(nn.Module):
             ClassificationError: a missing or foreign card, or weights that do not fit the config.
         """
         folder = Path(folder)
-        try:
-            card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ClassificationError(f"{folder / CARD_FILE}: unreadable ({error})") from error
-        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-            raise ClassificationError(f"{folder / CARD_FILE}: not a neural classifier card ({CARD_FORMAT!r})")
+        card = read_tagged_json(folder / CARD_FILE, CARD_FORMAT, "a neural classifier card")
         model = cls(NetworkConfig.from_dict(card["config"]))
         try:
             model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location=map_location, weights_only=True))
