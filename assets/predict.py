@@ -20,7 +20,7 @@ from cough_pipeline.classification.predict import (
     Prediction,
     PredictionRefused,
     Predictor,
-    classical_scorer,
+    model_scorer,
     predict_file,
 )
 from cough_pipeline.cough_filter import CoughClassifier
@@ -61,7 +61,7 @@ def load_predictor(resources: dict, cough_model_dir: Path | None = None) -> Pred
     return Predictor(
         cough_filter=cough_filter,
         segment=segment,
-        score=classical_scorer(models, champion.model, champion.variant),
+        score=model_scorer(models, champion.model, champion.variant),
         threshold=float(champion.threshold),
         variant=champion.variant,
         model=champion.model,

@@ -40,6 +40,7 @@ from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, M
 
 import cough_pipeline
 from cough_pipeline.classification.classical import ClassicalModels
+from cough_pipeline.classification.fold_models import VariantModels
 from cough_pipeline.cough_filter import CoughClassifier
 from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import PrunedSeparator
@@ -96,6 +97,7 @@ register_format("xgboost_cough_classifier", CoughClassifier, lambda m, f: m.save
 register_format("torch_cough_separator", CoughSeparator, lambda m, f: m.save(f), CoughSeparator.load)
 register_format("torch_pruned_separator", PrunedSeparator, lambda m, f: m.save(f), PrunedSeparator.load)
 register_format("skops_classical_models", ClassicalModels, lambda m, f: m.save(f), ClassicalModels.load)
+register_format("torch_neural_classifiers", VariantModels, lambda m, f: m.save(f), VariantModels.load)
 
 
 def fingerprint(frame: pd.DataFrame) -> dict:

@@ -27,6 +27,7 @@ import pandas as pd
 from cough_pipeline.audio import AudioDecodeError, load_mono, resample
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
 from cough_pipeline.classification.features import FeatureConfig, clip_features
+from cough_pipeline.classification.fold_models import VariantModels
 from cough_pipeline.classification.preprocess import PreprocessConfig, preprocess
 from cough_pipeline.segmentation.segments import Segment
 
@@ -164,3 +165,11 @@ def classical_scorer(models, model: str, variant: str, feature_config=None) -> S
         return float(models.predict(pd.DataFrame([clip_features(clip, config)]), model, variant)[0])
 
     return score
+
+
+def model_scorer(stored, model: str, variant: str) -> Scorer:
+    """The scorer of a stored champion: the neural fold models of ``variant`` (:class:`VariantModels`) or the
+    classical model ``model`` of ``variant`` (:class:`ClassicalModels`), each as its fold ensemble."""
+    if isinstance(stored, VariantModels):
+        return stored[variant].score_clip
+    return classical_scorer(stored, model, variant)
