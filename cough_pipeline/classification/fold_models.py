@@ -2,8 +2,8 @@
 
 ``classifiers`` trains one model per CV fold; the holdout is scored by the fold ensemble (the mean of the fold
 models' probabilities), and so is a new recording. :class:`FoldModels` keeps the fold models with what they read:
-the model name, the input variant and the :class:`~cough_pipeline.classification.inputs.InputArraysConfig` their
-arrays were made with, so a clip is turned into the same arrays at prediction time.
+the model name, the input variant, the :class:`~cough_pipeline.classification.inputs.InputArraysConfig` their
+arrays were made with and the clip preprocessing before them, so a clip becomes the same arrays at prediction time.
 
 On disk (:meth:`FoldModels.save`): ``fold_models.json`` (format, model, variant, input config, folds) and one
 ``fold<k>/`` folder per fold model (:meth:`NeuralClassifier.save`: a JSON card and a ``weights_only`` state dict).
@@ -23,6 +23,7 @@ import torch
 from cough_pipeline.classification.errors import ClassificationError, read_tagged_json
 from cough_pipeline.classification.inputs import InputArraysConfig, input_arrays
 from cough_pipeline.classification.networks import NeuralClassifier, probabilities
+from cough_pipeline.classification.preprocess import PreprocessConfig
 
 INDEX_FILE = "fold_models.json"
 INDEX_FORMAT = "cough_pipeline.fold_models/1"
@@ -38,6 +39,7 @@ class FoldModels:
         folds: the CV fold each model was validated on.
         models: one :class:`NeuralClassifier` per fold.
         inputs: the array settings their inputs were made with.
+        preprocess: the clip preprocessing before those arrays (a new recording is preprocessed the same way).
     """
 
     model: str
@@ -45,6 +47,7 @@ class FoldModels:
     folds: list[int]
     models: list[NeuralClassifier]
     inputs: InputArraysConfig = field(default_factory=InputArraysConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self):
         if not self.models or len(self.models) != len(self.folds):
@@ -93,6 +96,7 @@ class FoldModels:
             "variant": self.variant,
             "folds": [int(f) for f in self.folds],
             "inputs": dataclasses.asdict(self.inputs),
+            "preprocess": dataclasses.asdict(self.preprocess),
         }
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return folder
@@ -108,7 +112,8 @@ class FoldModels:
         index = read_tagged_json(folder / INDEX_FILE, INDEX_FORMAT, "the fold models of a neural classifier")
         folds = [int(f) for f in index["folds"]]
         models = [NeuralClassifier.load(folder / f"fold{fold}") for fold in folds]
-        return cls(index["model"], index["variant"], folds, models, InputArraysConfig(**index["inputs"]))
+        inputs, preprocess = InputArraysConfig(**index["inputs"]), PreprocessConfig(**index["preprocess"])
+        return cls(index["model"], index["variant"], folds, models, inputs, preprocess)
 
 
 @dataclass

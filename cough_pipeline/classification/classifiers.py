@@ -1,0 +1,115 @@
+"""One neural classifier trained on every configured input variant: what the ``classifiers`` asset computes.
+
+Per variant, :func:`~cough_pipeline.classification.neural.train_neural` trains the five CV fold models and
+predicts their validation fold and the holdout; the fold ensemble's holdout rows (fold -1, the mean of the fold
+models) are added here, as the classical stage adds them, so every family is evaluated on the same rows. The fold
+models are kept with the array and preprocessing settings of the inputs they read (the inputs table's
+``input_settings`` column), so a new recording is turned into the same arrays at prediction time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cough_pipeline.classification.errors import ClassificationError
+from cough_pipeline.classification.evaluation import fold_ensemble
+from cough_pipeline.classification.fold_models import FoldModels, VariantModels
+from cough_pipeline.classification.inputs import InputArraysConfig
+from cough_pipeline.classification.neural import NeuralTrainingConfig, train_neural
+from cough_pipeline.classification.preprocess import PreprocessConfig
+from cough_pipeline.parallel import ProgressCallback
+
+#: The inputs table's column holding the settings its arrays were made with (JSON, one value per table).
+INPUT_SETTINGS_COLUMN = "input_settings"
+
+
+def input_settings(inputs: InputArraysConfig, preprocess: PreprocessConfig) -> str:
+    """The JSON of the settings a table's arrays were made with (process counts left out: they change nothing)."""
+    arrays = {k: v for k, v in dataclasses.asdict(inputs).items() if k != "workers"}
+    clips = {k: v for k, v in dataclasses.asdict(preprocess).items() if k != "workers"}
+    return json.dumps({"inputs": arrays, "preprocess": clips}, sort_keys=True)
+
+
+def read_input_settings(table: pd.DataFrame) -> tuple[InputArraysConfig, PreprocessConfig]:
+    """The settings of an inputs table (defaults when it has no settings column).
+
+    Raises:
+        ClassificationError: rows made with different settings (e.g. partitions materialised with different
+            configs), which one model cannot read alike.
+    """
+    if INPUT_SETTINGS_COLUMN not in table.columns or table.empty:
+        return InputArraysConfig(), PreprocessConfig()
+    values = table[INPUT_SETTINGS_COLUMN].dropna().unique()
+    if len(values) != 1:
+        raise ClassificationError(
+            f"the inputs were made with {len(values)} different settings; re-materialise classification_inputs "
+            "for every dataset with one config"
+        )
+    settings = json.loads(values[0])
+    return InputArraysConfig(**settings["inputs"]), PreprocessConfig(**settings["preprocess"])
+
+
+@dataclass
+class ClassifierRun:
+    """``models``: the fold models per variant. ``predictions``: validation rows, the holdout rows of each fold
+    model and of the fold ensemble (fold -1). ``histories``: per variant, fold and epoch the losses, seconds and
+    whether it was the kept epoch."""
+
+    models: VariantModels
+    predictions: pd.DataFrame
+    histories: pd.DataFrame
+
+
+def train_classifier(
+    inputs: pd.DataFrame,
+    folds: pd.DataFrame,
+    name: str,
+    variants: tuple[str, ...],
+    root: str | Path,
+    config: NeuralTrainingConfig | None = None,
+    progress: ProgressCallback | None = None,
+) -> ClassifierRun:
+    """Train model ``name`` on each of ``variants`` with the folds of ``folds``.
+
+    Args:
+        inputs: the ``classification_inputs`` table (array paths relative to ``root``).
+        folds: the fold table (participant-disjoint holdout and CV folds).
+        name: a key of :data:`~cough_pipeline.classification.networks.MODELS`.
+        variants: input variants to train on, each separately (``original``, ``separated``).
+        root: the folder the array paths are relative to.
+        config: training settings (defaults when None).
+        progress: ``progress(done, total)`` over all variants' epochs.
+
+    Raises:
+        ClassificationError: no variant, a variant without inputs, or what training raises.
+    """
+    if not variants:
+        raise ClassificationError("choose at least one input variant to train on")
+    array_settings, preprocess_settings = read_input_settings(inputs)
+    trained, predictions, histories = {}, [], []
+    for number, variant in enumerate(variants):
+        offset = number
+
+        def variant_progress(done, total, offset=offset):
+            if progress is not None:
+                progress(offset * total + done, len(variants) * total)
+
+        result = train_neural(inputs, folds, name, variant, root, config or NeuralTrainingConfig(), variant_progress)
+        trained[variant] = FoldModels(
+            name,
+            variant,
+            [m.fold for m in result.models],
+            [m.model for m in result.models],
+            array_settings,
+            preprocess_settings,
+        )
+        predictions.append(result.predictions)
+        histories.append(result.histories.assign(variant=variant))
+    table = pd.concat(predictions, ignore_index=True)
+    table = pd.concat([table, fold_ensemble(table)], ignore_index=True)
+    return ClassifierRun(VariantModels(name, trained), table, pd.concat(histories, ignore_index=True))
