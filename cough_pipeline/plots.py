@@ -82,13 +82,13 @@ def histogram_png(values, threshold: float | None, title: str, xlabel: str, bins
     return to_png(figure)
 
 
-def loss_curves_png(history, title: str = "separator training") -> bytes:
+def loss_curves_png(history, title: str = "separator training", ylabel: str = "L1 magnitude loss") -> bytes:
     """Training and validation loss per epoch (``history`` has ``epoch``, ``train_loss``, ``val_loss``)."""
     figure, axis = plt.subplots(figsize=(6, 3.2))
     axis.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     axis.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
     axis.set_xlabel("epoch")
-    axis.set_ylabel("L1 magnitude loss")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.legend(fontsize="small")
     return to_png(figure)

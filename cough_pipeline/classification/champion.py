@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cough_pipeline.bounds import Fraction, NonNegativeFloat, check_fields
+from cough_pipeline.classification.calibration import Calibrator
 from cough_pipeline.classification.errors import ClassificationError
 
 ChampionMetric = Literal["roc_auc", "pr_auc", "balanced_accuracy", "f1", "specificity_at_80_sensitivity"]
@@ -42,7 +43,9 @@ class ChampionConfig:
 @dataclass(frozen=True)
 class Champion:
     """The chosen model: where it is stored (``asset``, ``version``), what it reads (``variant``), how good it was
-    when chosen (``metric``, ``score`` with its interval) and where it says "positive" (``threshold``)."""
+    when chosen (``metric``, ``score`` with its interval), how its probabilities are calibrated (``calibrator``:
+    a :class:`~cough_pipeline.classification.calibration.Calibrator` as JSON, or None for raw probabilities) and
+    where it says "positive" (``threshold``, on the calibrated probabilities when there is a calibrator)."""
 
     model: str
     variant: str
@@ -55,13 +58,22 @@ class Champion:
     threshold: float
     validation_sensitivity: float
     validation_specificity: float
+    calibrator: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Champion:
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: value for name, value in values.items() if name in known})
+
+    def calibrate(self, probability: float) -> float:
+        """``probability`` on the scale of :attr:`threshold` (calibrated when the champion has a calibrator)."""
+        if self.calibrator is None:
+            return float(probability)
+        return float(Calibrator.from_json(self.calibrator).apply([probability])[0])
 
 
 def threshold_for_sensitivity(labels, probabilities, target: float) -> tuple[float, float, float]:
@@ -99,7 +111,11 @@ def best_challenger(report: pd.DataFrame, config: ChampionConfig) -> pd.Series:
 
 
 def challenger(
-    report: pd.DataFrame, validation: pd.DataFrame, asset_of: dict[str, tuple[str, str]], config: ChampionConfig
+    report: pd.DataFrame,
+    validation: pd.DataFrame,
+    asset_of: dict[str, tuple[str, str]],
+    config: ChampionConfig,
+    calibrators: dict[tuple[str, str], str] | None = None,
 ) -> Champion:
     """The best model of ``report`` as a :class:`Champion`, its threshold chosen on its ``validation`` rows.
 
@@ -107,11 +123,17 @@ def challenger(
         report: the leaderboard (one family's report or several joined).
         validation: prediction rows with split ``validation`` (model, variant, label, probability).
         asset_of: model name -> (model-store asset, version) that holds it.
+        calibrators: (model, variant) -> calibrator JSON fitted on those validation rows; the champion's
+            probabilities, and so its threshold, are then calibrated ones.
     """
     row = best_challenger(report, config)
     mine = validation[(validation["model"] == row["model"]) & (validation["variant"] == row["variant"])]
+    calibrator = (calibrators or {}).get((str(row["model"]), str(row["variant"])))
+    probability = mine["probability"].to_numpy(float)
+    if calibrator is not None:
+        probability = Calibrator.from_json(calibrator).apply(probability)
     threshold, sensitivity, specificity = threshold_for_sensitivity(
-        mine["label"], mine["probability"], config.target_sensitivity
+        mine["label"], probability, config.target_sensitivity
     )
     asset, version = asset_of[row["model"]]
     return Champion(
@@ -126,6 +148,7 @@ def challenger(
         threshold=threshold,
         validation_sensitivity=sensitivity,
         validation_specificity=specificity,
+        calibrator=calibrator,
     )
 
 

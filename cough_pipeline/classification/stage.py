@@ -127,7 +127,7 @@ def lodo_predictions(
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def _evaluated(predictions: pd.DataFrame, evaluation: str, config: EvaluationConfig) -> pd.DataFrame:
+def evaluation_rows(predictions: pd.DataFrame, evaluation: str, config: EvaluationConfig) -> pd.DataFrame:
     """Overall and per-dataset metric rows of one kind of evaluation (fold column left out: pooled)."""
     by = ("model", "variant")
     overall = metric_table(predictions, by=by, **config.kwargs()).assign(dataset=ALL_DATASETS)
@@ -139,13 +139,13 @@ def report_table(predictions: pd.DataFrame, config: EvaluationConfig) -> pd.Data
     """The report of a predictions table (see the module docstring for the evaluations)."""
     validation = predictions[predictions["split"] == "validation"]
     parts = [
-        _evaluated(validation, "cv", config),
-        _evaluated(
+        evaluation_rows(validation, "cv", config),
+        evaluation_rows(
             predictions[predictions["fold"].eq(FOLD_ENSEMBLE) & predictions["split"].eq("holdout")], "holdout", config
         ),
     ]
     for split, rows in predictions[predictions["split"].str.startswith("lodo:")].groupby("split", sort=True):
-        parts.append(_evaluated(rows, split, config))
+        parts.append(evaluation_rows(rows, split, config))
     per_fold = metric_table(validation, by=("model", "variant", "split", "fold"), **{**config.kwargs(), "n_boot": 1})
     spread = fold_summary(per_fold).rename(columns={"mean": "cv_mean", "sd": "cv_sd"})
     report = pd.concat(parts, ignore_index=True).merge(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from cough_pipeline.classification.calibration import fit_calibrator
 from cough_pipeline.classification.champion import (
     Champion,
     ChampionConfig,
@@ -96,3 +98,22 @@ def test_an_empty_report_is_a_clear_error():
             {},
             ChampionConfig(),
         )
+
+
+def test_a_calibrated_champion_chooses_its_threshold_on_calibrated_probabilities_and_applies_them():
+    report = _report({("mobilenetv2", "separated"): 0.9})
+    validation = _validation("mobilenetv2", "separated")
+    calibrator = fit_calibrator(validation["label"], validation["probability"], "temperature")
+    stored = {"mobilenetv2": ("classifiers/mobilenetv2", "r2")}
+    raw = challenger(report, validation, stored, ChampionConfig())
+    calibrated = challenger(
+        report, validation, stored, ChampionConfig(), {("mobilenetv2", "separated"): calibrator.to_json()}
+    )
+    assert calibrated.threshold == pytest.approx(float(calibrator.apply([raw.threshold])[0]))
+    assert calibrated.validation_sensitivity == raw.validation_sensitivity
+    assert calibrated.calibrate(0.7) == pytest.approx(float(calibrator.apply([0.7])[0]))
+    assert raw.calibrate(0.7) == 0.7
+    restored = Champion.from_json(calibrated.to_json())
+    assert restored == calibrated
+    older = {k: v for k, v in dataclasses.asdict(raw).items() if k != "calibrator"}
+    assert Champion.from_json(json.dumps({**older, "decision": "kept"})).calibrator is None
