@@ -22,8 +22,9 @@ from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
-from cough_pipeline.classification.champion import Champion, ChampionConfig, challenger, promote
+from cough_pipeline.classification.champion import Champion, ChampionConfig
 from cough_pipeline.classification.classical import ClassicalConfig, column_sets
+from cough_pipeline.classification.classifiers import INPUT_SETTINGS_COLUMN, input_settings
 from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE
 from cough_pipeline.classification.features import FeatureConfig, feature_blocks, feature_catalog, feature_table
 from cough_pipeline.classification.folds import (
@@ -224,17 +225,20 @@ def classification_inputs(
     storage: Storage,
 ):
     """Per recording and variant, the neural models' inputs as ``.npy`` files: the 4 s log-mel patch, 39
-    time-averaged MFCCs, the 128 x 40 spectrogram image and the 12-bin chroma vector."""
+    time-averaged MFCCs, the 128 x 40 spectrogram image and the 12-bin chroma vector; ``input_settings`` records
+    the settings they were made with, which the trained classifiers keep for prediction."""
     dataset = context.partition_key
+    arrays, clips = config.library_config(), config.preprocess.library_config()
     with storage.generation(*INPUTS_FOLDER, dataset, run_id=context.run.run_id) as folder:
         table, quarantine = input_table(
             rooted_recordings(classification_recordings, storage),
             folder,
-            config.library_config(),
-            config.preprocess.library_config(),
+            arrays,
+            clips,
             relative_to=storage.root_path,
             progress=throttled(context.log.info, "converted", every=50),
         )
+    table[INPUT_SETTINGS_COLUMN] = input_settings(arrays, clips)
     paths = [c for c in table.columns if c.endswith("_path")]
     yield Output(
         table,
@@ -534,47 +538,6 @@ def current_champion(storage: Storage) -> Champion | None:
         return None
     if table.empty:
         return None
-    # Through JSON: plain Python values (parquet gives numpy scalars), so it serialises like a new champion.
-    return Champion.from_json(table.iloc[0][[f.name for f in dataclasses.fields(Champion)]].to_json())
-
-
-@asset(
-    ins={
-        "classification_report": AssetIn(),
-        "classification_predictions": AssetIn(),
-        "classical_models": AssetIn(),
-    },
-    io_manager_key="table_io_manager",
-    group_name=GROUP,
-    kinds={"pandas"},
-)
-def champion_classifier(
-    context: AssetExecutionContext,
-    config: ChampionSettings,
-    classification_report: pd.DataFrame,
-    classification_predictions: pd.DataFrame,
-    classical_models: TrainedModel,
-    storage: Storage,
-) -> Output:
-    """The model (and input variant) ``make predict`` uses: the best challenger on the leaderboard, promoted over
-    the current champion only by a margin, with its decision threshold chosen on validation predictions and its
-    model-store version. One row; ``decision`` says whether and why the champion changed."""
-    settings = config.library_config()
-    validation = classification_predictions[classification_predictions["split"] == "validation"]
-    stored = {model: ("classical_models", classical_models.version) for model in validation["model"].unique()}
-    candidate = challenger(classification_report, validation, stored, settings)
-    champion, decision = promote(current_champion(storage), candidate, settings.margin)
-    context.log.info(decision)
-    table = pd.DataFrame([{**dataclasses.asdict(champion), "decision": decision}])
-    return Output(
-        table,
-        metadata={
-            "model": champion.model,
-            "variant": champion.variant,
-            "model_version": champion.version,
-            champion.metric: champion.score,
-            "threshold": champion.threshold,
-            "decision": MetadataValue.text(decision),
-            "challenger": MetadataValue.text(f"{candidate.model} ({candidate.variant}) {candidate.score:.4f}"),
-        },
-    )
+    # Through JSON: plain Python values (parquet gives numpy scalars), so it serialises like a new champion; fields
+    # a table written by an earlier version lacks take their defaults.
+    return Champion.from_json(table.iloc[0].to_json())

@@ -2,11 +2,11 @@
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import classification, cough_filter, icbhi, manifest, segmentation, separation
+from assets import classification, classifiers, cough_filter, icbhi, manifest, segmentation, separation
 from assets.jobs import build_jobs
 from assets.resources import build_resources
 
-ASSET_MODULES = [manifest, segmentation, cough_filter, separation, classification, icbhi]
+ASSET_MODULES = [manifest, segmentation, cough_filter, separation, classification, classifiers, icbhi]
 
 ALL_ASSETS = load_assets_from_modules(ASSET_MODULES)
 

@@ -77,12 +77,16 @@ def summary(resources: dict) -> str:
         "SELECT level, variable || ' x ' || grouping AS test, n, df, round(statistic, 3) AS statistic, "
         "round(p_value, 4) AS p, effect_name, round(effect, 3) AS effect FROM icbhi_associations"
     )
-    classical = storage.query(
-        "SELECT variant, evaluation, model, round(value, 3) AS roc_auc, round(ci_low, 3) AS ci_low, "
-        "round(ci_high, 3) AS ci_high, n_participants FROM classification_report WHERE metric = 'roc_auc' AND "
-        "dataset = 'all' AND evaluation IN ('cv', 'holdout') QUALIFY row_number() OVER (PARTITION BY variant, "
-        "evaluation ORDER BY value DESC, model) = 1 ORDER BY variant, evaluation"
+    leaders = storage.query(
+        "SELECT family, variant, model, round(value, 3) AS holdout_roc_auc, round(ci_low, 3) AS ci_low, "
+        "round(ci_high, 3) AS ci_high, n_participants FROM classifier_evaluation WHERE metric = 'roc_auc' AND "
+        "dataset = 'all' AND evaluation = 'holdout' QUALIFY row_number() OVER (PARTITION BY family, variant "
+        "ORDER BY value DESC, model) = 1 ORDER BY family, variant"
     )
+    champion = storage.query(
+        "SELECT model, variant, version, round(score, 3) AS score, round(threshold, 3) AS threshold, decision "
+        "FROM champion_classifier"
+    ).iloc[0]
     home = default_dagster_home()
     return "\n".join(
         [
@@ -93,8 +97,13 @@ def summary(resources: dict) -> str:
             "ICBHI association tests (icbhi_associations):",
             icbhi.to_string(index=False),
             "",
-            "Best classical models (classification_report): ROC-AUC with its 95 % CI over participants",
-            classical.to_string(index=False),
+            "Best model per family and variant (classifier_evaluation): holdout ROC-AUC, 95 % CI over participants",
+            leaders.to_string(index=False),
+            "",
+            f"Champion (champion_classifier): {champion['model']} on {champion['variant']} audio, holdout ROC-AUC "
+            f"{champion['score']}, threshold {champion['threshold']}, version {champion['version']}",
+            f"  {champion['decision']}",
+            "  score a recording:  make predict FILE=path/to/recording.wav",
             "",
             f"Tables (parquet): {storage.root_path / 'tables'}",
             f"DuckDB catalog:   {storage.catalog_path}",

@@ -6,7 +6,8 @@ asset that reads every partition, so the per-dataset assets form two jobs (see :
 * ``dataset_classification_job``: the per-dataset assets that read the unpartitioned separation outputs as well
   (both variants of the classification subset, cough features, neural-model inputs);
 
-and ``icbhi_balancing_job`` selects every asset partitioned by balancing strategy. The selections are computed from
+``icbhi_balancing_job`` selects every asset partitioned by balancing strategy and ``classifier_training_job`` every
+asset partitioned by neural model (retrain one model, or a backfill over all seven). The selections are computed from
 the assets' own partitions definitions and stages, so an asset added later joins the right job without touching
 this file.
 """
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from dagster import AssetsDefinition, AssetSelection, PartitionsDefinition, define_asset_job
 
-from assets.partitions import balance_partitions, dataset_partitions
+from assets.partitions import balance_partitions, dataset_partitions, model_partitions
 from assets.stages import stages
 
 
@@ -36,8 +37,8 @@ def dataset_stage_keys(assets: Sequence[AssetsDefinition]) -> tuple[list, list]:
 
 
 def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
-    """``dataset_job``, ``dataset_classification_job`` (when the graph has such assets) and
-    ``icbhi_balancing_job``."""
+    """``dataset_job``, ``dataset_classification_job`` (when the graph has such assets), ``icbhi_balancing_job``
+    and ``classifier_training_job`` (when the graph has neural classifiers)."""
     first, later = dataset_stage_keys(assets)
     jobs = [
         define_asset_job(
@@ -53,6 +54,15 @@ def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
             "strategies.",
         ),
     ]
+    if any(asset.partitions_def == model_partitions for asset in assets):
+        jobs.append(
+            define_asset_job(
+                "classifier_training_job",
+                selection=partitioned_by(assets, model_partitions),
+                description="Train one or more neural classifiers (one partition per model) on the classification "
+                "inputs and folds, with their predictions and training histories.",
+            )
+        )
     if later:
         jobs.append(
             define_asset_job(

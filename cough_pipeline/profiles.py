@@ -11,19 +11,20 @@ from cough_pipeline.mixtures import MixtureProfile
 
 @dataclass(frozen=True)
 class Profile:
-    """One scale of the separation experiment: its mixture counts, training epochs, and the batches the SNIP
-    pruning scores connection sensitivity on."""
+    """One scale of the pipeline: the separation experiment's mixture counts, the separator's training epochs, the
+    batches the SNIP pruning scores connection sensitivity on, and the neural classifiers' most epochs."""
 
     name: str
     mixtures: MixtureProfile
     epochs: int
     snip_batches: int
+    classifier_epochs: int
 
 
 PROFILES = {
-    "demo": Profile("demo", MIXTURE_PROFILES["demo"], epochs=4, snip_batches=2),
-    "modest": Profile("modest", MIXTURE_PROFILES["modest"], epochs=20, snip_batches=5),
-    "paper": Profile("paper", MIXTURE_PROFILES["paper"], epochs=50, snip_batches=10),
+    "demo": Profile("demo", MIXTURE_PROFILES["demo"], epochs=4, snip_batches=2, classifier_epochs=3),
+    "modest": Profile("modest", MIXTURE_PROFILES["modest"], epochs=20, snip_batches=5, classifier_epochs=15),
+    "paper": Profile("paper", MIXTURE_PROFILES["paper"], epochs=50, snip_batches=10, classifier_epochs=30),
 }
 
 

@@ -6,6 +6,8 @@ Layout under the storage root::
     models/<asset>/<version>/model/        the model's own files in its native format
     models/<asset>/LATEST                  the version downstream assets load
 
+A partitioned model asset stores each partition as a model of its own, ``models/<asset>/<partition>/...``.
+
 A version is the id of the run that materialised it. Its ``model/`` folder holds what the model class writes
 itself: a torch ``state_dict`` (read back with ``weights_only=True``) and its JSON config, or an XGBoost booster in
 xgboost's native JSON with its scaler. ``card.json`` records the asset, version and run id, the format, when it
@@ -290,13 +292,23 @@ def card_metadata(card: ModelCard, folder: Path) -> dict:
     }
 
 
+def stored_name(asset: str, partition: str | None = None) -> str:
+    """The store's name of a model asset, or of one partition of it (``classifiers/mobilenetv2``): each partition
+    is a model of its own, with its own versions and latest version."""
+    if partition is None:
+        return asset
+    if not partition or "/" in partition or partition.startswith("."):
+        raise ModelStoreError(f"a model partition needs a plain name, got {partition!r}")
+    return f"{asset}/{partition}"
+
+
 class ModelIOManager(ConfigurableIOManager):
     """Stores a model asset's :class:`TrainedModel` value as a new version; loads the latest for downstream."""
 
     store: ModelStore
 
     def handle_output(self, context: OutputContext, obj: TrainedModel) -> None:
-        asset = asset_name(context)
+        asset = stored_name(asset_name(context), context.partition_key if context.has_partition_key else None)
         if not isinstance(obj, TrainedModel):
             raise TypeError(f"{asset}: a model asset returns a TrainedModel, got {type(obj).__name__}")
         card = self.store.save(asset, obj, context.run_id)
@@ -305,6 +317,11 @@ class ModelIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> TrainedModel:
         upstream = context.upstream_output
         asset = asset_name(upstream if upstream is not None else context)
+        if context.has_asset_partitions:
+            keys = list(context.asset_partition_keys)
+            if len(keys) != 1:
+                raise ModelStoreError(f"{asset}: load one partition's model at a time, not {len(keys)}")
+            asset = stored_name(asset, keys[0])
         trained = self.store.load(asset)
         context.log.info(f"loaded {asset} version {trained.version}")
         return trained

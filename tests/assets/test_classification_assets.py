@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 from dagster import materialize
 
 from assets.classification import (
     CHAMPION_TABLE,
-    champion_classifier,
     classical_models,
     classification_folds,
     classification_inputs,
@@ -19,10 +19,15 @@ from assets.classification import (
     cross_dataset_duplicates,
     feature_ranking,
 )
+from assets.classifiers import champion_classifier, classifier_complexity, classifier_evaluation, classifiers
 from assets.predict import main as predict_main
 from assets.resources import build_resources
 from cough_pipeline.classification.classical import column_sets
+from cough_pipeline.classification.classifiers import train_classifier
+from cough_pipeline.classification.evaluation import binary_metrics
 from cough_pipeline.classification.features import FEATURE_DOMAINS, feature_blocks
+from cough_pipeline.classification.networks import CNN_NAMES, MODEL_NAMES
+from cough_pipeline.classification.neural import NeuralTrainingConfig
 from cough_pipeline.classification.stage import StageConfig, best_models, top_features, train_and_evaluate
 from cough_pipeline.schema import COVID_DATASETS
 from tests.assets.conftest import SEPARATION, UPSTREAM
@@ -34,19 +39,23 @@ SUMMARIES = [
     classification_folds,
     feature_ranking,
     classical_models,
-    champion_classifier,
 ]
+LEADERBOARD = [classifier_evaluation, champion_classifier, classifier_complexity]
+EVERYTHING = [*PER_DATASET, *SUMMARIES, classifiers, *LEADERBOARD, *SEPARATION, *UPSTREAM]
 
 
 @pytest.fixture(scope="module")
 def classified(separated):
     _, storage = separated
     resources = build_resources(str(storage.root_path), str(storage.catalog_path))
-    everything = [*PER_DATASET, *SUMMARIES, *SEPARATION, *UPSTREAM]
     for partition in COVID_DATASETS:
-        run = materialize(everything, selection=PER_DATASET, partition_key=partition, resources=resources)
+        run = materialize(EVERYTHING, selection=PER_DATASET, partition_key=partition, resources=resources)
         assert run.success, partition
-    result = materialize(everything, selection=SUMMARIES, resources=resources)
+    result = materialize(EVERYTHING, selection=SUMMARIES, resources=resources)
+    for model in MODEL_NAMES:
+        assert materialize(EVERYTHING, selection=[classifiers], partition_key=model, resources=resources).success, model
+    board = materialize(EVERYTHING, selection=LEADERBOARD, resources=resources)
+    assert board.success
     return result, storage
 
 
@@ -117,9 +126,8 @@ def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(clas
     assert original["score"][0] > 0.8 and 0 < original["threshold"][0] <= 1
     storage.write_table(CHAMPION_TABLE, original.assign(score=1.5, version="an-earlier-run"))
     resources = build_resources(str(storage.root_path), str(storage.catalog_path))
-    everything = [*PER_DATASET, *SUMMARIES, *SEPARATION, *UPSTREAM]
     try:
-        assert materialize(everything, selection=[champion_classifier], resources=resources).success
+        assert materialize(EVERYTHING, selection=[champion_classifier], resources=resources).success
         kept = storage.read_table(CHAMPION_TABLE).iloc[0]
         assert kept["version"] == "an-earlier-run" and "stays" in kept["decision"]
     finally:
@@ -159,3 +167,77 @@ def test_predict_refuses_an_unreadable_file_without_a_traceback(predicting, tmp_
     assert predict_main([str(broken)]) == 2
     err = capsys.readouterr().err
     assert "refused (audio_" in err and "Traceback" not in err
+
+
+def test_every_neural_model_is_trained_stored_and_on_the_leaderboard_with_both_families(classified):
+    _, storage = classified
+    board = storage.query(
+        "SELECT family, model, variant, value FROM classifier_evaluation WHERE evaluation = 'holdout' "
+        "AND dataset = 'all' AND metric = 'roc_auc'"
+    )
+    neural = board[board["family"] == "neural"]
+    assert set(neural["model"]) == set(MODEL_NAMES)
+    expected = {(model, variant) for model in MODEL_NAMES for variant in ("original", "separated")}
+    assert set(zip(neural["model"], neural["variant"])) == expected
+    assert (board["family"] == "classical").any()
+    evaluations = storage.query("SELECT DISTINCT evaluation FROM classifier_evaluation")["evaluation"]
+    assert {"cv", "holdout", "holdout_matched", "holdout_calibrated"} <= set(evaluations)
+    versions = storage.query("SELECT DISTINCT model, model_version FROM classifier_predictions")
+    for row in versions.itertuples():
+        latest = (storage.root_path / "models" / "classifiers" / row.model / "LATEST").read_text().strip()
+        assert row.model_version == latest
+    calibration = storage.query("SELECT * FROM classifier_calibration WHERE split = 'holdout'")
+    assert calibration[["brier_before", "brier_after", "ece_before", "ece_after"]].notna().all().all()
+
+
+def test_the_complexity_table_counts_the_parameters_timm_builds_for_one_channel_and_two_classes(classified):
+    _, storage = classified
+    table = storage.query("SELECT * FROM classifier_complexity WHERE device = 'cpu'").set_index("model")
+    assert set(table.index) == set(MODEL_NAMES)
+    for name, timm_name in CNN_NAMES.items():
+        reference = timm.create_model(timm_name, pretrained=False, in_chans=1, num_classes=2)
+        assert table.loc[name, "parameters"] == sum(p.numel() for p in reference.parameters()), name
+    assert (table["flops"] == 2 * table["macs"]).all() and (table["latency_ms"] > 0).all()
+
+
+def test_the_champion_is_the_best_of_every_family_above_0_8_on_the_holdout(classified):
+    _, storage = classified
+    champion = storage.read_table(CHAMPION_TABLE).iloc[0]
+    best = storage.query(
+        "SELECT max(value) AS best FROM classifier_evaluation WHERE evaluation = 'holdout' AND dataset = 'all' "
+        "AND metric = 'roc_auc'"
+    )["best"][0]
+    assert champion["score"] == pytest.approx(best) and champion["score"] > 0.8
+    assert champion["calibrator"] is not None and 0 < champion["threshold"] <= 1
+
+
+def test_with_shuffled_labels_the_neural_models_fall_to_chance(classified):
+    _, storage = classified
+    inputs = storage.query("SELECT * FROM classification_inputs")
+    folds = storage.query("SELECT * FROM classification_folds")
+    participants = folds.drop_duplicates("participant_id")[["participant_id", "label"]]
+    shuffled = np.random.default_rng(3).permutation(participants["label"].to_numpy())
+    folds = folds.drop(columns="label").merge(participants.assign(label=shuffled), on="participant_id")
+    config = NeuralTrainingConfig(epochs=3, device="cpu")
+    aucs = []
+    for name in ("mfcc_mlp", "chroma_mlp", "cough2covid19"):
+        run = train_classifier(inputs, folds, name, ("original", "separated"), storage.root_path, config)
+        validation = run.predictions[run.predictions["split"] == "validation"]
+        aucs += [binary_metrics(r["label"], r["probability"])["roc_auc"] for _, r in validation.groupby("variant")]
+    assert abs(np.mean(aucs) - 0.5) < 0.15, aucs
+
+
+def test_predict_scores_a_demo_recording_with_a_neural_champion(predicting, capsys):
+    original = predicting.read_table(CHAMPION_TABLE)
+    version = (predicting.root_path / "models" / "classifiers" / "mobilenetv3_small" / "LATEST").read_text().strip()
+    neural = original.assign(
+        model="mobilenetv3_small", variant="separated", asset="classifiers/mobilenetv3_small", version=version
+    )
+    predicting.write_table(CHAMPION_TABLE, neural)
+    recording = predicting.query("SELECT audio_path FROM classification_recordings WHERE variant = 'original' LIMIT 1")
+    try:
+        assert predict_main([recording["audio_path"][0]]) == 0
+    finally:
+        predicting.write_table(CHAMPION_TABLE, original)
+    out = capsys.readouterr().out
+    assert "mobilenetv3_small (separated audio)" in out and version in out
