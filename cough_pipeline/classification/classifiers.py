@@ -13,6 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -23,6 +24,20 @@ from cough_pipeline.classification.inputs import InputArraysConfig
 from cough_pipeline.classification.neural import NeuralTrainingConfig, train_neural
 from cough_pipeline.classification.preprocess import PreprocessConfig
 from cough_pipeline.parallel import ProgressCallback
+
+Variant = Literal["separated", "original"]
+
+
+@dataclass(frozen=True)
+class ClassifierVariants:
+    """The input variants each neural classifier is trained on, each separately."""
+
+    variants: tuple[Variant, ...] = ("separated", "original")
+
+    def __post_init__(self):
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must be distinct and at least one, got {list(self.variants)}")
+
 
 #: The inputs table's column holding the settings its arrays were made with (JSON, one value per table).
 INPUT_SETTINGS_COLUMN = "input_settings"

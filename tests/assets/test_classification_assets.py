@@ -52,11 +52,25 @@ def classified(separated):
         run = materialize(EVERYTHING, selection=PER_DATASET, partition_key=partition, resources=resources)
         assert run.success, partition
     result = materialize(EVERYTHING, selection=SUMMARIES, resources=resources)
-    for model in MODEL_NAMES:
-        assert materialize(EVERYTHING, selection=[classifiers], partition_key=model, resources=resources).success, model
-    board = materialize(EVERYTHING, selection=LEADERBOARD, resources=resources)
-    assert board.success
     return result, storage
+
+
+#: Two epochs: the asset tests check wiring, storage and evaluation, not how well a CNN learns the demo corpus.
+TRAINING = {"ops": {"classifiers": {"config": {"training": {"epochs": 2}}}}}
+
+
+@pytest.fixture(scope="module")
+def trained(classified):
+    """Every neural classifier partition, then the leaderboard, the complexity table and the champion."""
+    _, storage = classified
+    resources = build_resources(str(storage.root_path), str(storage.catalog_path))
+    for model in MODEL_NAMES:
+        run = materialize(
+            EVERYTHING, selection=[classifiers], partition_key=model, resources=resources, run_config=TRAINING
+        )
+        assert run.success, model
+    assert materialize(EVERYTHING, selection=LEADERBOARD, resources=resources).success
+    return storage
 
 
 def test_every_classification_asset_materialises_and_its_checks_pass(classified):
@@ -120,8 +134,9 @@ def test_with_shuffled_labels_the_same_models_fall_to_chance(classified):
     assert abs(cv["value"].mean() - 0.5) < 0.15, cv[["model", "variant", "value"]]
 
 
-def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(classified):
-    _, storage = classified
+@pytest.mark.timeout(1800)  # sets up every classifier partition: minutes on two cores
+def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(trained):
+    storage = trained
     original = storage.read_table(CHAMPION_TABLE)
     assert original["score"][0] > 0.8 and 0 < original["threshold"][0] <= 1
     storage.write_table(CHAMPION_TABLE, original.assign(score=1.5, version="an-earlier-run"))
@@ -135,8 +150,8 @@ def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(clas
 
 
 @pytest.fixture
-def predicting(classified, monkeypatch):
-    _, storage = classified
+def predicting(trained, monkeypatch):
+    storage = trained
     monkeypatch.setenv("COUGH_PIPELINE_STORAGE", str(storage.root_path))
     monkeypatch.setenv("COUGH_PIPELINE_CATALOG", str(storage.catalog_path))
     return storage
@@ -169,8 +184,8 @@ def test_predict_refuses_an_unreadable_file_without_a_traceback(predicting, tmp_
     assert "refused (audio_" in err and "Traceback" not in err
 
 
-def test_every_neural_model_is_trained_stored_and_on_the_leaderboard_with_both_families(classified):
-    _, storage = classified
+def test_every_neural_model_is_trained_stored_and_on_the_leaderboard_with_both_families(trained):
+    storage = trained
     board = storage.query(
         "SELECT family, model, variant, value FROM classifier_evaluation WHERE evaluation = 'holdout' "
         "AND dataset = 'all' AND metric = 'roc_auc'"
@@ -190,8 +205,8 @@ def test_every_neural_model_is_trained_stored_and_on_the_leaderboard_with_both_f
     assert calibration[["brier_before", "brier_after", "ece_before", "ece_after"]].notna().all().all()
 
 
-def test_the_complexity_table_counts_the_parameters_timm_builds_for_one_channel_and_two_classes(classified):
-    _, storage = classified
+def test_the_complexity_table_counts_the_parameters_timm_builds_for_one_channel_and_two_classes(trained):
+    storage = trained
     table = storage.query("SELECT * FROM classifier_complexity WHERE device = 'cpu'").set_index("model")
     assert set(table.index) == set(MODEL_NAMES)
     for name, timm_name in CNN_NAMES.items():
@@ -200,8 +215,8 @@ def test_the_complexity_table_counts_the_parameters_timm_builds_for_one_channel_
     assert (table["flops"] == 2 * table["macs"]).all() and (table["latency_ms"] > 0).all()
 
 
-def test_the_champion_is_the_best_of_every_family_above_0_8_on_the_holdout(classified):
-    _, storage = classified
+def test_the_champion_is_the_best_of_every_family_above_0_8_on_the_holdout(trained):
+    storage = trained
     champion = storage.read_table(CHAMPION_TABLE).iloc[0]
     best = storage.query(
         "SELECT max(value) AS best FROM classifier_evaluation WHERE evaluation = 'holdout' AND dataset = 'all' "
