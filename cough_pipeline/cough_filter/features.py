@@ -2,7 +2,8 @@
 
 The pretrained COUGHVID XGBoost model (Orlandic, Teijeiro & Atienza, Scientific Data 2021) only gives its
 published probabilities when fed the features its authors computed, quirks included. This module reproduces
-the reference code's recipe (the COUGHVID reference model, see README) with vectorised NumPy/SciPy code:
+the reference code's recipe (the COUGHVID reference model, see README) with vectorised NumPy/SciPy code (its
+zero-phase filters as numba kernels that give scipy's ``filtfilt``/``sosfiltfilt`` bit for bit, :mod:`.filters`):
 
 * preprocessing: mono, peak normalisation, 4th-order zero-phase Butterworth low-pass at 6 kHz, decimation by
   ``int(fs / 12000)``, then a *nominal* rate of 12 kHz is used even where the real rate differs (44.1 kHz input
@@ -17,7 +18,6 @@ A signal the features are undefined for raises :class:`UnusableSignalError` whos
 
 from __future__ import annotations
 
-import warnings
 from enum import Enum
 from functools import lru_cache
 
@@ -26,6 +26,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal as sps
 from scipy.integrate import simpson
+
+from cough_pipeline.cough_filter.filters import BiquadBank, ZeroPhaseFilter, ZeroPhaseSosFilter
 
 #: The rate the features are computed at, whatever the real rate after decimation.
 NOMINAL_SAMPLE_RATE = 12_000
@@ -175,18 +177,19 @@ def validate_signal(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _preprocessing_lowpass(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(b, a) of the 4th-order Butterworth low-pass at 6 kHz for ``sample_rate``.
+def _preprocessing_lowpass(sample_rate: int) -> ZeroPhaseFilter:
+    """The 4th-order Butterworth low-pass at 6 kHz for ``sample_rate``, applied as ``filtfilt(b, a, x)``.
 
     Transfer-function form, as the reference implementation.
     """
-    return sps.butter(4, 2 * LOWPASS_CUTOFF_HZ / sample_rate, btype="lowpass")
+    return ZeroPhaseFilter(*sps.butter(4, 2 * LOWPASS_CUTOFF_HZ / sample_rate, btype="lowpass"))
 
 
 @lru_cache(maxsize=8)
-def _decimation_filter(factor: int) -> np.ndarray:
-    """Second-order sections of scipy.signal.decimate's default anti-alias filter (order-8 Chebyshev I)."""
-    return sps.cheby1(8, 0.05, 0.8 / factor, output="sos")
+def _decimation_filter(factor: int) -> ZeroPhaseSosFilter:
+    """scipy.signal.decimate's default anti-alias filter (order-8 Chebyshev I, second-order sections), applied as
+    ``sosfiltfilt(sos, x)``."""
+    return ZeroPhaseSosFilter(sps.cheby1(8, 0.05, 0.8 / factor, output="sos"))
 
 
 def preprocess(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -208,31 +211,27 @@ def preprocess(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """
     mono = validate_signal(samples, sample_rate)
     normalised = mono / (np.max(np.abs(mono)) + 1e-17)
-    b, a = _preprocessing_lowpass(int(sample_rate))
-    lowpassed = sps.filtfilt(b, a, normalised)
+    lowpassed = _preprocessing_lowpass(int(sample_rate))(normalised)
     factor = decimation_factor(int(sample_rate))
-    decimated = sps.sosfiltfilt(_decimation_filter(factor), lowpassed)[::factor]
+    decimated = _decimation_filter(factor)(lowpassed)[::factor]
     return decimated.astype(np.float32), NOMINAL_SAMPLE_RATE
 
 
-@lru_cache(maxsize=64)
-def _envelope_bandpass(band_hz: tuple[int, int], sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(b, a) of the 1st-order Butterworth band-pass for one envelope band."""
-    nyquist = sample_rate / 2
-    return sps.butter(1, [band_hz[0] / nyquist, band_hz[1] / nyquist], btype="bandpass")
-
-
 @lru_cache(maxsize=8)
-def _envelope_smoother(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(b, a) of the 2nd-order Butterworth 10 Hz low-pass that turns squared band signals into envelopes."""
-    return sps.butter(2, ENVELOPE_SMOOTHING_HZ / (sample_rate / 2), btype="lowpass")
+def _envelope_filters(sample_rate: int) -> tuple[BiquadBank, BiquadBank]:
+    """The 1st-order Butterworth band-pass of each envelope band, and the 2nd-order Butterworth 10 Hz low-pass that
+    turns each band's squared signal into its envelope (the same filter for every band), as filter banks."""
+    nyquist = sample_rate / 2
+    bands = [sps.butter(1, [low / nyquist, high / nyquist], btype="bandpass") for low, high in ENVELOPE_BANDS_HZ]
+    smoother = sps.butter(2, ENVELOPE_SMOOTHING_HZ / nyquist, btype="lowpass")
+    return BiquadBank(bands), BiquadBank([smoother] * len(bands))
 
 
 def envelope_peak_counts(x: np.ndarray, fs: int) -> np.ndarray:
     """Local maxima of each band's normalised energy envelope (EEPD).
 
-    Each band is band-passed on its own (the filters differ); the 19 squared signals are then smoothed together as
-    one ``(19, n)`` array, since the smoothing filter is shared.
+    Each band is ``filtfilt``-ed with its own band-pass, squared and ``filtfilt``-ed with the smoother; both steps
+    run all 19 bands in one pass (:class:`~.filters.BiquadBank`, bit for bit scipy's ``filtfilt``).
 
     Args:
         x: the preprocessed signal.
@@ -244,8 +243,9 @@ def envelope_peak_counts(x: np.ndarray, fs: int) -> np.ndarray:
     Shape:
         x: ``(n,)``; returns ``(19,)``.
     """
-    squared = np.stack([sps.filtfilt(*_envelope_bandpass(band, fs), x) ** 2 for band in ENVELOPE_BANDS_HZ])
-    envelopes = sps.filtfilt(*_envelope_smoother(fs), squared, axis=-1)
+    band_passes, smoother = _envelope_filters(int(fs))
+    squared = band_passes(x[:, np.newaxis]) ** 2  # (n, 19)
+    envelopes = np.ascontiguousarray(smoother(squared).T)  # (19, n)
     envelopes /= np.max(envelopes + 1e-17, axis=-1, keepdims=True)
     return np.array([sps.find_peaks(envelope)[0].size for envelope in envelopes], dtype=np.float64)
 
@@ -390,13 +390,26 @@ def slope_and_decrease(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[
     return [slope, decrease]
 
 
+@lru_cache(maxsize=8)
+def _mfcc_mel_basis(sample_rate: int) -> np.ndarray:
+    """librosa's default mel filter bank (128 Slaney bands of a 2048-point FFT), built once per rate."""
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=2048, norm="slaney")
+    basis.flags.writeable = False
+    return basis
+
+
 def mfcc_summary(x: np.ndarray, fs: int) -> np.ndarray:
     """Means then standard deviations over frames of the 13 librosa-default MFCCs.
+
+    ``librosa.feature.mfcc(y=x, sr=fs, n_mfcc=13)`` step by step (the same operations, so the same values), with
+    the mel filter bank built once per rate instead of on every call.
 
     Shape:
         x: ``(n,)`` float32; returns ``(26,)``.
     """
-    mfcc = librosa.feature.mfcc(y=x, sr=fs, n_mfcc=N_MFCC)
+    power = np.abs(librosa.stft(x, n_fft=2048, hop_length=512)) ** 2.0
+    mel = np.einsum("...ft,mf->...mt", power, _mfcc_mel_basis(int(fs)), optimize=True)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
 
 
@@ -440,8 +453,9 @@ def features_of_preprocessed(x: np.ndarray, fs: int = NOMINAL_SAMPLE_RATE) -> np
     magnitudes = np.abs(np.fft.rfft(x))
     frequencies, psd = welch_psd(x, fs)
     peak = np.max(np.abs(x))
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # A degenerate signal gives inf/NaN features (reported below), not warnings. np.errstate is thread-local, unlike
+    # warnings.catch_warnings, which swaps process-wide filters and so races with other threads.
+    with np.errstate(all="ignore"):
         values = np.concatenate(
             [
                 envelope_peak_counts(x, fs),
