@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -48,6 +47,7 @@ import librosa
 import numpy as np
 import pandas as pd
 import scipy.sparse
+from numpy.lib.stride_tricks import sliding_window_view
 
 from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
@@ -258,7 +258,7 @@ def feature_catalog(config: FeatureConfig = FeatureConfig()) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=16)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """librosa's Slaney mel filter bank ``(n_mels, n_fft // 2 + 1)``, 0 Hz to Nyquist."""
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     basis.flags.writeable = False
@@ -266,7 +266,7 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _chroma_basis(sample_rate: int, n_fft: int, tuning: float) -> np.ndarray:
+def chroma_basis(sample_rate: int, n_fft: int, tuning: float) -> np.ndarray:
     """librosa's STFT chroma filter bank ``(12, n_fft // 2 + 1)`` for one tuning (``chroma_stft``'s)."""
     basis = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=tuning, n_chroma=N_CHROMA)
     basis.flags.writeable = False
@@ -326,6 +326,21 @@ def _cqt_plan(config: FeatureConfig, tuning: float) -> _CqtPlan:
     return _CqtPlan(2**early, tuple(octaves), n_bins, scale)
 
 
+def _boxcar_stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``librosa.stft(y, n_fft, hop_length, window="ones", pad_mode="constant")`` of a float32 signal: the same
+    frames (centred, zero padding), transformed in float64 and stored as complex64, as librosa does.
+
+    Without librosa's per-call set-up, and without its warning for a signal shorter than ``n_fft`` (a short clip's
+    low CQT octaves have filters longer than the clip: the zero padding is intended there).
+
+    Shape:
+        y: ``(n,)``; returns ``(n_fft // 2 + 1, 1 + n // hop_length)``, Fortran-ordered like librosa's.
+    """
+    padded = np.pad(y, n_fft // 2).astype(np.float64)
+    frames = sliding_window_view(padded, n_fft)[::hop_length]
+    return np.fft.rfft(frames, axis=-1).astype(np.complex64).T
+
+
 def _cqt_magnitude(y: np.ndarray, plan: _CqtPlan) -> np.ndarray:
     """``|librosa.cqt(y, ...)|`` ``(n_bins, frames)`` with the plan's filters (same steps, same resampler)."""
     if plan.early_factor > 1:
@@ -333,16 +348,10 @@ def _cqt_magnitude(y: np.ndarray, plan: _CqtPlan) -> np.ndarray:
             raise InputRejected("too_short", f"{y.size} samples cannot be decimated by {plan.early_factor} for the CQT")
         y = librosa.resample(y, orig_sr=plan.early_factor, target_sr=1, res_type="soxr_hq", scale=True)
     responses = []
-    with warnings.catch_warnings():
-        # a short clip's low octaves have filters longer than the clip: zero padding is intended there
-        warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
-        for octave in plan.octaves:
-            frames = librosa.stft(
-                y, n_fft=octave.n_fft, hop_length=octave.hop_length, window="ones", pad_mode="constant"
-            )
-            responses.append(octave.basis.dot(frames))
-            if octave.halve_after:
-                y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
+    for octave in plan.octaves:
+        responses.append(octave.basis.dot(_boxcar_stft(y, octave.n_fft, octave.hop_length)))
+        if octave.halve_after:
+            y = librosa.resample(y, orig_sr=2, target_sr=1, res_type="soxr_hq", scale=True)
     width = min(response.shape[-1] for response in responses)
     out = np.empty((plan.n_bins, width), dtype=responses[0].dtype)
     end = plan.n_bins
@@ -368,10 +377,10 @@ def _stft_features(y: np.ndarray, config: FeatureConfig) -> tuple[dict[str, np.n
     sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
     magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
     power = magnitude**2
-    mel_db = librosa.power_to_db(_mel_basis(sr, n_fft, config.mfcc_n_mels) @ power, top_db=TOP_DB)
+    mel_db = librosa.power_to_db(mel_basis(sr, n_fft, config.mfcc_n_mels) @ power, top_db=TOP_DB)
     centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop)
     stft_tuning = float(librosa.estimate_tuning(S=power, sr=sr, n_fft=n_fft, bins_per_octave=N_CHROMA))
-    chroma = _chroma_basis(sr, n_fft, stft_tuning) @ power
+    chroma = chroma_basis(sr, n_fft, stft_tuning) @ power
     out = {
         "rms": librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop),
         "zcr": librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop),
@@ -386,7 +395,7 @@ def _stft_features(y: np.ndarray, config: FeatureConfig) -> tuple[dict[str, np.n
             S=magnitude, sr=sr, n_fft=n_fft, roll_percent=config.rolloff_percent
         ),
         "mfcc": librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc),
-        "mfc": librosa.power_to_db(_mel_basis(sr, n_fft, config.n_mels) @ power, top_db=TOP_DB),
+        "mfc": librosa.power_to_db(mel_basis(sr, n_fft, config.n_mels) @ power, top_db=TOP_DB),
         "spectrogram": librosa.power_to_db(
             _band_matrix(sr, n_fft, config.spectrogram_bands, config.spectrogram_fmin) @ power, top_db=TOP_DB
         ),

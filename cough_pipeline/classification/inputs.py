@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -37,6 +38,7 @@ import pandas as pd
 
 from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
+from cough_pipeline.classification.features import N_CHROMA, chroma_basis, mel_basis
 from cough_pipeline.classification.preprocess import (
     PreprocessConfig,
     checked_clip,
@@ -125,46 +127,94 @@ def _area_matrix(frames: int, columns: int) -> np.ndarray:
     return weights
 
 
-def _patch_arrays(clip: np.ndarray, config: InputArraysConfig) -> dict[str, np.ndarray]:
-    """``logmel`` and ``spectrogram`` of the clip's 4 s patch."""
-    patch = loudest_window(clip, config.patch_samples)
-    power = np.abs(librosa.stft(patch, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
-
-    def mel_db(n_mels: int) -> np.ndarray:
-        mel = librosa.feature.melspectrogram(S=power, sr=config.sample_rate, n_fft=config.n_fft, n_mels=n_mels)
-        return librosa.power_to_db(mel, ref=np.max, top_db=TOP_DB)
-
-    logmel = mel_db(config.n_mels)
-    spread = float(logmel.std())
-    if spread == 0.0:  # a patch of one constant level has nothing to standardise
-        raise InputRejected("constant_patch", "the log-mel patch is constant")
-    image = logmel if config.image_rows == config.n_mels else mel_db(config.image_rows)
-    image = image @ _area_matrix(image.shape[1], config.image_columns)
-    low, high = float(image.min()), float(image.max())
-    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    return {"logmel": (logmel - logmel.mean()) / spread, "spectrogram": image}
+def _power(samples: np.ndarray, config: InputArraysConfig) -> np.ndarray:
+    """``|STFT|**2`` ``(n_fft // 2 + 1, 1 + n // hop_length)`` of ``(n,)`` samples (Hann, centred, zero padding)."""
+    return np.abs(librosa.stft(samples, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
 
 
-def input_arrays(samples: np.ndarray, config: InputArraysConfig = InputArraysConfig()) -> dict[str, np.ndarray]:
-    """The four network inputs of one preprocessed clip (module docstring).
+def _mel_db(power: np.ndarray, config: InputArraysConfig, n_mels: int) -> np.ndarray:
+    """The ``n_mels``-band mel spectrum of ``power`` in dB relative to its maximum (floor ``-TOP_DB``)."""
+    mel = mel_basis(config.sample_rate, config.n_fft, n_mels) @ power
+    return librosa.power_to_db(mel, ref=np.max, top_db=TOP_DB)
+
+
+def _patch_arrays(power: np.ndarray, config: InputArraysConfig, kinds: frozenset[str]) -> dict[str, np.ndarray]:
+    """``logmel`` and ``spectrogram`` (those of ``kinds``) of the patch whose ``|STFT|**2`` is ``power``."""
+    out = {}
+    shared = config.image_rows == config.n_mels  # the image is the log-mel patch before standardising
+    if "logmel" in kinds or ("spectrogram" in kinds and shared):
+        logmel = _mel_db(power, config, config.n_mels)
+        spread = float(logmel.std())
+        if spread == 0.0:  # a patch of one constant level has nothing to standardise
+            raise InputRejected("constant_patch", "the log-mel patch is constant")
+        out["logmel"] = (logmel - logmel.mean()) / spread
+    if "spectrogram" in kinds:
+        image = logmel if shared else _mel_db(power, config, config.image_rows)
+        image = image @ _area_matrix(image.shape[1], config.image_columns)
+        low, high = float(image.min()), float(image.max())
+        out["spectrogram"] = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    return out
+
+
+def _clip_arrays(power: np.ndarray, config: InputArraysConfig, kinds: frozenset[str]) -> dict[str, np.ndarray]:
+    """``mfcc`` and ``chroma`` (those of ``kinds``): frame means over the whole clip whose ``|STFT|**2`` is
+    ``power``; the same values as ``librosa.feature.mfcc`` / ``chroma_stft`` on that spectrogram."""
+    sr, n_fft = config.sample_rate, config.n_fft
+    out = {}
+    if "mfcc" in kinds:
+        mel_db = librosa.power_to_db(mel_basis(sr, n_fft, config.mfcc_n_mels) @ power, top_db=TOP_DB)
+        out["mfcc"] = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc).mean(axis=1)
+    if "chroma" in kinds:
+        tuning = float(librosa.estimate_tuning(S=power, sr=sr, bins_per_octave=N_CHROMA))
+        raw = np.einsum("cf,ft->ct", chroma_basis(sr, n_fft, tuning), power, optimize=True)  # as chroma_stft sums
+        chroma = librosa.util.normalize(raw, norm=np.inf, axis=-2)
+        out["chroma"] = chroma.mean(axis=1)
+    return out
+
+
+def _spectrograms(
+    clip: np.ndarray, config: InputArraysConfig, patch_kinds: bool, clip_kinds: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(patch power, clip power)``, each None when no kind asked for needs it.
+
+    A clip no longer than the patch is the patch's start (the rest is zeros), so its centred frames are the
+    patch's first ``1 + n // hop_length`` frames: one STFT then serves both.
+    """
+    patch = _power(loudest_window(clip, config.patch_samples), config) if patch_kinds else None
+    if not clip_kinds:
+        return patch, None
+    if patch is not None and clip.size <= config.patch_samples:
+        return patch, patch[:, : 1 + clip.size // config.hop_length]
+    return patch, _power(clip, config)
+
+
+def input_arrays(
+    samples: np.ndarray, config: InputArraysConfig = InputArraysConfig(), kinds: Collection[str] = KINDS
+) -> dict[str, np.ndarray]:
+    """The network inputs of one preprocessed clip (module docstring): all four, or the ``kinds`` a model reads.
 
     Args:
         samples: ``(n,)`` mono clip at ``config.sample_rate``, ``n >= config.n_fft``.
+        config: array settings.
+        kinds: which of :data:`KINDS` to compute (only those are computed and checked).
 
     Returns:
         ``{"logmel": (128, 173), "mfcc": (39,), "spectrogram": (128, 40), "chroma": (12,)}`` float32 arrays
-        (shapes for the default config; :meth:`InputArraysConfig.shapes`).
+        (shapes for the default config; :meth:`InputArraysConfig.shapes`), in :data:`KINDS` order.
 
     Raises:
         InputRejected: ``non_finite_samples``, ``too_short``, ``silent`` or ``constant_patch``.
+        ClassificationError: a kind that is not one of :data:`KINDS`.
     """
+    wanted = frozenset(kinds)
+    if not wanted <= set(KINDS):
+        raise ClassificationError(f"unknown array kinds {sorted(wanted - set(KINDS))}; choose from {list(KINDS)}")
     clip = checked_clip(samples, config.n_fft)
-    power = np.abs(librosa.stft(clip, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
-    mel = librosa.feature.melspectrogram(S=power, sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.mfcc_n_mels)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=TOP_DB), n_mfcc=config.n_mfcc)
-    chroma = librosa.feature.chroma_stft(S=power, sr=config.sample_rate, n_fft=config.n_fft)
-    arrays = {**_patch_arrays(clip, config), "mfcc": mfcc.mean(axis=1), "chroma": chroma.mean(axis=1)}
-    arrays = {kind: arrays[kind].astype(np.float32) for kind in KINDS}
+    patch_kinds, clip_kinds = wanted & {"logmel", "spectrogram"}, wanted & {"mfcc", "chroma"}
+    patch, whole = _spectrograms(clip, config, bool(patch_kinds), bool(clip_kinds))
+    found = {**(_patch_arrays(patch, config, wanted) if patch_kinds else {})}
+    found |= _clip_arrays(whole, config, wanted) if clip_kinds else {}
+    arrays = {kind: found[kind].astype(np.float32) for kind in KINDS if kind in wanted}
     bad = [kind for kind, array in arrays.items() if not np.isfinite(array).all()]
     if bad:
         raise InputRejected("non_finite_features", f"NaN or infinite values in {bad}")
