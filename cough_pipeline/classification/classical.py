@@ -153,8 +153,9 @@ class ClassicalModels:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> ClassicalModels:
-        """Read a folder :meth:`save` wrote, trusting only the vetted types each file names.
+    def load(cls, folder: Path, only: tuple[str, str] | None = None) -> ClassicalModels:
+        """Read a folder :meth:`save` wrote, trusting only the vetted types each file names; with ``only`` =
+        ``(model, variant)``, just that model's fold pipelines (what scoring with it needs).
 
         Raises:
             UntrustedModelFile: an index of another format, a file outside the folder, or a type outside the
@@ -168,6 +169,7 @@ class ClassicalModels:
             for entry in index["columns"]:
                 models.columns[(entry["model"], entry["variant"])] = list(entry["columns"])
             entries = [(e["model"], e["variant"], int(e["fold"]), e["file"]) for e in index["pipelines"]]
+            entries = [entry for entry in entries if only is None or entry[:2] == tuple(only)]
             for model, variant, fold, name in entries:
                 n_columns = len(models.columns[(model, variant)])
                 models.pipelines[(model, variant, fold)] = _load_pipeline(folder, name, n_columns)
