@@ -14,6 +14,7 @@ from benchmarks import (
     manifest_bench,
     mixtures_bench,
     paper_memory_bench,
+    predict_bench,
     pruning_bench,
     segmentation_bench,
     separation_bench,
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "icbhi_preprocessing": icbhi_preprocessing_bench.run,
     "cough_features": cough_features_bench.run,
     "classical_stage": classical_stage_bench.run,
+    "predict": predict_bench.run,
 }
 #: Long runs left out of a plain ``make bench`` (name them: ``make bench BENCH=paper_memory``).
 ON_REQUEST = {"paper_memory": paper_memory_bench.run}
