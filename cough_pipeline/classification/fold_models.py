@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from cough_pipeline.classification.errors import ClassificationError, read_tagged_json
+from cough_pipeline.classification.inference import InferenceModel
 from cough_pipeline.classification.inputs import InputArraysConfig, input_arrays
-from cough_pipeline.classification.networks import NeuralClassifier, probabilities
+from cough_pipeline.classification.networks import NeuralClassifier
 from cough_pipeline.classification.preprocess import PreprocessConfig
 
 INDEX_FILE = "fold_models.json"
@@ -48,6 +49,9 @@ class FoldModels:
     models: list[NeuralClassifier]
     inputs: InputArraysConfig = field(default_factory=InputArraysConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    #: The fold ensemble as one fast predictor (:class:`InferenceModel`), built on the first call of
+    #: :meth:`probability` from the weights then; never saved.
+    _predictor: InferenceModel | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.models or len(self.models) != len(self.folds):
@@ -70,10 +74,9 @@ class FoldModels:
             ``batch[kind]``: ``(batch, rows, columns)`` or ``(batch, 1, rows, columns)`` for image kinds,
             ``(batch, size)`` for vectors; returns ``(batch,)`` float64.
         """
-        tensors = {kind: torch.as_tensor(np.asarray(batch[kind], dtype=np.float32)) for kind in self.reads}
-        with torch.inference_mode():
-            stacked = torch.stack([probabilities(m(tensors), m.output) for m in self.models])
-        return stacked.mean(dim=0).numpy().astype(np.float64)
+        if self._predictor is None:
+            self._predictor = InferenceModel.from_classifiers(self.models, batch)
+        return self._predictor(batch).numpy().astype(np.float64)
 
     def score_clip(self, clip: np.ndarray) -> float:
         """P(positive) of one preprocessed clip (at ``inputs.sample_rate``) by the fold ensemble.

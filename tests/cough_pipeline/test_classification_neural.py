@@ -206,3 +206,57 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         train_fold("chroma_mlp", negatives, validation_rows, tmp_path, FAST)
     with pytest.raises(ValueError, match="max_time_mask"):
         NeuralTrainingConfig(max_time_mask=1.5)
+
+
+# --- the faster training and prediction paths ---------------------------------------------------------------------
+
+
+def test_fold_workers_train_the_same_fold_models_as_one_after_the_other(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=16)
+    config = NeuralTrainingConfig(batch_size=8, epochs=2, patience=2, num_threads=1)
+    calls = []
+    alone = train_neural(inputs, folds, "mfcc_mlp", "original", tmp_path, config)
+    together = train_neural(
+        inputs, folds, "mfcc_mlp", "original", tmp_path, replace(config, fold_workers=2), lambda *a: calls.append(a)
+    )
+    pd.testing.assert_frame_equal(together.predictions, alone.predictions)
+    pd.testing.assert_frame_equal(together.histories.drop(columns="seconds"), alone.histories.drop(columns="seconds"))
+    assert [m.best_epoch for m in together.models] == [m.best_epoch for m in alone.models]
+    assert calls == [(2, 6), (4, 6), (6, 6)]
+
+
+def test_channels_last_cnn_training_repeats_itself_and_only_reorders_float_sums(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=16)
+    train_rows, validation_rows, holdout_rows = _fold_rows(inputs, folds, 1)
+    config = NeuralTrainingConfig(batch_size=8, epochs=1, patience=1, num_threads=1)
+    holdout = InputArrays(holdout_rows, tmp_path, ("logmel",))
+    runs = [
+        train_fold("mobilenetv3_small", train_rows, validation_rows, tmp_path, replace(config, channels_last=flag))
+        for flag in (True, True, False)
+    ]
+    first, again, plain = (predict(run.model, holdout) for run in runs)
+    np.testing.assert_array_equal(first, again)
+    # Adam's normalised steps carry the last-digit differences of reordered sums forward: close, not equal.
+    np.testing.assert_allclose(first, plain, atol=1e-2)
+    assert runs[0].history[0]["val_loss"] == pytest.approx(runs[2].history[0]["val_loss"], rel=1e-2)
+    weight = next(p for p in runs[0].model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert weight.is_contiguous()  # stored in the default layout
+
+
+def test_predict_by_the_fast_path_matches_the_model_itself(tmp_path):
+    inputs, folds = _tables(tmp_path, n_participants=12)
+    _, validation_rows, _ = _fold_rows(inputs, folds, 0)
+    data = InputArrays(validation_rows, tmp_path, ("logmel",))
+    torch.manual_seed(0)
+    model = NeuralClassifier(neural.network_config("efficientnet_lite0", data)).eval()
+    fast, eager = predict(model, data, batch_size=4), predict(model, data, backend="eager")
+    np.testing.assert_allclose(fast, eager, atol=1e-4)
+    assert model.training is False and fast.dtype == np.float64 and len(fast) == len(data)
+
+
+def test_input_arrays_from_tensors_index_like_loaded_ones():
+    images = torch.arange(3 * 4 * 5, dtype=torch.float32).reshape(3, 4, 5)
+    data = InputArrays.from_tensors({"logmel": images, "mfcc": torch.ones(3, 2)}, torch.tensor([0, 1, 1]))
+    arrays, labels = data[[2, 0]]
+    assert arrays["logmel"].shape == (2, 1, 4, 5) and torch.equal(arrays["logmel"][0, 0], images[2])
+    assert labels.tolist() == [1.0, 0.0] and data.shape("logmel") == (4, 5) and len(data.subset([1])) == 1
