@@ -436,10 +436,29 @@ def summarise(matrix: np.ndarray) -> np.ndarray:
     )
 
 
+def summarise_all(matrices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`summarise` of each matrix (the same values): the order statistics of all rows in one call when the
+    matrices share their frames, as a clip's do (``np.quantile`` costs mostly per call); means and variances stay
+    per matrix, where numpy sums each row exactly as it does alone.
+
+    Shape:
+        ``{name: (dims, frames)}`` in; ``{name: (dims, 7)}`` out.
+    """
+    values = [np.asarray(matrix, dtype=np.float64) for matrix in matrices.values()]
+    if len({value.shape[1] for value in values}) != 1:
+        return {name: summarise(matrix) for name, matrix in matrices.items()}
+    rows = np.concatenate(values)
+    q1, median, q3 = np.quantile(rows, [0.25, 0.5, 0.75], axis=1)
+    means = np.concatenate([value.mean(axis=1) for value in values])
+    variances = np.concatenate([value.var(axis=1) for value in values])
+    table = np.stack([rows.min(axis=1), rows.max(axis=1), means, median, variances, q1, q3], axis=1)
+    ends = np.cumsum([value.shape[0] for value in values])
+    return dict(zip(matrices, np.split(table, ends[:-1])))
+
+
 def feature_vector(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """:func:`clip_features` as a float64 array in :func:`feature_columns` order."""
-    matrices = feature_matrices(samples, config)
-    summaries = {name: summarise(matrix) for name, matrix in matrices.items()}
+    summaries = summarise_all(feature_matrices(samples, config))
     bad = [name for name, summary in summaries.items() if not np.isfinite(summary).all()]
     if bad:
         raise InputRejected("non_finite_features", f"NaN or infinite statistics in {bad}")

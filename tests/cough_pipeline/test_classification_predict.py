@@ -295,3 +295,11 @@ def _cough_filter(threshold: float):
     table = FeatureTable(matrix, labels, np.arange(12), np.arange(12), [])
     classifier, _ = train_from_features(table)
     return dataclasses.replace(classifier, threshold=threshold)
+
+
+def test_a_clips_feature_vector_is_its_matrices_summarised_one_by_one():
+    from cough_pipeline.classification.features import feature_matrices, feature_vector, summarise
+
+    for clip in _clips(2):
+        one_by_one = np.concatenate([summarise(m).ravel() for m in feature_matrices(clip).values()])
+        np.testing.assert_array_equal(feature_vector(clip), one_by_one)
