@@ -22,7 +22,7 @@ class Profile:
 
 
 PROFILES = {
-    "demo": Profile("demo", MIXTURE_PROFILES["demo"], epochs=4, snip_batches=2, classifier_epochs=3),
+    "demo": Profile("demo", MIXTURE_PROFILES["demo"], epochs=4, snip_batches=2, classifier_epochs=2),
     "modest": Profile("modest", MIXTURE_PROFILES["modest"], epochs=20, snip_batches=5, classifier_epochs=15),
     "paper": Profile("paper", MIXTURE_PROFILES["paper"], epochs=50, snip_batches=10, classifier_epochs=30),
 }

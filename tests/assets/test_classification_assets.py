@@ -55,7 +55,7 @@ def classified(separated):
     return result, storage
 
 
-#: Two epochs: the asset tests check wiring, storage and evaluation, not how well a CNN learns the demo corpus.
+#: The asset tests check wiring, storage and evaluation, not how well a CNN learns the demo corpus.
 TRAINING = {"ops": {"classifiers": {"config": {"training": {"epochs": 2}}}}}
 
 
