@@ -7,6 +7,7 @@ import sys
 
 from benchmarks import (
     classical_stage_bench,
+    classifier_bench,
     cough_features_bench,
     cough_filter_bench,
     icbhi_preprocessing_bench,
@@ -34,7 +35,7 @@ BENCHMARKS = {
     "predict": predict_bench.run,
 }
 #: Long runs left out of a plain ``make bench`` (name them: ``make bench BENCH=paper_memory``).
-ON_REQUEST = {"paper_memory": paper_memory_bench.run}
+ON_REQUEST = {"paper_memory": paper_memory_bench.run, "classifier": classifier_bench.run}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHMARKS)
