@@ -62,6 +62,10 @@ class FoldModels:
         for m in self.models:
             m.eval()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the cached predictor out (an ONNX Runtime session; rebuilt on first use)."""
+        return {**self.__dict__, "_predictor": None}
+
     @property
     def reads(self) -> tuple[str, ...]:
         """The array kinds the models read."""

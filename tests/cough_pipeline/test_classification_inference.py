@@ -4,7 +4,9 @@ backend that cannot be built is an error while ``"auto"`` falls back; and FoldMo
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import pickle
 
 import numpy as np
 import pytest
@@ -136,6 +138,7 @@ def test_fold_models_score_through_one_cached_predictor_that_is_never_saved(tmp_
     np.testing.assert_allclose(first, _eager(models, batch).numpy(), atol=TOLERANCE)
     np.testing.assert_array_equal(stored.probability(batch), first)
     assert stored._predictor is predictor
+    assert copy.deepcopy(stored)._predictor is None and pickle.loads(pickle.dumps(stored))._predictor is None
     loaded = FoldModels.load(stored.save(tmp_path / "models"))
     assert loaded._predictor is None and not list((tmp_path / "models").rglob("*.onnx"))
     np.testing.assert_allclose(loaded.probability(batch), first, atol=1e-6)
