@@ -99,15 +99,20 @@ def threshold_for_sensitivity(labels, probabilities, target: float) -> tuple[flo
     return threshold, sensitivity, specificity
 
 
+def ranked(report: pd.DataFrame, metric: str = "roc_auc", evaluation: str = "holdout") -> pd.DataFrame:
+    """Rows of ``metric`` on ``evaluation`` over all datasets, best first (ties: the higher interval's lower end,
+    then the model and variant names)."""
+    rows = report[(report["metric"] == metric) & (report["evaluation"] == evaluation) & (report["dataset"] == "all")]
+    order = rows.sort_values(["value", "ci_low", "model", "variant"], ascending=[False, False, True, True])
+    return order.reset_index(drop=True)
+
+
 def best_challenger(report: pd.DataFrame, config: ChampionConfig) -> pd.Series:
-    """The report row of the best model (ties: the narrower interval's lower end, then the name)."""
-    rows = report[
-        (report["metric"] == config.metric) & (report["evaluation"] == config.evaluation) & (report["dataset"] == "all")
-    ].dropna(subset=["value"])
+    """The report row of the best model (:func:`ranked`, models without a value left out)."""
+    rows = ranked(report, config.metric, config.evaluation).dropna(subset=["value"])
     if rows.empty:
         raise ClassificationError(f"the report has no {config.metric} on {config.evaluation!r} to choose a champion")
-    order = rows.sort_values(["value", "ci_low", "model", "variant"], ascending=[False, False, True, True])
-    return order.iloc[0]
+    return rows.iloc[0]
 
 
 def challenger(

@@ -107,8 +107,7 @@ def train_classifier(
         raise ClassificationError("choose at least one input variant to train on")
     array_settings, preprocess_settings = read_input_settings(inputs)
     trained, predictions, histories = {}, [], []
-    for number, variant in enumerate(variants):
-        offset = number
+    for offset, variant in enumerate(variants):
 
         def variant_progress(done, total, offset=offset):
             if progress is not None:

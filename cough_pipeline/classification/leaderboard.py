@@ -28,10 +28,11 @@ import pandas as pd
 
 from cough_pipeline.bounds import PositiveInt, check_fields
 from cough_pipeline.classification.calibration import CalibrationMethod, calibrate_predictions, calibration_table
+from cough_pipeline.classification.champion import ranked as ranking
 from cough_pipeline.classification.errors import ClassificationError
 from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE, PREDICTION_COLUMNS
 from cough_pipeline.classification.matching import MATCH_KEYS, join_demographics, matched_holdout, matching_summary
-from cough_pipeline.classification.stage import ALL_DATASETS, REPORT_COLUMNS, EvaluationConfig, evaluation_rows
+from cough_pipeline.classification.stage import REPORT_COLUMNS, EvaluationConfig, evaluation_rows
 
 MatchKey = Literal["dataset", "gender", "age_band"]
 LEADERBOARD_COLUMNS = ["family", *REPORT_COLUMNS]
@@ -148,14 +149,6 @@ def build_leaderboard(
     table.insert(0, "family", table["model"].map(families))
     table = table[LEADERBOARD_COLUMNS].sort_values(["evaluation", "dataset", "model", "variant", "metric"])
     return Leaderboard(table.reset_index(drop=True), calibration, calibrated, matched, summary)
-
-
-def ranking(table: pd.DataFrame, metric: str = "roc_auc", evaluation: str = "holdout") -> pd.DataFrame:
-    """Models and variants ordered by ``metric`` on ``evaluation`` over all datasets (best first)."""
-    rows = table[(table["metric"] == metric) & (table["evaluation"] == evaluation) & (table["dataset"] == ALL_DATASETS)]
-    return rows.sort_values(["value", "ci_low", "model", "variant"], ascending=[False, False, True, True]).reset_index(
-        drop=True
-    )
 
 
 def variant_comparison(table: pd.DataFrame, metric: str = "roc_auc", evaluation: str = "holdout") -> pd.DataFrame:
