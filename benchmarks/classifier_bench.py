@@ -11,11 +11,15 @@ statistics drawn as trained ones would be) on log-mel patches of :data:`SHAPE`, 
   ``max_abs_difference``: largest |fast - plain| probability over the batch.
 * ``training``: clips per second of Adam steps at batch 32. ``plain``: ``model.train()``, a ``DataLoader`` over a
   ``TensorDataset``, cross-entropy, NCHW; ``fast``: the library's training epoch
-  (:func:`~cough_pipeline.classification.neural._train_epoch`: channels_last, SpecAugment included) in this
-  process; ``fold_workers_2``: two spawned processes with one thread each running it at the same time (the
-  ``fold_workers=2, num_threads=1`` setting), counted together. ``validation``: clips per second of the
+  (:func:`~cough_pipeline.classification.neural._train_epoch`: channels_last, SpecAugment included, freed memory
+  retained) in this process; ``fold_workers_2``: two spawned processes with one thread each running it at the same
+  time (the ``fold_workers=2, num_threads=1`` setting): both workers' clips over the slower worker's training
+  time, per round (each worker's validation pass follows and is timed apart). ``validation``: clips per second of the
   per-epoch validation pass (eval mode, batch 32), plain NCHW vs the library's channels_last
-  :func:`~cough_pipeline.classification.neural.evaluate_loss`.
+  :func:`~cough_pipeline.classification.neural.evaluate_loss`. ``page_faults_per_step``: minor page faults of
+  the plain and the fast training steps. The fast loop keeps freed memory in the heap, as ``fit_fold`` does for a
+  whole fold; since the plain loop runs with glibc's defaults in between, each fast block first runs one untimed
+  step that regrows the heap (a fold's first step).
 * ``projection``: hours to train the three CNNs x 5 folds x :data:`EPOCHS` epochs on :data:`TRAIN_CLIPS` training
   and :data:`VALIDATION_CLIPS` validation clips per fold, from the rates above (no early stopping; two fold workers
   run the five folds in three rounds); ``peak_rss_mb``: peak resident memory of a spawned process holding the
@@ -45,6 +49,7 @@ from torch.multiprocessing import get_context
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import write_result
+from cough_pipeline.allocator import freed_memory_retained
 from cough_pipeline.classification.inference import InferenceModel
 from cough_pipeline.classification.networks import CNN_NAMES, NetworkConfig, NeuralClassifier
 from cough_pipeline.classification.neural import (
@@ -87,15 +92,16 @@ def trained_like(name: str, seed: int = 0) -> NeuralClassifier:
 
 
 def interleaved(tasks: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each task, alternating them (shuffled order) for ``rounds`` rounds after one warm-up."""
+    """Median seconds of each task, alternating them (shuffled order) for ``rounds`` rounds after one warm-up; a
+    task that returns a number reports its own seconds (:meth:`FastLoop.steps`)."""
     for task in tasks.values():
         task()
     times = {name: [] for name in tasks}
     for _ in range(rounds):
         for name in random.sample(list(tasks), len(tasks)):
             started = time.perf_counter()
-            tasks[name]()
-            times[name].append(time.perf_counter() - started)
+            reported = tasks[name]()
+            times[name].append(time.perf_counter() - started if reported is None else reported)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -179,17 +185,37 @@ class FastLoop:
         self.model = NeuralClassifier(NetworkConfig(name=name)).to(memory_format=torch.channels_last)
         self.optimiser = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.data, self.config, self.generator = data, config, torch.Generator().manual_seed(0)
+        self.faults: list[int] = []  # minor page faults of each timed block
 
-    def steps(self, count: int) -> None:
-        rows = self.data.subset(torch.randperm(len(self.data), generator=self.generator)[: count * TRAIN_BATCH])
+    def steps(self, count: int) -> float:
+        """Seconds of ``count`` training steps, timed after one untimed step in the same allocator block.
+
+        ``fit_fold`` retains freed memory for a whole training, so the heap grows to its working size once per
+        fold; here the block ends after each call (the plain loop runs with glibc's defaults in between), so the
+        untimed step regrows it, as the first step of a fold does."""
+        rows = self.data.subset(torch.randperm(len(self.data), generator=self.generator)[: (count + 1) * TRAIN_BATCH])
+        warm, timed = rows.subset(np.arange(TRAIN_BATCH)), rows.subset(np.arange(TRAIN_BATCH, len(rows)))
         torch.use_deterministic_algorithms(True, warn_only=True)  # as fit_fold trains
         try:
-            _train_epoch(self.model, rows, self.optimiser, self.config, torch.device("cpu"), self.generator)
+            with freed_memory_retained(self.config.retain_freed_memory):
+                self._epoch(warm)
+                faults, started = _minor_faults(), time.perf_counter()
+                self._epoch(timed)
+                seconds = time.perf_counter() - started
+                self.faults.append(_minor_faults() - faults)
+                return seconds
         finally:
             torch.use_deterministic_algorithms(False)
 
+    def _epoch(self, rows: InputArrays) -> None:
+        _train_epoch(self.model, rows, self.optimiser, self.config, torch.device("cpu"), self.generator)
+
     def validate(self, rows: InputArrays) -> None:
         evaluate_loss(self.model, rows, TRAIN_BATCH, torch.device("cpu"), channels_last=True)
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _worker(name: str, commands, results, barrier) -> None:
@@ -201,11 +227,10 @@ def _worker(name: str, commands, results, barrier) -> None:
     loop.steps(1)
     while (count := commands.get()) is not None:
         barrier.wait()
+        trained = loop.steps(count)
         started = time.perf_counter()
-        loop.steps(count)
-        trained = time.perf_counter()
         loop.validate(validation)
-        results.put((trained - started, time.perf_counter() - trained))
+        results.put((trained, time.perf_counter() - started))
         barrier.wait()
 
 
@@ -259,10 +284,17 @@ def training_figures(name: str) -> dict:
         workers.steps(STEPS_PER_ROUND)
         worker_times.append(workers.last)
 
+    plain_faults: list[int] = []
+
+    def plain_steps() -> None:
+        before = _minor_faults()
+        plain.steps(STEPS_PER_ROUND)
+        plain_faults.append(_minor_faults() - before)
+
     try:
         seconds = interleaved(
             {
-                "plain": lambda: plain.steps(STEPS_PER_ROUND),
+                "plain": plain_steps,
                 "fast": lambda: fast.steps(STEPS_PER_ROUND),
                 "fold_workers_2": parallel,
             },
@@ -278,12 +310,13 @@ def training_figures(name: str) -> dict:
     finally:
         workers.close()
     clips = STEPS_PER_ROUND * TRAIN_BATCH
-    per_worker = statistics.median(t for times in worker_times[1:] for t, _ in times)
+    # both workers train at once: a round takes as long as the slower one (their validation is timed apart)
+    per_worker = statistics.median(max(t for t, _ in times) for times in worker_times[1:])
     worker_validation = statistics.median(v for times in worker_times[1:] for _, v in times)
     rates = {
         "plain": clips / seconds["plain"],
         "fast": clips / seconds["fast"],
-        "fold_workers_2": 2 * clips / seconds["fold_workers_2"],
+        "fold_workers_2": 2 * clips / per_worker,
     }
     validation_rates = {
         "plain": 64 / checked["plain"],
@@ -295,6 +328,10 @@ def training_figures(name: str) -> dict:
         "speedup_fast": round(rates["fast"] / rates["plain"], 2),
         "speedup_fold_workers_2": round(rates["fold_workers_2"] / rates["plain"], 2),
         "per_worker_training_clips_per_s": round(clips / per_worker, 2),
+        "page_faults_per_step": {
+            label: round(statistics.median(faults) / STEPS_PER_ROUND)
+            for label, faults in (("plain", plain_faults), ("fast", fast.faults))
+        },
         "validation_clips_per_s": {k: round(v, 2) for k, v in validation_rates.items()},
     }
 

@@ -3,7 +3,7 @@
 A separator with random (seeded) weights is pruned by SNIP to 1 % of its mask layer (``masker.output.weight``,
 Linear 50 -> 257) on synthetic 5-second (mixture, cough) batches; timing does not depend on the weights' values.
 Figures, all on this machine's CPU with PyTorch's default thread count and glibc told to keep freed memory
-(:func:`~cough_pipeline.separation.model.retain_freed_memory`, as the inference jobs do):
+(:func:`~cough_pipeline.allocator.retain_freed_memory`, as the inference jobs do):
 
 * ``layer``: the mask layer alone, dense (zeros multiplied) vs :class:`SparseLinear`, on the LSTM output of one
   clip and of a batch of 32 clips, at the SNIP density and over a sweep of random-mask densities (which sets
@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from benchmarks.common import stopwatch, write_result
+from cough_pipeline.allocator import retain_freed_memory
 from cough_pipeline.separation.complexity import complexity_table, cost_breakdown
-from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig, retain_freed_memory
+from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig
 from cough_pipeline.separation.pruning import (
     PruningConfig,
     SparseLinear,

@@ -37,7 +37,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from benchmarks.common import stopwatch, write_result
-from cough_pipeline.separation.model import CoughSeparator, InferenceSeparator, SeparatorConfig, retain_freed_memory
+from cough_pipeline.allocator import release_freed_memory, retain_freed_memory
+from cough_pipeline.separation.model import CoughSeparator, InferenceSeparator, SeparatorConfig
 from cough_pipeline.separation.streaming import StreamingSeparator
 from cough_pipeline.separation.training import TrainingConfig, train_on_datasets
 
@@ -101,16 +102,6 @@ def latency(function, repeats: int = LATENCY_REPEATS) -> dict:
     return {"ms": round(1000 * times["best_s"], 2), "ms_median": round(1000 * times["median_s"], 2)}
 
 
-def _default_allocator() -> None:
-    """glibc's default mmap threshold (128 KiB); undone by :func:`retain_freed_memory`."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)
-    except OSError:
-        pass
-
-
 def time_training(seed: int) -> dict:
     """Two epochs on in-memory mixtures: default allocator, then retained memory, at 2 and at 1 intra-op threads."""
     mixtures, coughs = synthetic_clips(TRAIN_MIXTURES + 8, seed)
@@ -118,7 +109,7 @@ def time_training(seed: int) -> dict:
     val = TensorDataset(mixtures[TRAIN_MIXTURES:], coughs[TRAIN_MIXTURES:])
     figures: dict = {"mixtures": TRAIN_MIXTURES, "batch_size": 32, "epochs": 2}
     runs = (
-        ("default_allocator_2_threads", _default_allocator, THREADS),
+        ("default_allocator_2_threads", release_freed_memory, THREADS),
         ("retain_freed_memory_2_threads", retain_freed_memory, THREADS),
         ("retain_freed_memory_1_thread", retain_freed_memory, 1),
     )
@@ -149,7 +140,7 @@ def time_inference(model: CoughSeparator, clips: torch.Tensor) -> dict:
         figures["max_abs_diff_workers_vs_plain"] = float((fast.separate(clips) - reference).abs().max())
 
     ladder = {}
-    _default_allocator()
+    release_freed_memory()
     with torch.no_grad():
         ladder["1_plain_no_grad_batch8"] = throughput(lambda: model(batch), 8)
     with torch.inference_mode():

@@ -15,7 +15,9 @@ the batch order and the masks: on CPU the same seed, data and thread count give 
 
 Speed (:class:`NeuralTrainingConfig`): the CNNs train with weights and images in ``channels_last`` memory format,
 whose oneDNN convolution and batch-norm kernels are faster on a CPU than the default layout (only the order of
-float sums changes); ``fold_workers`` > 1 trains several folds at once in spawned processes, each with
+float sums changes); freed memory stays in the process's heap while a model trains
+(:func:`~cough_pipeline.allocator.freed_memory_retained`), so the activations of each step reuse pages instead of
+page-faulting fresh ones; ``fold_workers`` > 1 trains several folds at once in spawned processes, each with
 ``num_threads`` threads, sharing the loaded arrays. The fold models' predictions then come from
 :class:`~cough_pipeline.classification.inference.InferenceModel` (ONNX Runtime on a CPU when installed).
 """
@@ -35,6 +37,7 @@ import torch.multiprocessing
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cough_pipeline.allocator import freed_memory_retained
 from cough_pipeline.bounds import Fraction, PositiveFloat, PositiveInt, Seed, check_fields
 from cough_pipeline.classification.errors import ClassificationError
 from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
@@ -72,6 +75,8 @@ class NeuralTrainingConfig:
         num_threads: torch intra-op threads while training (restored afterwards), per fold worker.
         channels_last: train the CNNs with weights and images in ``channels_last`` memory format (faster oneDNN
             kernels on a CPU; the same training up to the order of float sums).
+        retain_freed_memory: keep freed memory in the heap while a model trains (glibc; no effect elsewhere),
+            returning it to the system afterwards; the same training, without a page fault per activation.
         fold_workers: folds of :func:`train_neural` trained at once, each in a spawned process with
             ``num_threads`` threads (the arrays are shared, not copied); progress then advances when a fold ends.
             1 trains them one after the other in this process. With two cores, ``fold_workers=2,
@@ -92,6 +97,7 @@ class NeuralTrainingConfig:
     device: str = ""
     num_threads: PositiveInt = 2
     channels_last: bool = True
+    retain_freed_memory: bool = True
     fold_workers: PositiveInt = 1
 
     def __post_init__(self):
@@ -463,7 +469,7 @@ def fit_fold(
     if classes != [0.0, 1.0]:
         raise ClassificationError(f"the training rows of fold {fold} hold the labels {classes}, need 0 and 1")
     device = config.resolved_device()
-    with _seeded(config.seed, device, config.num_threads):
+    with _seeded(config.seed, device, config.num_threads), freed_memory_retained(config.retain_freed_memory):
         weights = config.weights if name in CNN_NAMES else None
         model = NeuralClassifier(network_config(name, train, config.dropout), weights=weights).to(device)
         if _trains_channels_last(name, config):

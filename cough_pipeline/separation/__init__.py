@@ -9,6 +9,7 @@
 * :mod:`.streaming`: :class:`StreamingSeparator`, chunk-by-chunk output equal to the offline one, 511 samples late.
 """
 
+from cough_pipeline.allocator import retain_freed_memory
 from cough_pipeline.separation.model import (
     CoughSeparator,
     InferenceSeparator,
@@ -17,7 +18,6 @@ from cough_pipeline.separation.model import (
     SeparatorConfig,
     StftEncoder,
     expected_parameter_count,
-    retain_freed_memory,
 )
 from cough_pipeline.separation.streaming import StreamingSeparator, stream
 from cough_pipeline.separation.training import (

@@ -34,8 +34,8 @@ batch size over the median of ``throughput_runs`` calls on one ``(batch_size, sa
 ``torch.inference_mode`` after warm-up runs, with CUDA synchronised around each run. Every model is timed through
 its forward (for the folded model: one batch on the process's intra-op threads, not the worker-thread paths
 ``separate`` / ``separate_one``), so the rows compare the arithmetic, not the scheduling. On CPU the figures
-depend on the thread count (``threads``), on the allocator (see :func:`~.model.retain_freed_memory`) and on
-other load on the machine.
+depend on the thread count (``threads``), on the allocator (see
+:func:`~cough_pipeline.allocator.retain_freed_memory`) and on other load on the machine.
 """
 
 from __future__ import annotations

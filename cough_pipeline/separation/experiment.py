@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from cough_pipeline.allocator import retain_freed_memory
 from cough_pipeline.datasets import get_loader
 from cough_pipeline.mixtures import SPLITS, esc50_noise_bank, generate_mixtures, split_noise_bank
 from cough_pipeline.profiles import Profile, get_profile
 from cough_pipeline.separation.evaluation import evaluate_mixtures
-from cough_pipeline.separation.model import retain_freed_memory
 from cough_pipeline.separation.pruning import PrunedTrainingConfig, optimize_for_inference, train_pruned
 from cough_pipeline.separation.training import EpochCallback, TrainingConfig, TrainingResult, train_separator
 from cough_pipeline.subsets import split_coughs

@@ -15,17 +15,16 @@ unidirectional, so a frame's mask depends only on that frame and earlier ones.
 decibel scaling are folded into the first LSTM layer's input weights, the magnitude is never square-rooted, the
 mask multiplies the complex spectrum directly and the LSTM recurrence runs in a numba kernel (:mod:`.cpu_kernels`).
 The measured latency and throughput of each step are in ``benchmarks/results/separation.json`` and the README;
-:func:`retain_freed_memory` is the allocator setting both paths need to reach them. Weights are stored as a plain
-``state_dict`` (``separator.pt``, loaded with ``weights_only=True``) next to a JSON card (``separator.json``).
+:func:`~cough_pipeline.allocator.retain_freed_memory` is the allocator setting both paths need to reach them.
+Weights are stored as a plain ``state_dict`` (``separator.pt``, loaded with ``weights_only=True``) next to a JSON card
+(``separator.json``).
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
 import json
 import math
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -772,27 +771,3 @@ def single_threaded_pool(workers: int, name: str = "batch") -> ThreadPoolExecuto
             torch.set_num_threads(previous)
             _POOLS[key] = pool
     return pool
-
-
-def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed large blocks in the heap instead of returning them to the kernel.
-
-    Each 5-second clip needs several 1.8-3.5 MB intermediate tensors; by default glibc serves those with fresh
-    ``mmap`` pages and the first-touch page faults cost more than the arithmetic (the benchmark ladder shows it). This
-    sets ``M_MMAP_THRESHOLD`` to 1 GiB (32 MiB on glibc < 2.35) and ``M_TRIM_THRESHOLD`` to 2 GiB for the whole
-    process, so it is opt-in (the benchmark calls it; inference and training jobs should). The process then keeps
-    its peak heap instead of returning it to the system.
-
-    Returns:
-        Whether the settings were applied (False, and nothing done, outside Linux/glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    # glibc before 2.35 caps the threshold at 32 MiB (half the 64-bit heap size); take the largest accepted
-    ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 or libc.mallopt(m_mmap_threshold, 32 << 20) == 1
-    return bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1 and ok)
