@@ -3,6 +3,7 @@
 import dataclasses
 
 import pandas as pd
+import pydantic
 import torch
 from dagster import (
     AllPartitionMapping,
@@ -55,6 +56,11 @@ LeaderboardSettings = mirror(
 
 class ClassifiersConfig(ClassifierVariantsSettings):
     training: NeuralTrainingSettings = NeuralTrainingSettings()
+    leave_one_dataset_out: bool = pydantic.Field(
+        default=True,
+        description="Also train one model per testable dataset on the other datasets and score that dataset "
+        "(the leaderboard's lodo:<dataset> rows); these models are not stored.",
+    )
 
 
 def holdout_scores(predictions: pd.DataFrame) -> dict[str, float]:
@@ -85,6 +91,7 @@ def loss_plots(histories: pd.DataFrame, model: str) -> dict:
     ins={
         "classification_inputs": AssetIn(partition_mapping=AllPartitionMapping()),
         "classification_folds": AssetIn(),
+        "leave_one_dataset_out_folds": AssetIn(),
     },
     partitions_def=model_partitions,
     group_name=GROUP,
@@ -94,20 +101,23 @@ def classifiers(
     config: ClassifiersConfig,
     classification_inputs: pd.DataFrame,
     classification_folds: pd.DataFrame,
+    leave_one_dataset_out_folds: pd.DataFrame,
     settings: PipelineSettings,
     storage: Storage,
 ):
     """One neural classifier (the partition) trained per CV fold on each configured input variant, the best
     validation-loss epoch kept per fold; validation and holdout predictions (with the fold ensemble) in the
-    shared schema, each row tagged with the model version that made it."""
+    shared schema, each row tagged with the model version that made it; and, per tested dataset, a model trained
+    on the other datasets scoring it (leave-one-dataset-out rows)."""
     name = context.partition_key
     training = config.training.library_config(
         epochs=settings.scale().classifier_epochs, seed=settings.seed, device=str(settings.torch_device())
     )
     variants = config.library_config().variants
     progress = throttled(context.log.info, f"{name}: epochs", every=5)
+    lodo = leave_one_dataset_out_folds if config.leave_one_dataset_out else None
     run = train_classifier(
-        classification_inputs, classification_folds, name, variants, storage.root_path, training, progress
+        classification_inputs, classification_folds, name, variants, storage.root_path, training, progress, lodo
     )
     scores = holdout_scores(run.predictions)
     card_config = {"model": name, "variants": list(variants), "training": dataclasses.asdict(training)}
@@ -118,7 +128,14 @@ def classifiers(
     yield Output(
         run.predictions.assign(model_version=context.run.run_id),
         output_name="classifier_predictions",
-        metadata={**{k: float(v) for k, v in scores.items()}, "rows": len(run.predictions)},
+        metadata={
+            **{k: float(v) for k, v in scores.items()},
+            "rows": len(run.predictions),
+            "lodo_tested": MetadataValue.json(
+                sorted(run.predictions.loc[run.predictions["split"].str.startswith("lodo:"), "split"].unique())
+            ),
+            "lodo_skipped": preview(run.lodo_skipped),
+        },
     )
     best = run.histories[run.histories["best"]]
     yield Output(

@@ -22,9 +22,12 @@ statistics drawn as trained ones would be) on log-mel patches of :data:`SHAPE`, 
   step that regrows the heap (a fold's first step).
 * ``projection``: hours to train the three CNNs x 5 folds x :data:`EPOCHS` epochs on :data:`TRAIN_CLIPS` training
   and :data:`VALIDATION_CLIPS` validation clips per fold, from the rates above (no early stopping; two fold workers
-  run the five folds in three rounds); ``peak_rss_mb``: peak resident memory of a spawned process holding the
-  arrays of :data:`ALL_CLIPS` clips and training one fold model for an epoch (``fit_fold``, VmHWM); with two fold
-  workers the arrays are shared and each worker holds its own model and activations.
+  run the five folds in three rounds; ``library_choice``: the sum over the way of training the library's default
+  picks per model); ``peak_rss_mb``: peak resident memory of a spawned process holding the
+  arrays of :data:`ALL_CLIPS` clips and training one fold model for an epoch (``fit_fold``, VmHWM);
+  ``peak_rss_mb_fold_workers_2``: the same with two one-thread fold workers sharing the arrays (an upper bound, see
+  :func:`peak_rss_mb`). ``library_choice``: the workers and threads :func:`plan_fold_workers` picks for five folds
+  of :data:`TRAIN_CLIPS` clips on this machine, and the measured speedup of that way of training.
 
 Every comparison alternates plain and fast calls in the same process, :data:`ROUNDS` rounds (order shuffled per
 round); figures are medians. ``cpu`` records the load and CPU pressure: the machine is shared, and when other
@@ -55,9 +58,11 @@ from cough_pipeline.classification.networks import CNN_NAMES, NetworkConfig, Neu
 from cough_pipeline.classification.neural import (
     InputArrays,
     NeuralTrainingConfig,
+    _fit_folds,
     _train_epoch,
     evaluate_loss,
     fit_fold,
+    plan_fold_workers,
 )
 
 SHAPE = (128, 173)
@@ -91,9 +96,13 @@ def trained_like(name: str, seed: int = 0) -> NeuralClassifier:
     return model
 
 
+class Seconds(float):
+    """A task's own measurement of its time (it excludes the task's untimed preparation)."""
+
+
 def interleaved(tasks: dict, rounds: int) -> dict[str, float]:
     """Median seconds of each task, alternating them (shuffled order) for ``rounds`` rounds after one warm-up; a
-    task that returns a number reports its own seconds (:meth:`FastLoop.steps`)."""
+    task that returns :class:`Seconds` reports its own time (:meth:`FastLoop.steps`)."""
     for task in tasks.values():
         task()
     times = {name: [] for name in tasks}
@@ -101,7 +110,7 @@ def interleaved(tasks: dict, rounds: int) -> dict[str, float]:
         for name in random.sample(list(tasks), len(tasks)):
             started = time.perf_counter()
             reported = tasks[name]()
-            times[name].append(time.perf_counter() - started if reported is None else reported)
+            times[name].append(reported if isinstance(reported, Seconds) else time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -187,7 +196,7 @@ class FastLoop:
         self.data, self.config, self.generator = data, config, torch.Generator().manual_seed(0)
         self.faults: list[int] = []  # minor page faults of each timed block
 
-    def steps(self, count: int) -> float:
+    def steps(self, count: int) -> Seconds:
         """Seconds of ``count`` training steps, timed after one untimed step in the same allocator block.
 
         ``fit_fold`` retains freed memory for a whole training, so the heap grows to its working size once per
@@ -201,7 +210,7 @@ class FastLoop:
                 self._epoch(warm)
                 faults, started = _minor_faults(), time.perf_counter()
                 self._epoch(timed)
-                seconds = time.perf_counter() - started
+                seconds = Seconds(time.perf_counter() - started)
                 self.faults.append(_minor_faults() - faults)
                 return seconds
         finally:
@@ -370,15 +379,40 @@ def _high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_rss_mb(name: str) -> float:
-    """Peak resident memory (MB) of a spawned process holding :data:`ALL_CLIPS` clips and training one epoch."""
+def _peak_rss_fold_workers(name: str, results) -> None:
+    torch.set_num_threads(THREADS)
+    data = synthetic_arrays(ALL_CLIPS)
+    config = NeuralTrainingConfig(epochs=1, patience=1, fold_workers=2, num_threads=1)
+    train = data.subset(np.arange(4 * TRAIN_BATCH))
+    validation = data.subset(np.arange(4 * TRAIN_BATCH, ALL_CLIPS)[:256])
+    list(_fit_folds([(name, train, validation, config, fold) for fold in range(2)], config, None))
+    # the workers have ended: their largest peak, counted twice, bounds the two (shared pages counted in each)
+    results.put(_high_water_mb() + 2 * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def peak_rss_mb(name: str, fold_workers: bool = False) -> float:
+    """Peak resident memory (MB) of a spawned process holding :data:`ALL_CLIPS` clips and training one epoch;
+    ``fold_workers``: two folds at once in two one-thread workers, the process's peak plus twice the larger
+    worker's (an upper bound: the shared arrays and library code count in each)."""
     context = get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_peak_rss, args=(name, results))
+    target = _peak_rss_fold_workers if fold_workers else _peak_rss
+    process = context.Process(target=target, args=(name, results))
     process.start()
     value = _result(results, [process])
     process.join()
     return round(value, 1)
+
+
+def library_choice(name: str, training: dict) -> dict:
+    """What the library's default (``fold_workers=0``) chooses for 5 folds of :data:`TRAIN_CLIPS` clips here, and
+    the measured speedup of that way of training."""
+    torch.set_num_threads(THREADS)
+    config = NeuralTrainingConfig(epochs=EPOCHS, num_threads=THREADS)
+    train = synthetic_arrays(ALL_CLIPS).subset(np.arange(TRAIN_CLIPS))
+    workers, threads = plan_fold_workers([(name, train, train, config, fold) for fold in range(FOLDS)], config)
+    key = "speedup_fold_workers_2" if workers == 2 and threads == 1 else "speedup_fast"
+    return {"workers": workers, "threads": threads, "speedup": training[key] if workers <= 2 else None}
 
 
 def cpu_state() -> dict:
@@ -398,10 +432,16 @@ def run() -> Path:
         figures["models"][name] = {"inference": inference_figures(name), "training": training}
         figures["models"][name]["projection_hours"] = {k: round(v, 2) for k, v in projection_hours(training).items()}
         figures["models"][name]["peak_rss_mb"] = peak_rss_mb(name)
+        figures["models"][name]["peak_rss_mb_fold_workers_2"] = peak_rss_mb(name, fold_workers=True)
+        figures["models"][name]["library_choice"] = library_choice(name, training)
     totals = {
         k: sum(m["projection_hours"][k] for m in figures["models"].values())
         for k in ("plain", "fast", "fold_workers_2")
     }
+    totals["library_choice"] = sum(
+        m["projection_hours"]["fold_workers_2" if m["library_choice"]["workers"] > 1 else "fast"]
+        for m in figures["models"].values()
+    )
     figures["projection_hours_all_cnns"] = {k: round(v, 2) for k, v in totals.items()}
     figures["cpu_after"] = cpu_state()
     return write_result("classifier", figures)

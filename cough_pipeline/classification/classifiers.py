@@ -2,7 +2,9 @@
 
 Per variant, :func:`~cough_pipeline.classification.neural.train_neural` trains the five CV fold models and
 predicts their validation fold and the holdout; the fold ensemble's holdout rows (fold -1, the mean of the fold
-models) are added here, as the classical stage adds them, so every family is evaluated on the same rows. The fold
+models) are added here, as the classical stage adds them, so every family is evaluated on the same rows. Given the
+leave-one-dataset-out splits, :func:`~cough_pipeline.classification.neural.train_neural_lodo` adds the
+``lodo:<dataset>`` rows of one model per tested dataset, trained on the others (those models are not kept). The fold
 models are kept with the array and preprocessing settings of the inputs they read (the inputs table's
 ``input_settings`` column), so a new recording is turned into the same arrays at prediction time.
 """
@@ -21,8 +23,9 @@ from cough_pipeline.classification.errors import ClassificationError
 from cough_pipeline.classification.evaluation import fold_ensemble
 from cough_pipeline.classification.fold_models import FoldModels, VariantModels
 from cough_pipeline.classification.inputs import InputArraysConfig
-from cough_pipeline.classification.neural import NeuralTrainingConfig, train_neural
+from cough_pipeline.classification.neural import NeuralTrainingConfig, train_neural, train_neural_lodo
 from cough_pipeline.classification.preprocess import PreprocessConfig
+from cough_pipeline.classification.ranking import cv_folds
 from cough_pipeline.parallel import ProgressCallback
 
 Variant = Literal["separated", "original"]
@@ -72,12 +75,14 @@ def read_input_settings(table: pd.DataFrame) -> tuple[InputArraysConfig, Preproc
 @dataclass
 class ClassifierRun:
     """``models``: the fold models per variant. ``predictions``: validation rows, the holdout rows of each fold
-    model and of the fold ensemble (fold -1). ``histories``: per variant, fold and epoch the losses, seconds and
-    whether it was the kept epoch."""
+    model and of the fold ensemble (fold -1), and leave-one-dataset-out rows. ``histories``: per variant, fold and
+    epoch the losses, seconds and whether it was the kept epoch. ``lodo_skipped``: variant, test_dataset, reason
+    for each dataset the leave-one-dataset-out models could not test."""
 
     models: VariantModels
     predictions: pd.DataFrame
     histories: pd.DataFrame
+    lodo_skipped: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def train_classifier(
@@ -88,8 +93,9 @@ def train_classifier(
     root: str | Path,
     config: NeuralTrainingConfig | None = None,
     progress: ProgressCallback | None = None,
+    lodo: pd.DataFrame | None = None,
 ) -> ClassifierRun:
-    """Train model ``name`` on each of ``variants`` with the folds of ``folds``.
+    """Train model ``name`` on each of ``variants`` with the folds of ``folds`` (and ``lodo``'s splits).
 
     Args:
         inputs: the ``classification_inputs`` table (array paths relative to ``root``).
@@ -99,6 +105,7 @@ def train_classifier(
         root: the folder the array paths are relative to.
         config: training settings (defaults when None).
         progress: ``progress(done, total)`` over all variants' epochs.
+        lodo: the leave-one-dataset-out splits (``leave_one_dataset_out_folds``); None or empty skips them.
 
     Raises:
         ClassificationError: no variant, a variant without inputs, or what training raises.
@@ -106,14 +113,21 @@ def train_classifier(
     if not variants:
         raise ClassificationError("choose at least one input variant to train on")
     array_settings, preprocess_settings = read_input_settings(inputs)
-    trained, predictions, histories = {}, [], []
-    for offset, variant in enumerate(variants):
+    config = config or NeuralTrainingConfig()
+    lodo = lodo if lodo is not None and len(lodo) else None
+    cv_epochs = len(cv_folds(folds)) * config.epochs
+    per_variant = cv_epochs + (lodo["test_dataset"].nunique() * config.epochs if lodo is not None else 0)
 
-        def variant_progress(done, total, offset=offset):
+    def from_epoch(start: int) -> ProgressCallback:
+        def report(done: int, _total: int) -> None:
             if progress is not None:
-                progress(offset * total + done, len(variants) * total)
+                progress(start + done, len(variants) * per_variant)
 
-        result = train_neural(inputs, folds, name, variant, root, config or NeuralTrainingConfig(), variant_progress)
+        return report
+
+    trained, predictions, lodo_predictions, histories, skipped = {}, [], [], [], []
+    for offset, variant in enumerate(variants):
+        result = train_neural(inputs, folds, name, variant, root, config, from_epoch(offset * per_variant))
         trained[variant] = FoldModels(
             name,
             variant,
@@ -124,6 +138,12 @@ def train_classifier(
         )
         predictions.append(result.predictions)
         histories.append(result.histories.assign(variant=variant))
+        if lodo is not None:
+            start = offset * per_variant + cv_epochs
+            left_out = train_neural_lodo(inputs, lodo, name, variant, root, config, from_epoch(start))
+            lodo_predictions.append(left_out.predictions)
+            skipped.append(left_out.skipped.assign(variant=variant))
     table = pd.concat(predictions, ignore_index=True)
-    table = pd.concat([table, fold_ensemble(table)], ignore_index=True)
-    return ClassifierRun(VariantModels(name, trained), table, pd.concat(histories, ignore_index=True))
+    table = pd.concat([table, fold_ensemble(table), *lodo_predictions], ignore_index=True)
+    lodo_skipped = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame()
+    return ClassifierRun(VariantModels(name, trained), table, pd.concat(histories, ignore_index=True), lodo_skipped)

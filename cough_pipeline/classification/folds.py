@@ -214,6 +214,35 @@ def leave_one_dataset_out(recordings: pd.DataFrame, config: LodoConfig | None = 
     return LodoSplits(table=result, skipped=skipped_table)
 
 
+def early_stopping_rows(table: pd.DataFrame, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """The rows of a training side to stop training on, kept out of the training: about ``1 / n_splits`` of its
+    groups, stratified by label (``StratifiedGroupKFold``, seeded; the first fold that leaves both classes on both
+    sides), so no participant is on both sides. ``table``: recording_id, group_id, label; the same rows in any order
+    give the same choice.
+
+    Returns:
+        A boolean mask over ``table``'s rows (True: stop on it).
+
+    Raises:
+        FoldError: a class with fewer than 2 groups, or no fold with both classes on both sides.
+    """
+    _require(table, ("recording_id", "group_id", "label"))
+    _check_class_groups(table, 2, "the training side")
+    groups_per_class = min(table.loc[table["label"] == label, "group_id"].nunique() for label in LABELS.values())
+    order = np.argsort(table["recording_id"].to_numpy(str), kind="stable")
+    ordered = table.iloc[order].reset_index(drop=True)
+    splitter = StratifiedGroupKFold(min(n_splits, groups_per_class), shuffle=True, random_state=seed)
+    labels = ordered["label"].to_numpy()
+    for _, test in _quiet_split(splitter, ordered):
+        chosen = np.zeros(len(ordered), dtype=bool)
+        chosen[test] = True
+        if len(np.unique(labels[chosen])) == 2 and len(np.unique(labels[~chosen])) == 2:
+            mask = np.zeros(len(table), dtype=bool)
+            mask[order[chosen]] = True
+            return mask
+    raise FoldError("no participant-grouped split of the training side keeps both classes on both sides")
+
+
 def _lodo_skip_reason(test: pd.DataFrame, train: pd.DataFrame, minimum: int) -> str | None:
     """Why a dataset cannot be tested (a class short on either side), or ``None``."""
     for prefix, side in (("", test), ("train_", train)):

@@ -25,9 +25,10 @@ page-faulting fresh ones; ``fold_workers`` > 1 trains several folds at once in s
 from __future__ import annotations
 
 import copy
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cough_pipeline.allocator import freed_memory_retained
-from cough_pipeline.bounds import Fraction, PositiveFloat, PositiveInt, Seed, check_fields
-from cough_pipeline.classification.errors import ClassificationError
-from cough_pipeline.classification.evaluation import PREDICTION_COLUMNS
+from cough_pipeline.bounds import Fraction, NonNegativeInt, PositiveFloat, PositiveInt, Seed, check_fields
+from cough_pipeline.classification.errors import ClassificationError, FoldError
+from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE, PREDICTION_COLUMNS
+from cough_pipeline.classification.folds import early_stopping_rows
 from cough_pipeline.classification.inference import Backend, InferenceModel
 from cough_pipeline.classification.networks import (
     CNN_NAMES,
@@ -79,9 +81,12 @@ class NeuralTrainingConfig:
             returning it to the system afterwards; the same training, without a page fault per activation.
         fold_workers: folds of :func:`train_neural` trained at once, each in a spawned process with
             ``num_threads`` threads (the arrays are shared, not copied); progress then advances when a fold ends.
-            1 trains them one after the other in this process. With two cores, ``fold_workers=2,
-            num_threads=1`` keeps both busy without OpenMP synchronisation between them, which is slow when other
-            processes compete for the cores; a fold gives the same model as it does alone with one thread.
+            1 trains them one after the other in this process; 0 chooses (:func:`plan_fold_workers`): as many
+            workers as CPU cores and ``memory_budget_gb`` allow, ``num_threads`` shared out between them, when
+            each fold is long enough to repay a worker's start. On two cores, two one-thread workers avoid the
+            OpenMP synchronisation of small kernels; a fold gives the same model as it does alone with one thread.
+        memory_budget_gb: with ``fold_workers=0``, the memory the fold workers' estimated peaks may add up to
+            (:func:`training_memory_bytes`; the process holding the arrays counted too).
     """
 
     batch_size: PositiveInt = 32
@@ -98,7 +103,8 @@ class NeuralTrainingConfig:
     num_threads: PositiveInt = 2
     channels_last: bool = True
     retain_freed_memory: bool = True
-    fold_workers: PositiveInt = 1
+    fold_workers: NonNegativeInt = 0
+    memory_budget_gb: PositiveFloat = 4.0
 
     def __post_init__(self):
         check_fields(self)
@@ -167,7 +173,7 @@ class InputArrays(Dataset):
     def subset(self, positions) -> InputArrays:
         """The rows at ``positions`` (a boolean mask or positions), sharing this object's tensors."""
         view = copy.copy(self)
-        view.index = self.index[torch.as_tensor(np.asarray(positions))]
+        view.index = self.index[torch.as_tensor(np.array(positions))]
         return view
 
     def shape(self, kind: str) -> tuple[int, ...]:
@@ -562,17 +568,157 @@ def train_neural(
     return NeuralResult(pd.concat(predictions, ignore_index=True), models, pd.DataFrame(histories))
 
 
+@dataclass
+class LodoResult:
+    """``predictions``: each tested dataset's rows scored by the model trained on the other datasets (``split`` =
+    ``lodo:<dataset>``, ``fold`` = -1, as the classical stage writes them). ``skipped``: test_dataset, reason."""
+
+    predictions: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+def train_neural_lodo(
+    inputs: pd.DataFrame,
+    lodo: pd.DataFrame,
+    name: str,
+    variant: str,
+    root: str | Path,
+    config: NeuralTrainingConfig = NeuralTrainingConfig(),
+    progress: ProgressCallback | None = None,
+) -> LodoResult:
+    """Leave one dataset out: per tested dataset, model ``name`` trained on ``variant``'s arrays of the other
+    datasets and scored on that one.
+
+    Training stops early on a participant-grouped, label-stratified fifth of the training side
+    (:func:`~cough_pipeline.classification.folds.early_stopping_rows`, seeded by ``config.seed``), never on the
+    tested dataset. The models only score: they are not kept.
+
+    Args:
+        inputs: the ``classification_inputs`` table (``variant``, ``recording_id``, ``<kind>_path``).
+        lodo: the ``leave_one_dataset_out_folds`` table (test_dataset, recording_id, dataset, participant_id,
+            group_id, label, role).
+        name, variant, root, config: as for :func:`train_neural`.
+        progress: ``progress(done, total)`` after each epoch, ``total`` = tested datasets x ``config.epochs``.
+
+    Returns:
+        The predictions and the datasets that could not be tested here, with the reason: ``no_inputs`` (none of
+        its recordings, or no training recording, has ``variant`` inputs), ``one_class`` (a side holds one class),
+        ``no_stopping_split`` (the training side's participants cannot be split keeping both classes on both sides).
+    """
+    spec = _spec(name)
+    columns = [f"{kind}_path" for kind in spec.inputs]
+    rows = inputs[inputs["variant"] == variant] if "variant" in inputs.columns else inputs
+    frame = lodo.merge(rows[["recording_id", *columns]].drop_duplicates("recording_id"), on="recording_id")
+    recordings = frame.drop_duplicates("recording_id").reset_index(drop=True)
+    position = pd.Series(np.arange(len(recordings)), index=recordings["recording_id"])
+    data = InputArrays(recordings, root, spec.inputs) if len(recordings) else None
+    jobs, tested, skipped = [], [], []
+    for dataset in sorted(lodo["test_dataset"].unique()):
+        part = frame[frame["test_dataset"] == dataset]
+        train, test = part[part["role"] == "train"], part[part["role"] == "test"]
+        if train.empty or test.empty:
+            skipped.append({"test_dataset": dataset, "reason": "no_inputs"})
+            continue
+        if train["label"].nunique() < 2 or test["label"].nunique() < 2:
+            skipped.append({"test_dataset": dataset, "reason": "one_class"})
+            continue
+        try:
+            stop = early_stopping_rows(train, seed=config.seed)
+        except FoldError:
+            skipped.append({"test_dataset": dataset, "reason": "no_stopping_split"})
+            continue
+        at = position[train["recording_id"]].to_numpy()
+        jobs.append((name, data.subset(at[~stop]), data.subset(at[stop]), config, FOLD_ENSEMBLE))
+        tested.append((dataset, test))
+    predictions = []
+    for (dataset, test), fold_model in zip(tested, _fit_folds(jobs, config, progress)):
+        predictor = InferenceModel.from_classifier(fold_model.model, device=config.resolved_device())
+        probability = _predict_with(
+            predictor, data.subset(position[test["recording_id"]].to_numpy()), config.batch_size
+        )
+        predictions.append(_prediction_rows(test, name, variant, f"lodo:{dataset}", FOLD_ENSEMBLE, probability))
+    table = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return LodoResult(table, pd.DataFrame(skipped, columns=["test_dataset", "reason"]))
+
+
 def _fit_fold_job(job: tuple) -> FoldModel:
     """:func:`fit_fold` of one ``(name, train, validation, config, fold)`` job (a fold worker's task)."""
     name, train, validation, config, fold = job
     return fit_fold(name, train, validation, config, None, fold)
 
 
+#: A fold worker's private memory before it trains: the heap of the interpreter, torch, timm and ONNX Runtime once
+#: imported (about 500 MB on Linux; their code, another 370 MB, is shared with this process).
+WORKER_BASE_BYTES = 512 << 20
+#: Fewer Adam steps per fold than this train in this process: a worker's start (a few seconds of imports) and its
+#: base memory would cost more than two folds at once save.
+MIN_STEPS_FOR_WORKERS = 200
+
+
+def training_memory_bytes(name: str, data: InputArrays, config: NeuralTrainingConfig) -> int:
+    """The memory training model ``name`` on ``data`` adds at ``config.batch_size``, estimated from one forward
+    pass without gradients: the outputs of every leaf module, which the backward pass keeps in about that size
+    (1.2x for the gradients it computes from them; scaled up to a full batch), and the weights, gradients and
+    Adam's two moments."""
+    rows = min(len(data), config.batch_size)
+    arrays, _ = data[torch.arange(rows)]
+    outputs = [0]
+
+    def count(_module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            outputs[0] += output.numel() * output.element_size()
+
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        model = NeuralClassifier(network_config(name, data, config.dropout)).train()
+        hooks = [m.register_forward_hook(count) for m in model.modules() if next(m.children(), None) is None]
+        with torch.no_grad():
+            model(arrays)
+        for hook in hooks:
+            hook.remove()
+    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+    return int(1.2 * outputs[0] * config.batch_size / max(rows, 1) + 4 * parameters)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def plan_fold_workers(jobs: list[tuple], config: NeuralTrainingConfig) -> tuple[int, int]:
+    """``(workers, threads per worker)`` for training ``jobs`` (``(name, train, validation, config, fold)``).
+
+    ``config.fold_workers`` > 0 is taken as given (with ``config.num_threads`` each). Otherwise on a CPU: one
+    worker per core, at most one per fold and per thread of ``config.num_threads``, no more than fit
+    ``config.memory_budget_gb`` with this process's resident memory (each worker :data:`WORKER_BASE_BYTES` plus
+    :func:`training_memory_bytes`), and one when a fold trains fewer
+    than :data:`MIN_STEPS_FOR_WORKERS` steps or on a GPU; the threads are shared out between the workers.
+    """
+    if config.fold_workers:
+        return min(config.fold_workers, max(len(jobs), 1)), config.num_threads
+    if not jobs or config.resolved_device().type != "cpu":
+        return 1, config.num_threads
+    name, train = jobs[0][0], jobs[0][1]
+    steps = -(-len(train) // config.batch_size) * config.epochs
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if steps < MIN_STEPS_FOR_WORKERS or cores < 2 or len(jobs) < 2:
+        return 1, config.num_threads
+    room = config.memory_budget_gb * 2**30 - _resident_bytes()
+    worker = WORKER_BASE_BYTES + training_memory_bytes(name, train, config)
+    workers = int(min(cores, len(jobs), config.num_threads, room // worker))
+    if workers < 2:
+        return 1, config.num_threads
+    return workers, max(1, config.num_threads // workers)
+
+
 def _fit_folds(jobs: list[tuple], config: NeuralTrainingConfig, progress: ProgressCallback | None):
     """The fold models of ``jobs`` in order: one after the other here (``progress`` after every epoch), or
-    ``config.fold_workers`` at a time in spawned processes (``progress`` as each fold ends)."""
+    several at a time in spawned processes (:func:`plan_fold_workers`; ``progress`` as each fold ends)."""
     total = len(jobs) * config.epochs
-    workers = min(config.fold_workers, len(jobs))
+    workers, threads = plan_fold_workers(jobs, config)
     if workers == 1:
         for position, job in enumerate(jobs):
             offset = position * config.epochs
@@ -581,6 +727,10 @@ def _fit_folds(jobs: list[tuple], config: NeuralTrainingConfig, progress: Progre
             yield fit_fold(name, train, validation, config, fold_progress, fold)
             notify(progress, offset + config.epochs, total)
         return
+    jobs = [
+        (name, train, validation, replace(job_config, num_threads=threads), fold)
+        for name, train, validation, job_config, fold in jobs
+    ]
     # Tensors sent to the workers go through shared memory (torch's reductions for multiprocessing), so the
     # workers read the arrays loaded here instead of copies.
     context = torch.multiprocessing.get_context("spawn")

@@ -197,6 +197,19 @@ def test_every_neural_model_is_trained_stored_and_on_the_leaderboard_with_both_f
     assert (board["family"] == "classical").any()
     evaluations = storage.query("SELECT DISTINCT evaluation FROM classifier_evaluation")["evaluation"]
     assert {"cv", "holdout", "holdout_matched", "holdout_calibrated"} <= set(evaluations)
+    # leave-one-dataset-out rows for both families, on the datasets the fold table could test
+    lodo = storage.query(
+        "SELECT DISTINCT family, model, evaluation FROM classifier_evaluation WHERE evaluation LIKE 'lodo:%' "
+        "AND dataset = 'all'"
+    )
+    tested = {
+        f"lodo:{d}"
+        for d in storage.query("SELECT DISTINCT test_dataset FROM leave_one_dataset_out_folds")["test_dataset"]
+    }
+    assert len(tested) >= 3
+    for model in MODEL_NAMES:
+        assert set(lodo.loc[lodo["model"] == model, "evaluation"]) == tested, model
+    assert set(lodo.loc[lodo["family"] == "classical", "evaluation"]) == tested
     versions = storage.query("SELECT DISTINCT model, model_version FROM classifier_predictions")
     for row in versions.itertuples():
         latest = (storage.root_path / "models" / "classifiers" / row.model / "LATEST").read_text().strip()

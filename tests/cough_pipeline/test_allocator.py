@@ -28,14 +28,14 @@ def faults(repeats=5):
 pages = step()
 default = faults()
 with freed_memory_retained() as retained:
-    step()
+    step(), step()
     inside = faults()
     with freed_memory_retained():
         pass
     nested_exit = faults()
 after = faults()
 retain_freed_memory()
-step()
+step(), step()
 with freed_memory_retained():
     pass
 process_wide = faults()
@@ -50,13 +50,13 @@ def test_freed_memory_is_reused_inside_the_block_and_given_back_after():
     retained, *counts = result.stdout.split()
     pages, default, inside, nested_exit, after, process_wide, released = map(int, counts)
     assert retained == "True"
-    # five steps with glibc's defaults: most of the tensors are fresh pages each time
-    assert default > 2 * pages
-    # retained: after one step the block reuses its pages, also once a nested block ended
-    assert inside < pages / 4
-    assert nested_exit < pages / 4
+    # five steps with glibc's defaults fault more than a whole step's pages
+    assert default > pages
+    # retained: once the heap has grown, five steps fault less than half a step's pages, also after a nested block
+    assert inside < pages / 2
+    assert nested_exit < pages / 2
     # the defaults come back when the block ends ...
-    assert after > 2 * pages
+    assert after > pages
     # ... except when the process retains freed memory as a whole, until that is released
-    assert process_wide < pages / 4
-    assert released > 2 * pages
+    assert process_wide < pages / 2
+    assert released > pages

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cough_pipeline.classification import neural
 from cough_pipeline.classification.classifiers import (
     INPUT_SETTINGS_COLUMN,
     ClassifierVariants,
@@ -15,10 +16,11 @@ from cough_pipeline.classification.classifiers import (
     train_classifier,
 )
 from cough_pipeline.classification.errors import ClassificationError
-from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE
+from cough_pipeline.classification.evaluation import FOLD_ENSEMBLE, binary_metrics
 from cough_pipeline.classification.fold_models import VariantModels
+from cough_pipeline.classification.folds import REQUIRED_COLUMNS, leave_one_dataset_out
 from cough_pipeline.classification.inputs import InputArraysConfig
-from cough_pipeline.classification.neural import NeuralTrainingConfig
+from cough_pipeline.classification.neural import NeuralTrainingConfig, train_neural_lodo
 from cough_pipeline.classification.preprocess import PreprocessConfig
 from resources.model_store import ModelStore, TrainedModel
 from resources.storage import Storage
@@ -112,3 +114,72 @@ def test_the_variants_must_be_distinct_and_at_least_one():
         ClassifierVariants(variants=())
     with pytest.raises(ValueError):
         ClassifierVariants(variants=("original", "original"))
+
+
+def _lodo_tables(root) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables of :func:`_tables` spread over three datasets (a, b, c), and their leave-one-dataset-out splits."""
+    inputs, folds = _tables(root)
+    datasets = {f"r{number:02d}": "abc"[number % 3] for number in range(30)}
+    inputs["dataset"] = inputs["recording_id"].map(datasets)
+    folds["dataset"] = folds["recording_id"].map(datasets)
+    recordings = folds.assign(
+        covid_label=folds["label"].map({0: "negative", 1: "positive"}), content_hash=folds["recording_id"]
+    )
+    return inputs, folds, leave_one_dataset_out(recordings[list(REQUIRED_COLUMNS)]).table
+
+
+def test_leave_one_dataset_out_scores_each_dataset_with_a_model_that_never_saw_it(tmp_path, monkeypatch):
+    inputs, _, lodo = _lodo_tables(tmp_path)
+    seen = []
+    fit_folds = neural._fit_folds
+
+    def spying(jobs, config, progress):
+        seen.extend(jobs)
+        return fit_folds(jobs, config, progress)
+
+    monkeypatch.setattr(neural, "_fit_folds", spying)
+    config = NeuralTrainingConfig(epochs=6, patience=3, batch_size=8, device="cpu")
+    result = train_neural_lodo(inputs, lodo, "mfcc_mlp", "original", tmp_path, config)
+    table = result.predictions
+    assert result.skipped.empty
+    assert sorted(table["split"].unique()) == ["lodo:a", "lodo:b", "lodo:c"]
+    assert (table["fold"] == FOLD_ENSEMBLE).all() and (table["variant"] == "original").all()
+    for split, rows in table.groupby("split"):
+        assert set(rows["dataset"]) == {split.removeprefix("lodo:")}
+        assert len(rows) == rows["recording_id"].nunique() == 10
+    # the vectors each model trained or stopped on are exactly the other datasets' recordings
+    original = inputs[inputs["variant"] == "original"]
+    vector = {r.recording_id: np.load(tmp_path / r.mfcc_path).tobytes() for r in original.itertuples()}
+    for (_, train, stop, _, _), dataset in zip(seen, "abc"):
+        used = [row.tobytes() for part in (train, stop) for row in part[:][0]["mfcc"].numpy()]
+        others = original.loc[original["dataset"] != dataset, "recording_id"]
+        assert sorted(used) == sorted(vector[r] for r in others)
+    assert binary_metrics(table["label"], table["probability"])["roc_auc"] > 0.8
+
+
+def test_leave_one_dataset_out_says_why_a_dataset_was_not_tested(tmp_path):
+    inputs, _, lodo = _lodo_tables(tmp_path)
+    without_c = inputs[~(inputs["dataset"].eq("c") & inputs["variant"].eq("original"))]
+    config = NeuralTrainingConfig(epochs=1, batch_size=8, device="cpu")
+    result = train_neural_lodo(without_c, lodo, "mfcc_mlp", "original", tmp_path, config)
+    assert result.skipped.to_dict("records") == [{"test_dataset": "c", "reason": "no_inputs"}]
+    assert sorted(result.predictions["split"].unique()) == ["lodo:a", "lodo:b"]
+
+
+def test_the_classifier_run_adds_lodo_rows_beside_the_fold_ensemble(tmp_path):
+    inputs, folds, lodo = _lodo_tables(tmp_path)
+    config = NeuralTrainingConfig(epochs=2, batch_size=8, device="cpu")
+    calls = []
+    run = train_classifier(
+        inputs, folds, "mfcc_mlp", ("separated", "original"), tmp_path, config, lambda d, t: calls.append((d, t)), lodo
+    )
+    lodo_rows = run.predictions[run.predictions["split"].str.startswith("lodo:")]
+    assert lodo_rows.groupby("variant")["split"].nunique().to_dict() == {"original": 3, "separated": 3}
+    ensemble = run.predictions[
+        run.predictions["fold"].eq(FOLD_ENSEMBLE) & ~run.predictions["split"].str.startswith("lodo:")
+    ]
+    assert set(ensemble["split"]) == {"holdout"} and len(ensemble) == 12
+    assert run.lodo_skipped.empty
+    # progress counts every variant's CV and leave-one-dataset-out epochs, and ends at its total
+    assert calls[-1][0] == calls[-1][1] == 2 * (5 + 3) * 2
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)

@@ -14,6 +14,7 @@ from cough_pipeline.classification.folds import (
     LodoConfig,
     assign_folds,
     cross_dataset_duplicates,
+    early_stopping_rows,
     fold_violations,
     group_ids,
     leave_one_dataset_out,
@@ -235,3 +236,23 @@ def test_leave_one_dataset_out_skips_when_training_lacks_a_class():
         ["b", "too_few_positive"],
     ]
     assert np.array_equal(splits.skipped["n_positive"], [2, 0])
+
+
+def test_early_stopping_rows_are_a_grouped_stratified_fifth_independent_of_row_order():
+    table = assign_folds(_recordings(per_class=10), FoldConfig(holdout_fraction=0))
+    stop = early_stopping_rows(table, seed=4)
+    assert not set(table.loc[stop, "group_id"]) & set(table.loc[~stop, "group_id"])
+    assert table.loc[stop, "label"].nunique() == 2 and table.loc[~stop, "label"].nunique() == 2
+    assert 0.1 < stop.mean() < 0.3
+    shuffled = table.sample(frac=1, random_state=1)
+    again = early_stopping_rows(shuffled, seed=4)
+    assert set(shuffled.loc[again, "recording_id"]) == set(table.loc[stop, "recording_id"])
+    assert set(table.loc[early_stopping_rows(table, seed=5), "recording_id"]) != set(table.loc[stop, "recording_id"])
+
+
+def test_early_stopping_rows_need_two_groups_of_each_class():
+    table = assign_folds(_recordings(per_class=3), FoldConfig(holdout_fraction=0, n_folds=2))
+    positive = table.loc[table["label"] == 1, "participant_id"].iloc[0]
+    one_positive = table[table["label"].eq(0) | table["participant_id"].eq(positive)]
+    with pytest.raises(FoldError, match="class 'positive' has 1 participant groups"):
+        early_stopping_rows(one_positive)

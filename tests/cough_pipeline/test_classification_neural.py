@@ -21,10 +21,12 @@ from cough_pipeline.classification.neural import (
     InputArrays,
     NeuralTrainingConfig,
     evaluate_loss,
+    plan_fold_workers,
     predict,
     spec_augment,
     train_fold,
     train_neural,
+    training_memory_bytes,
 )
 
 #: Small images keep every test at a few seconds: (rows, columns) of the log-mel patch and the spectrogram image.
@@ -260,3 +262,48 @@ def test_input_arrays_from_tensors_index_like_loaded_ones():
     arrays, labels = data[[2, 0]]
     assert arrays["logmel"].shape == (2, 1, 4, 5) and torch.equal(arrays["logmel"][0, 0], images[2])
     assert labels.tolist() == [1.0, 0.0] and data.shape("logmel") == (4, 5) and len(data.subset([1])) == 1
+
+
+def _images(count: int, shape=(64, 44)) -> InputArrays:
+    return InputArrays.from_tensors({"logmel": torch.randn(count, *shape)}, torch.arange(count) % 2)
+
+
+def test_the_training_memory_estimate_covers_what_autograd_keeps_for_the_backward_pass():
+    data = _images(8)
+    config = NeuralTrainingConfig(batch_size=8, channels_last=False)
+    for name in ("mobilenetv3_small", "mobilenetv2"):
+        torch.manual_seed(0)
+        model = NeuralClassifier(neural.network_config(name, data, 0.3)).train()
+        kept, weights = {}, {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+        def keep(tensor, kept=kept, weights=weights):
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in weights:  # the activations, not the weights the convolutions keep
+                kept[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            model(data[torch.arange(8)][0]).sum()
+        parameters = 4 * sum(p.numel() * 4 for p in model.parameters())
+        estimate = training_memory_bytes(name, data, config) - parameters
+        assert sum(kept.values()) <= estimate <= 2 * sum(kept.values()), name
+    # a half batch is scaled up to the configured batch size
+    assert training_memory_bytes("mobilenetv2", _images(4), config) == pytest.approx(
+        training_memory_bytes("mobilenetv2", data, config), rel=0.02
+    )
+
+
+def test_the_fold_worker_plan_uses_the_cores_only_when_folds_are_long_and_memory_allows(monkeypatch):
+    monkeypatch.setattr(neural.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    long, short = _images(64), _images(16)
+    config = NeuralTrainingConfig(batch_size=8, epochs=40, num_threads=2, device="cpu")
+    jobs = [("mobilenetv3_small", long, long, config, fold) for fold in range(5)]
+    assert plan_fold_workers(jobs, config) == (2, 1)
+    # explicit, too few steps per fold, one fold, too little memory, a single core
+    assert plan_fold_workers(jobs, replace(config, fold_workers=3)) == (3, 2)
+    assert plan_fold_workers(jobs, replace(config, epochs=2)) == (1, 2)
+    assert plan_fold_workers([("mobilenetv3_small", short, short, config, 0)], config) == (1, 2)
+    assert plan_fold_workers(jobs, replace(config, memory_budget_gb=0.5)) == (1, 2)
+    assert plan_fold_workers(jobs, replace(config, num_threads=1)) == (1, 1)
+    monkeypatch.setattr(neural.os, "sched_getaffinity", lambda _pid: {0})
+    assert plan_fold_workers(jobs, config) == (1, 2)
