@@ -12,14 +12,15 @@ statistics drawn as trained ones would be) on log-mel patches of :data:`SHAPE`, 
 * ``training``: clips per second of Adam steps at batch 32. ``plain``: ``model.train()``, a ``DataLoader`` over a
   ``TensorDataset``, cross-entropy, NCHW; ``fast``: the library's training epoch
   (:func:`~cough_pipeline.classification.neural._train_epoch`: channels_last, SpecAugment included, freed memory
-  retained) in this process; ``fold_workers_2``: two spawned processes with one thread each running it at the same
-  time (the ``fold_workers=2, num_threads=1`` setting): both workers' clips over the slower worker's training
-  time, per round (each worker's validation pass follows and is timed apart). ``validation``: clips per second of the
-  per-epoch validation pass (eval mode, batch 32), plain NCHW vs the library's channels_last
-  :func:`~cough_pipeline.classification.neural.evaluate_loss`. ``page_faults_per_step``: minor page faults of
-  the plain and the fast training steps. The fast loop keeps freed memory in the heap, as ``fit_fold`` does for a
-  whole fold; since the plain loop runs with glibc's defaults in between, each fast block first runs one untimed
-  step that regrows the heap (a fold's first step).
+  retained, depthwise convolutions padding their input when their kernel exceeds it) in this process;
+  ``fold_workers_2``: two spawned processes with one thread each running it at the same time (the ``fold_workers=2,
+  num_threads=1`` setting): both workers' clips over the slower worker's training time, per round (each worker's
+  validation pass follows and is timed apart). ``validation``: clips per second of the per-epoch validation pass (eval
+  mode, batch 32), plain NCHW vs the library's channels_last
+  :func:`~cough_pipeline.classification.neural.evaluate_loss`. ``page_faults_per_step``: minor page faults of the
+  plain and the fast training steps. The fast loop keeps freed memory in the heap, as ``fit_fold`` does for a whole
+  fold; since the plain loop runs with glibc's defaults in between, each fast block first runs one untimed step that
+  regrows the heap (a fold's first step).
 * ``projection``: hours to train the three CNNs x 5 folds x :data:`EPOCHS` epochs on :data:`TRAIN_CLIPS` training
   and :data:`VALIDATION_CLIPS` validation clips per fold, from the rates above (no early stopping; two fold workers
   run the five folds in three rounds; ``library_choice``: the sum over the way of training the library's default
@@ -59,6 +60,7 @@ from cough_pipeline.classification.neural import (
     InputArrays,
     NeuralTrainingConfig,
     _fit_folds,
+    _self_padding_depthwise,
     _train_epoch,
     evaluate_loss,
     fit_fold,
@@ -217,7 +219,8 @@ class FastLoop:
             torch.use_deterministic_algorithms(False)
 
     def _epoch(self, rows: InputArrays) -> None:
-        _train_epoch(self.model, rows, self.optimiser, self.config, torch.device("cpu"), self.generator)
+        with _self_padding_depthwise(self.model):  # as fit_fold trains on a CPU
+            _train_epoch(self.model, rows, self.optimiser, self.config, torch.device("cpu"), self.generator)
 
     def validate(self, rows: InputArrays) -> None:
         evaluate_loss(self.model, rows, TRAIN_BATCH, torch.device("cpu"), channels_last=True)

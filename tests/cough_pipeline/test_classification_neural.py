@@ -307,3 +307,29 @@ def test_the_fold_worker_plan_uses_the_cores_only_when_folds_are_long_and_memory
     assert plan_fold_workers(jobs, replace(config, num_threads=1)) == (1, 1)
     monkeypatch.setattr(neural.os, "sched_getaffinity", lambda _pid: {0})
     assert plan_fold_workers(jobs, config) == (1, 2)
+
+
+def test_self_padding_depthwise_convolutions_give_the_same_gradients_and_are_undone():
+    torch.manual_seed(0)
+    model = NeuralClassifier(neural.network_config("mobilenetv3_small", _images(4, (128, 173)), 0.3)).train()
+    model = model.to(memory_format=torch.channels_last)
+    images = torch.randn(4, 1, 128, 173).contiguous(memory_format=torch.channels_last)
+    types_before = [type(m) for m in model.modules()]
+
+    def gradients():
+        model.zero_grad()
+        torch.manual_seed(1)
+        model({"logmel": images}).logsumexp(1).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    with neural._self_padding_depthwise(model):
+        swapped = [m for m in model.modules() if isinstance(m, neural._SelfPaddingDepthwiseConv)]
+        padded = gradients()
+    # every depthwise convolution is swapped, those over maps smaller than their kernel pad for themselves
+    assert len(swapped) == sum(1 for m in types_before if m is torch.nn.Conv2d) - sum(
+        1 for m in model.modules() if type(m) is torch.nn.Conv2d and m.groups == 1
+    )
+    for name, grad in plain.items():
+        torch.testing.assert_close(padded[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert [type(m) for m in model.modules()] == types_before
