@@ -19,8 +19,8 @@ statistics drawn as trained ones would be) on log-mel patches of :data:`SHAPE`, 
   mode, batch 32), plain NCHW vs the library's channels_last
   :func:`~cough_pipeline.classification.neural.evaluate_loss`. ``page_faults_per_step``: minor page faults of the
   plain and the fast training steps. The fast loop keeps freed memory in the heap, as ``fit_fold`` does for a whole
-  fold; since the plain loop runs with glibc's defaults in between, each fast block first runs one untimed step that
-  regrows the heap (a fold's first step).
+  fold; since the plain loop runs with glibc's usual thresholds in between, each fast block first runs one untimed
+  step that regrows the heap (a fold's first step).
 * ``projection``: hours to train the three CNNs x 5 folds x :data:`EPOCHS` epochs on :data:`TRAIN_CLIPS` training
   and :data:`VALIDATION_CLIPS` validation clips per fold, from the rates above (no early stopping; two fold workers
   run the five folds in three rounds; ``library_choice``: the sum over the way of training the library's default
@@ -202,7 +202,7 @@ class FastLoop:
         """Seconds of ``count`` training steps, timed after one untimed step in the same allocator block.
 
         ``fit_fold`` retains freed memory for a whole training, so the heap grows to its working size once per
-        fold; here the block ends after each call (the plain loop runs with glibc's defaults in between), so the
+        fold; here the block ends after each call (the plain loop runs with glibc's usual thresholds in between), so the
         untimed step regrows it, as the first step of a fold does."""
         rows = self.data.subset(torch.randperm(len(self.data), generator=self.generator)[: (count + 1) * TRAIN_BATCH])
         warm, timed = rows.subset(np.arange(TRAIN_BATCH)), rows.subset(np.arange(TRAIN_BATCH, len(rows)))

@@ -7,8 +7,8 @@ step at batch 32 takes 170,000 faults and about half a second of kernel time). K
 removes nearly all of them; the price is that the process keeps its peak heap until the setting is undone.
 
 :func:`retain_freed_memory` sets this for the rest of the process (inference jobs, benchmarks);
-:func:`freed_memory_retained` sets it for a block (training one model) and afterwards restores glibc's defaults and
-returns the freed memory to the system. Both do nothing outside Linux/glibc.
+:func:`freed_memory_retained` sets it for a block (training one model) and afterwards restores glibc's usual
+thresholds and returns the freed memory to the system. Both do nothing outside Linux/glibc.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from contextlib import contextmanager
 from functools import cache
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: glibc's initial mmap and trim thresholds.
-DEFAULT_THRESHOLD = 128 * 1024
+#: The mmap and trim thresholds restored afterwards. glibc starts at 128 KiB and, until a program sets a threshold,
+#: raises the mmap threshold to the size of each mmapped block freed (up to 32 MiB) and the trim threshold to twice
+#: that; a process that has freed tensors of 32 MiB and more settles at these values. Setting any threshold turns
+#: that adjustment off for good, so the settled values are restored rather than the initial ones.
+RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD = 32 << 20, 64 << 20
 _RETAINED_MMAP_THRESHOLDS = (1 << 30, 32 << 20)  # glibc before 2.35 caps the threshold at 32 MiB
 _RETAINED_TRIM_THRESHOLD = (1 << 31) - 1
 _state = {"process_wide": False, "scopes": 0}
@@ -45,8 +48,8 @@ def _retain(libc: ctypes.CDLL) -> bool:
 
 
 def _restore(libc: ctypes.CDLL) -> None:
-    libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
-    libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
+    libc.mallopt(_M_MMAP_THRESHOLD, RESTORED_MMAP_THRESHOLD)
+    libc.mallopt(_M_TRIM_THRESHOLD, RESTORED_TRIM_THRESHOLD)
     libc.malloc_trim(0)
 
 
@@ -64,8 +67,8 @@ def retain_freed_memory() -> bool:
 
 
 def release_freed_memory() -> bool:
-    """Restore glibc's default thresholds (also after :func:`retain_freed_memory`) and return the free heap to the
-    system. Returns whether that was done."""
+    """Restore glibc's usual thresholds (:data:`RESTORED_MMAP_THRESHOLD`; also after :func:`retain_freed_memory`)
+    and return the free heap to the system. Returns whether that was done."""
     libc = _libc()
     if libc is None:
         return False
@@ -76,8 +79,9 @@ def release_freed_memory() -> bool:
 
 @contextmanager
 def freed_memory_retained(enabled: bool = True) -> Iterator[bool]:
-    """Retain freed memory inside the block (see :func:`retain_freed_memory`), then restore the defaults and give
-    the free heap back, unless the process retains it anyway. Nested blocks restore only when the outermost ends.
+    """Retain freed memory inside the block (see :func:`retain_freed_memory`), then restore glibc's usual thresholds
+    and give the free heap back, unless the process retains it anyway. Nested blocks restore only when the
+    outermost ends.
 
     Yields:
         Whether freed memory is retained inside the block.

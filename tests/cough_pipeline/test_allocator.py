@@ -50,12 +50,12 @@ def test_freed_memory_is_reused_inside_the_block_and_given_back_after():
     retained, *counts = result.stdout.split()
     pages, default, inside, nested_exit, after, process_wide, released = map(int, counts)
     assert retained == "True"
-    # five steps with glibc's defaults fault more than a whole step's pages
+    # five steps with glibc's own thresholds fault more than a whole step's pages
     assert default > pages
     # retained: once the heap has grown, five steps fault less than half a step's pages, also after a nested block
     assert inside < pages / 2
     assert nested_exit < pages / 2
-    # the defaults come back when the block ends ...
+    # glibc's usual thresholds come back when the block ends ...
     assert after > pages
     # ... except when the process retains freed memory as a whole, until that is released
     assert process_wide < pages / 2
