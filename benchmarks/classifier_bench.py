@@ -66,6 +66,7 @@ from cough_pipeline.classification.neural import (
     fit_fold,
     plan_fold_workers,
 )
+from cough_pipeline.reproducible import reproducible
 
 SHAPE = (128, 173)
 THREADS = 2
@@ -206,17 +207,13 @@ class FastLoop:
         untimed step regrows it, as the first step of a fold does."""
         rows = self.data.subset(torch.randperm(len(self.data), generator=self.generator)[: (count + 1) * TRAIN_BATCH])
         warm, timed = rows.subset(np.arange(TRAIN_BATCH)), rows.subset(np.arange(TRAIN_BATCH, len(rows)))
-        torch.use_deterministic_algorithms(True, warn_only=True)  # as fit_fold trains
-        try:
-            with freed_memory_retained(self.config.retain_freed_memory):
-                self._epoch(warm)
-                faults, started = _minor_faults(), time.perf_counter()
-                self._epoch(timed)
-                seconds = Seconds(time.perf_counter() - started)
-                self.faults.append(_minor_faults() - faults)
-                return seconds
-        finally:
-            torch.use_deterministic_algorithms(False)
+        with reproducible(0, torch.device("cpu")), freed_memory_retained(self.config.retain_freed_memory):
+            self._epoch(warm)  # as fit_fold trains: deterministic algorithms, freed memory retained
+            faults, started = _minor_faults(), time.perf_counter()
+            self._epoch(timed)
+            seconds = Seconds(time.perf_counter() - started)
+            self.faults.append(_minor_faults() - faults)
+            return seconds
 
     def _epoch(self, rows: InputArrays) -> None:
         with _self_padding_depthwise(self.model):  # as fit_fold trains on a CPU

@@ -55,6 +55,7 @@ from cough_pipeline.classification.networks import (
 )
 from cough_pipeline.classification.ranking import cv_folds, with_folds
 from cough_pipeline.parallel import ProgressCallback, notify
+from cough_pipeline.reproducible import reproducible
 
 
 @dataclass(frozen=True)
@@ -425,37 +426,6 @@ def _predict_with(predictor: InferenceModel, data: InputArrays, batch_size: int)
     return np.concatenate(parts).astype(np.float64)
 
 
-class _seeded:
-    """Seed torch (restoring the caller's RNG state on exit), request deterministic algorithms and set the thread
-    count meanwhile."""
-
-    def __init__(self, seed: int, device: torch.device, threads: int):
-        self.seed, self.threads = seed, threads
-        self._fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-    def __enter__(self):
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-        self._saved = (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.deterministic,
-            torch.backends.cudnn.benchmark,
-            torch.get_num_threads(),
-        )
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        torch.set_num_threads(self.threads)
-        return self
-
-    def __exit__(self, *exc):
-        deterministic, warn_only, cudnn_deterministic, benchmark, threads = self._saved
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_deterministic, benchmark
-        torch.set_num_threads(threads)
-        return self._fork.__exit__(*exc)
-
-
 def _fit(
     model: NeuralClassifier,
     train: InputArrays,
@@ -519,7 +489,7 @@ def fit_fold(
     if classes != [0.0, 1.0]:
         raise ClassificationError(f"the training rows of fold {fold} hold the labels {classes}, need 0 and 1")
     device = config.resolved_device()
-    with _seeded(config.seed, device, config.num_threads), freed_memory_retained(config.retain_freed_memory):
+    with reproducible(config.seed, device, config.num_threads), freed_memory_retained(config.retain_freed_memory):
         weights = config.weights if name in CNN_NAMES else None
         model = NeuralClassifier(network_config(name, train, config.dropout), weights=weights).to(device)
         if _trains_channels_last(name, config):

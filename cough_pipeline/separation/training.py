@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cough_pipeline.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Seed, check_fields
+from cough_pipeline.reproducible import reproducible
 from cough_pipeline.separation.model import CoughSeparator, SeparatorConfig, resolve_device
 
 #: Epochs of the published training run.
@@ -268,7 +269,7 @@ def train_on_datasets(
     if training.num_threads is not None:
         torch.set_num_threads(training.num_threads)
     try:
-        with _reproducible(training.seed, device):
+        with reproducible(training.seed, device):
             net = copy.deepcopy(model) if model is not None else CoughSeparator(config)
             return _train(net.to(device), train_data, val_data, training, device, grad_masks, on_epoch, checkpoint_dir)
     finally:
@@ -426,27 +427,3 @@ def _apply_masks(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     with torch.no_grad():
         for parameter, mask in masks:
             parameter.mul_(mask)
-
-
-class _reproducible:
-    """Seed torch (restoring the caller's RNG state on exit) and request deterministic algorithms meanwhile."""
-
-    def __init__(self, seed: int, device: torch.device):
-        self.seed = seed
-        devices = [device] if device.type == "cuda" else []
-        self._fork = torch.random.fork_rng(devices=devices)
-
-    def __enter__(self):
-        self._fork.__enter__()
-        torch.manual_seed(self.seed)
-        self._deterministic = torch.are_deterministic_algorithms_enabled()
-        self._warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        self._cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        return self
-
-    def __exit__(self, *exc):
-        torch.use_deterministic_algorithms(self._deterministic, warn_only=self._warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self._cudnn
-        return self._fork.__exit__(*exc)
