@@ -427,9 +427,11 @@ def cpu_state() -> dict:
 def run() -> Path:
     torch.set_num_threads(THREADS)
     figures: dict = {"threads": THREADS, "cpu_before": cpu_state(), "models": {}}
+    # inference first, while the process's allocator is as a plain program's (training changes its thresholds)
+    inference = {name: inference_figures(name) for name in CNN_NAMES}
     for name in CNN_NAMES:
         training = training_figures(name)
-        figures["models"][name] = {"inference": inference_figures(name), "training": training}
+        figures["models"][name] = {"inference": inference[name], "training": training}
         figures["models"][name]["projection_hours"] = {k: round(v, 2) for k, v in projection_hours(training).items()}
         figures["models"][name]["peak_rss_mb"] = peak_rss_mb(name)
         figures["models"][name]["peak_rss_mb_fold_workers_2"] = peak_rss_mb(name, fold_workers=True)
