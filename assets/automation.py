@@ -1,0 +1,81 @@
+"""New raw data → a run of ``dataset_job`` for exactly that dataset's partition.
+
+``raw_data_sensor`` watches the root of every dataset whose root is configured (by the ``data_roots`` resource or
+``COUGH_PIPELINE_<NAME>_ROOT``; the embedded demo corpus is generated, not delivered, so it is not watched). Its
+cursor holds one cheap fingerprint per dataset: a hash of every file's relative path, size and modification time,
+with no file opened. The first tick records what is there; after that a dataset whose fingerprint changed (a file
+added, changed or removed) gets one run request for its partition, whose ``run_key`` is the fingerprint, so a
+repeated tick never launches the same run twice. A root that disappears is reported in the tick's message and
+keeps its last fingerprint until it is back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from cough_pipeline.schema import COVID_DATASETS
+from resources.data_roots import DataRoots
+
+DATASET_JOB = "dataset_job"
+
+
+def folder_fingerprint(root: str | Path) -> str:
+    """A hash of every file under ``root`` (relative path, size, modification time in ns), sorted by path; no file
+    is read. Hidden files and folders (names starting with ``.``) are left out."""
+    root = Path(root)
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except OSError:  # removed between the listing and the stat: the next tick sees it gone
+                continue
+            entries.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
+@sensor(
+    job_name=DATASET_JOB,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Requests a dataset_job run for a dataset partition when files under its configured root are "
+    "added, changed or removed (fingerprint of names, sizes and modification times; no file is read).",
+)
+def raw_data_sensor(context: SensorEvaluationContext, data_roots: DataRoots):
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests, missing = [], []
+    for dataset in COVID_DATASETS:
+        configured = data_roots.configured_root(dataset)
+        if not configured:
+            continue
+        root = Path(configured).expanduser()
+        if not root.is_dir():
+            missing.append(f"{dataset} ({root})")
+            continue
+        fingerprint = folder_fingerprint(root)
+        if dataset in seen and seen[dataset] != fingerprint:
+            requests.append(
+                RunRequest(
+                    run_key=f"{dataset}:{fingerprint}",
+                    partition_key=dataset,
+                    tags={"cough_pipeline/trigger": "raw_data_sensor"},
+                )
+            )
+        seen[dataset] = fingerprint
+    message = f"roots not found: {', '.join(missing)}" if missing else None
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(message or "no dataset root changed"), cursor=json.dumps(seen, sort_keys=True)
+        )
+    if message:
+        context.log.warning(message)
+    return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
