@@ -1,4 +1,4 @@
-"""New raw data → a run of ``dataset_job`` for exactly that dataset's partition.
+"""Sensors: new raw data → a run of ``dataset_job`` for exactly that dataset's partition; a failed run → an alert.
 
 ``raw_data_sensor`` watches the root of every dataset whose root is configured (by the ``data_roots`` resource or
 ``COUGH_PIPELINE_<NAME>_ROOT``; the embedded demo corpus is generated, not delivered, so it is not watched). Its
@@ -7,6 +7,10 @@ with no file opened. The first tick records what is there; after that a dataset 
 added, changed or removed) gets one run request for its partition, whose ``run_key`` is the fingerprint, so a
 repeated tick never launches the same run twice. A root that disappears is reported in the tick's message and
 keeps its last fingerprint until it is back.
+
+``pipeline_failure_alerts`` records every failed run of this code location in the ``pipeline_alerts`` table (one
+partition per run, so alerts are only ever added) and POSTs the same row as JSON to the ``alert_webhook`` resource's
+URL when one is configured; a webhook that cannot be reached is logged, never raised.
 """
 
 from __future__ import annotations
@@ -16,10 +20,22 @@ import json
 import os
 from pathlib import Path
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+import pandas as pd
+from dagster import (
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
 
 from cough_pipeline.schema import COVID_DATASETS
+from resources.alerts import AlertWebhook
 from resources.data_roots import DataRoots
+from resources.storage import Storage
 
 DATASET_JOB = "dataset_job"
 
@@ -79,3 +95,42 @@ def raw_data_sensor(context: SensorEvaluationContext, data_roots: DataRoots):
     if message:
         context.log.warning(message)
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+ALERTS_TABLE = "pipeline_alerts"
+#: The columns of :data:`ALERTS_TABLE`: one row per failed run.
+ALERT_COLUMNS = ("run_id", "job", "partition", "failed_steps", "error", "failed_at")
+
+
+def failure_alert(context: RunFailureSensorContext) -> dict:
+    """The alert row of a failed run: its id, job, partition, the steps that failed and the first error."""
+    run = context.dagster_run
+    steps = context.get_step_failure_events()
+    errors = [event.event_specific_data.error for event in steps if event.event_specific_data is not None]
+    error = errors[0] if errors else context.failure_event.event_specific_data.error
+    # Dagster wraps what the step raised: the alert names the user's error, not the wrapper
+    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    summary = error.message.strip() if error is not None else context.failure_event.message
+    return {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "partition": run.tags.get("dagster/partition", ""),
+        "failed_steps": ",".join(event.step_key for event in steps if event.step_key),
+        "error": (summary or "")[:2000],
+        "failed_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+
+
+@run_failure_sensor(
+    name="pipeline_failure_alerts",
+    monitor_all_code_locations=False,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Records every failed run (id, job, partition, failing steps, error) in the pipeline_alerts table "
+    "and POSTs it as JSON to the alert webhook when one is configured.",
+)
+def pipeline_failure_alerts(context: RunFailureSensorContext, storage: Storage, alert_webhook: AlertWebhook):
+    alert = failure_alert(context)
+    storage.write_table(ALERTS_TABLE, pd.DataFrame([alert], columns=list(ALERT_COLUMNS)), partition=alert["run_id"])
+    delivery = alert_webhook.send(alert)
+    context.log.info(f"alert for run {alert['run_id']} ({alert['job']}): recorded; webhook {delivery}")

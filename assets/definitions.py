@@ -3,7 +3,7 @@
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from assets import classification, classifiers, cough_filter, icbhi, manifest, segmentation, separation
-from assets.automation import raw_data_sensor
+from assets.automation import pipeline_failure_alerts, raw_data_sensor
 from assets.jobs import build_jobs
 from assets.resources import build_resources
 
@@ -15,6 +15,6 @@ defs = Definitions(
     assets=ALL_ASSETS,
     asset_checks=load_asset_checks_from_modules(ASSET_MODULES),
     jobs=build_jobs(ALL_ASSETS),
-    sensors=[raw_data_sensor],
+    sensors=[raw_data_sensor, pipeline_failure_alerts],
     resources=build_resources(),
 )

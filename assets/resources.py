@@ -1,5 +1,6 @@
 """The resources every asset gets, built from config and environment variables."""
 
+from resources.alerts import AlertWebhook
 from resources.cough_model import CoughModelSource
 from resources.data_roots import DataRoots
 from resources.model_store import ModelIOManager, ModelStore
@@ -21,4 +22,5 @@ def build_resources(storage_root: str = "", catalog: str = "") -> dict:
         "cough_model_source": CoughModelSource(),
         "model_store": model_store,
         "model_io_manager": ModelIOManager(store=model_store),
+        "alert_webhook": AlertWebhook(),
     }

@@ -27,6 +27,8 @@ DEFAULT_PROFILE = "demo"
 STORAGE = "COUGH_PIPELINE_STORAGE"
 CATALOG = "COUGH_PIPELINE_CATALOG"
 COUGH_MODEL_DIR = "COUGH_PIPELINE_COUGH_MODEL_DIR"
+#: Where failure alerts are POSTed (``resources.alerts``).
+ALERT_WEBHOOK = "COUGH_PIPELINE_ALERT_WEBHOOK"
 #: Scratch folder of the paper-memory benchmark.
 SCRATCH = "COUGH_PIPELINE_SCRATCH"
 #: Raw-data roots (``resources.data_roots``): every dataset a loader exists for, plus the noise bank.
@@ -34,7 +36,7 @@ ROOT_SOURCES = ALL_DATASETS + ("noise",)
 ROOTS = {f"{PREFIX}{source.upper()}_ROOT": source for source in ROOT_SOURCES}
 #: Where the test suite finds the real-data samples; not a pipeline setting, so never reported.
 EXEMPT = frozenset({"COUGH_PIPELINE_SHARED_DATA"})
-KNOWN = (PROFILE, STORAGE, CATALOG, COUGH_MODEL_DIR, SCRATCH, *ROOTS)
+KNOWN = (PROFILE, STORAGE, CATALOG, COUGH_MODEL_DIR, ALERT_WEBHOOK, SCRATCH, *ROOTS)
 #: The files a pretrained cough model folder holds: either set is enough (``resources.cough_model``).
 COUGH_MODEL_FILE_SETS = (("cough_classifier.json", "cough_classification_scaler.json"), ("booster.json", "scaler.json"))
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from dagster import build_sensor_context
+from dagster import (
+    DagsterInstance,
+    StaticPartitionsDefinition,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    job,
+    op,
+)
 
-from assets.automation import folder_fingerprint, raw_data_sensor
+from assets.automation import ALERTS_TABLE, folder_fingerprint, pipeline_failure_alerts, raw_data_sensor
 from assets.definitions import defs
 from cough_pipeline.schema import COVID_DATASETS
+from resources.alerts import AlertWebhook
 from resources.data_roots import DataRoots, env_var_for
 from resources.storage import Storage
 
@@ -76,3 +87,77 @@ def test_a_missing_root_is_reported_and_unconfigured_datasets_are_not_watched(tm
     assert not result.run_requests
     assert "ccs" in result.skip_reason.skip_message
     assert set(json.loads(cursor)) == {"iatos"}
+
+
+@op
+def fails_on_purpose():
+    raise ValueError("the audio root is unreadable")
+
+
+@job(partitions_def=StaticPartitionsDefinition(["coughvid"]))
+def failing_job():
+    fails_on_purpose()
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - the http.server hook's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _failure_context(instance, resources):
+    result = failing_job.execute_in_process(instance=instance, partition_key="coughvid", raise_on_error=False)
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    return build_run_status_sensor_context(
+        sensor_name="pipeline_failure_alerts",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources=resources,
+    ).for_run_failure()
+
+
+def test_a_failed_run_is_recorded_in_the_alerts_table_and_posted_to_the_webhook(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    storage = Storage(root=str(tmp_path / "storage"))
+    webhook = AlertWebhook(url=f"http://127.0.0.1:{server.server_port}/alerts")
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            context = _failure_context(instance, {"storage": storage, "alert_webhook": webhook})
+            pipeline_failure_alerts(context)
+            run_id = context.dagster_run.run_id
+    finally:
+        server.shutdown()
+    alerts = storage.query(f"SELECT * FROM {ALERTS_TABLE}")
+    assert len(alerts) == 1
+    alert = alerts.iloc[0]
+    assert (alert["run_id"], alert["job"], alert["partition"]) == (run_id, "failing_job", "coughvid")
+    assert alert["failed_steps"] == "fails_on_purpose"
+    assert alert["error"] == "ValueError: the audio root is unreadable"
+    assert _Receiver.received[-1]["run_id"] == run_id
+    assert _Receiver.received[-1]["error"] == alert["error"]
+
+
+def test_an_unreachable_webhook_is_reported_not_raised(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    storage = Storage(root=str(tmp_path / "storage"))
+    with DagsterInstance.ephemeral() as instance:
+        context = _failure_context(
+            instance, {"storage": storage, "alert_webhook": AlertWebhook(url=f"http://127.0.0.1:{port}/")}
+        )
+        pipeline_failure_alerts(context)
+    assert len(storage.query(f"SELECT * FROM {ALERTS_TABLE}")) == 1
+    assert AlertWebhook(url=f"http://127.0.0.1:{port}/", timeout_s=2).send({}).startswith("not sent")
+    assert AlertWebhook().send({}) == "not configured"
