@@ -60,6 +60,7 @@ from cough_pipeline.classification.preprocess import (
     map_recordings,
 )
 from cough_pipeline.classification.variants import VARIANTS
+from cough_pipeline.mel import mel_basis
 from cough_pipeline.parallel import ProgressCallback
 
 #: The 15 features, in column order, with their domain.
@@ -255,14 +256,6 @@ def feature_catalog(config: FeatureConfig = FeatureConfig()) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).astype({"dims": "int64", "n_columns": "int64"})
-
-
-@lru_cache(maxsize=16)
-def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """librosa's Slaney mel filter bank ``(n_mels, n_fft // 2 + 1)``, 0 Hz to Nyquist."""
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-    basis.flags.writeable = False
-    return basis
 
 
 @lru_cache(maxsize=256)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from cough_pipeline.bounds import Bounds, PositiveFloat, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, InputRejected
-from cough_pipeline.classification.features import N_CHROMA, chroma_basis, mel_basis
+from cough_pipeline.classification.features import N_CHROMA, chroma_basis
 from cough_pipeline.classification.preprocess import (
     PreprocessConfig,
     checked_clip,
@@ -47,6 +47,7 @@ from cough_pipeline.classification.preprocess import (
     map_recordings,
 )
 from cough_pipeline.classification.variants import VARIANTS
+from cough_pipeline.mel import mel_basis
 from cough_pipeline.naming import artefact_stem
 from cough_pipeline.parallel import ProgressCallback
 

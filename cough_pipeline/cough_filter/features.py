@@ -28,6 +28,7 @@ from scipy import signal as sps
 from scipy.integrate import simpson
 
 from cough_pipeline.cough_filter.filters import BiquadBank, ZeroPhaseFilter, ZeroPhaseSosFilter
+from cough_pipeline.mel import mel_basis
 
 #: The rate the features are computed at, whatever the real rate after decimation.
 NOMINAL_SAMPLE_RATE = 12_000
@@ -390,14 +391,6 @@ def slope_and_decrease(magnitudes: np.ndarray, n_samples: int, fs: int) -> list[
     return [slope, decrease]
 
 
-@lru_cache(maxsize=8)
-def _mfcc_mel_basis(sample_rate: int) -> np.ndarray:
-    """librosa's default mel filter bank (128 Slaney bands of a 2048-point FFT), built once per rate."""
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=2048, norm="slaney")
-    basis.flags.writeable = False
-    return basis
-
-
 def mfcc_summary(x: np.ndarray, fs: int) -> np.ndarray:
     """Means then standard deviations over frames of the 13 librosa-default MFCCs.
 
@@ -408,7 +401,7 @@ def mfcc_summary(x: np.ndarray, fs: int) -> np.ndarray:
         x: ``(n,)`` float32; returns ``(26,)``.
     """
     power = np.abs(librosa.stft(x, n_fft=2048, hop_length=512)) ** 2.0
-    mel = np.einsum("...ft,mf->...mt", power, _mfcc_mel_basis(int(fs)), optimize=True)
+    mel = np.einsum("...ft,mf->...mt", power, mel_basis(int(fs), 2048), optimize=True)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -28,6 +28,7 @@ import soundfile as sf
 
 from cough_pipeline.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from cough_pipeline.icbhi.config_checks import check_config
+from cough_pipeline.mel import mel_basis
 from cough_pipeline.parallel import ProgressCallback, notify, ordered_bounded_map
 
 #: Columns copied from the input table into the MFCC summary table when present.
@@ -88,13 +89,6 @@ class FeatureConfig:
         return 1 + n_samples // self.hop_length
 
 
-@lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
-    basis.setflags(write=False)
-    return basis
-
-
 def log_mel_and_mfcc(samples: np.ndarray, config: FeatureConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(log-mel (n_mels, frames), mfcc (n_mfcc, frames))``, float32 dB / DCT coefficients, from one STFT."""
     config = FeatureConfig() if config is None else config
@@ -105,7 +99,7 @@ def log_mel_and_mfcc(samples: np.ndarray, config: FeatureConfig | None = None) -
         y, n_fft=config.n_fft, hop_length=config.hop_length, window="hann", center=True, pad_mode="constant"
     )
     power = spectrum.real**2 + spectrum.imag**2
-    mel = _mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax) @ power
+    mel = mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax) @ power
     log_mel_db = librosa.power_to_db(mel, ref=config.ref, amin=config.amin, top_db=config.top_db)
     coefficients = librosa.feature.mfcc(S=log_mel_db, n_mfcc=config.n_mfcc)
     return log_mel_db.astype(np.float32, copy=False), coefficients.astype(np.float32, copy=False)
