@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := ffmpeg sox libsox-dev
+# The production path (make services) and its tests: PostgreSQL, Redis, and Chromium for the browser test.
+SERVICE_PACKAGES := postgresql redis-server chromium chromium-driver
 # The Dagster instance (runs, event logs) and, unless COUGH_PIPELINE_STORAGE / _CATALOG say otherwise, the tables:
 # $DAGSTER_HOME from the environment when set, else dagster_home/ here.
 ifeq ($(strip $(DAGSTER_HOME)),)
@@ -100,14 +102,20 @@ system-deps:
 	@missing=""; \
 	for tool in ffmpeg ffprobe sox; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	test -f /usr/include/sox.h || missing="$$missing libsox-dev"; \
-	if [ -n "$$missing" ]; then \
+	optional=""; \
+	for tool in redis-server chromium chromedriver; do command -v $$tool >/dev/null || optional="$$optional $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || optional="$$optional postgresql"; \
+	if [ -n "$$missing$$optional" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing system packages: $(SYSTEM_PACKAGES)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
-	  else \
+	    echo "installing system packages: $(SYSTEM_PACKAGES) $(SERVICE_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) $(SERVICE_PACKAGES) >/dev/null; \
+	  elif [ -n "$$missing" ]; then \
 	    echo "missing system packages:$$missing"; \
-	    echo "install them with:  sudo apt-get install -y $(SYSTEM_PACKAGES)   (macOS: brew install ffmpeg sox)"; \
+	    echo "install them with:  sudo apt-get install -y $(SYSTEM_PACKAGES) $(SERVICE_PACKAGES)   (macOS: brew install ffmpeg sox)"; \
 	    exit 1; \
+	  else \
+	    echo "note: without$$optional, make services and the PostgreSQL/Celery/browser tests are unavailable (they skip);"; \
+	    echo "      install them with:  sudo apt-get install -y $(SERVICE_PACKAGES)"; \
 	  fi; \
 	fi
 
