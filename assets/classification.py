@@ -22,6 +22,7 @@ from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import mirror
 from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
+from assets.pools import TRAINING_POOL
 from cough_pipeline.classification.champion import Champion, ChampionConfig
 from cough_pipeline.classification.classical import ClassicalConfig, column_sets
 from cough_pipeline.classification.classifiers import INPUT_SETTINGS_COLUMN, input_settings
@@ -462,6 +463,7 @@ def evaluation_plots(result: StageResult) -> dict:
         "feature_ranking": AssetIn(),
     },
     group_name=GROUP,
+    pool=TRAINING_POOL,
 )
 def classical_models(
     context: AssetExecutionContext,

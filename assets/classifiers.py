@@ -20,6 +20,7 @@ from assets.classification import GROUP, ChampionSettings, EvaluationSettings, c
 from assets.config import mirror
 from assets.metadata import image, preview
 from assets.partitions import model_partitions
+from assets.pools import TRAINING_POOL
 from cough_pipeline.classification.champion import challenger, promote
 from cough_pipeline.classification.classifiers import ClassifierVariants, train_classifier
 from cough_pipeline.classification.complexity import complexity_table
@@ -95,6 +96,7 @@ def loss_plots(histories: pd.DataFrame, model: str) -> dict:
     },
     partitions_def=model_partitions,
     group_name=GROUP,
+    pool=TRAINING_POOL,
 )
 def classifiers(
     context: AssetExecutionContext,

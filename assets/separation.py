@@ -21,6 +21,7 @@ from dagster import (
 from assets.artefacts import artefact_paths_check, artefact_paths_spec
 from assets.config import bounded, mirror
 from assets.metadata import counts, image, preview
+from assets.pools import MIXTURES_POOL, TRAINING_POOL
 from cough_pipeline.bounds import Fraction
 from cough_pipeline.mixtures import SPLITS, generate_mixtures, held_out_noise, mixture_table
 from cough_pipeline.parallel import throttled
@@ -135,6 +136,7 @@ def coughs_of(
     ins={"subset_split": AssetIn(), "cough_segments": AssetIn()},
     io_manager_key="table_io_manager",
     group_name="separation",
+    pool=MIXTURES_POOL,
     check_specs=[
         AssetCheckSpec(
             "no_classification_coughs",
@@ -235,6 +237,7 @@ def training_metrics(result: TrainingResult) -> dict:
     group_name="separation",
     kinds={"pytorch"},
     io_manager_key="model_io_manager",
+    pool=TRAINING_POOL,
 )
 def separator(
     context: AssetExecutionContext,
@@ -296,6 +299,7 @@ SeparatorPrunedConfig = mirror(
     group_name="separation",
     kinds={"pytorch"},
     io_manager_key="model_io_manager",
+    pool=TRAINING_POOL,
 )
 def separator_pruned(
     context: AssetExecutionContext,

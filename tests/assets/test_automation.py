@@ -161,3 +161,14 @@ def test_an_unreachable_webhook_is_reported_not_raised(tmp_path):
     assert len(storage.query(f"SELECT * FROM {ALERTS_TABLE}")) == 1
     assert AlertWebhook(url=f"http://127.0.0.1:{port}/", timeout_s=2).send({}).startswith("not sent")
     assert AlertWebhook().send({}) == "not configured"
+
+
+def test_training_and_mixture_steps_carry_their_concurrency_pools():
+    from assets.definitions import ALL_ASSETS
+    from assets.pools import MIXTURES_POOL, TRAINING_POOL
+
+    pools = {key.to_user_string(): asset.node_def.pool for asset in ALL_ASSETS for key in asset.keys}
+    assert {name for name, pool in pools.items() if pool == MIXTURES_POOL} == {"separation_mixtures"}
+    trained = {name for name, pool in pools.items() if pool == TRAINING_POOL}
+    assert {"separator", "separator_pruned", "classical_models", "classifiers"} <= trained
+    assert pools["manifest"] is None and pools["classifier_evaluation"] is None
