@@ -6,6 +6,7 @@ from assets import classification, classifiers, cough_filter, icbhi, manifest, s
 from assets.automation import pipeline_failure_alerts, raw_data_sensor
 from assets.jobs import build_jobs
 from assets.resources import build_resources
+from resources.executor import build_executor
 
 ASSET_MODULES = [manifest, segmentation, cough_filter, separation, classification, classifiers, icbhi]
 
@@ -17,4 +18,5 @@ defs = Definitions(
     jobs=build_jobs(ALL_ASSETS),
     sensors=[raw_data_sensor, pipeline_failure_alerts],
     resources=build_resources(),
+    executor=build_executor(),
 )

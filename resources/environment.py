@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cough_pipeline.profiles import PROFILES
 from cough_pipeline.schema import ALL_DATASETS
+from resources.executor import CELERY_BACKEND, CELERY_BROKER, EXECUTOR, celery_urls, executor_problem
 
 PREFIX = "COUGH_PIPELINE_"
 PROFILE = "COUGH_PIPELINE_PROFILE"
@@ -36,7 +37,18 @@ ROOT_SOURCES = ALL_DATASETS + ("noise",)
 ROOTS = {f"{PREFIX}{source.upper()}_ROOT": source for source in ROOT_SOURCES}
 #: Where the test suite finds the real-data samples; not a pipeline setting, so never reported.
 EXEMPT = frozenset({"COUGH_PIPELINE_SHARED_DATA"})
-KNOWN = (PROFILE, STORAGE, CATALOG, COUGH_MODEL_DIR, ALERT_WEBHOOK, SCRATCH, *ROOTS)
+KNOWN = (
+    PROFILE,
+    STORAGE,
+    CATALOG,
+    COUGH_MODEL_DIR,
+    ALERT_WEBHOOK,
+    SCRATCH,
+    EXECUTOR,
+    CELERY_BROKER,
+    CELERY_BACKEND,
+    *ROOTS,
+)
 #: The files a pretrained cough model folder holds: either set is enough (``resources.cough_model``).
 COUGH_MODEL_FILE_SETS = (("cough_classifier.json", "cough_classification_scaler.json"), ("booster.json", "scaler.json"))
 
@@ -73,6 +85,7 @@ def settings_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
     profile = environ.get(PROFILE, "")
     if profile:
         problems += filter(None, [profile_problem(PROFILE, profile)])
+    problems += filter(None, [executor_problem(environ)])
     if environ.get(STORAGE):
         problems += _writable_folder(f"{STORAGE}={environ[STORAGE]}", Path(environ[STORAGE]).expanduser())
     if environ.get(CATALOG):
@@ -133,7 +146,12 @@ def effective_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str
         STORAGE: chosen(STORAGE, str(home / "data")),
         CATALOG: chosen(CATALOG, str(home / "warehouse.duckdb")),
         COUGH_MODEL_DIR: chosen(COUGH_MODEL_DIR, "none: the cough filter is trained"),
+        EXECUTOR: chosen(EXECUTOR, "default: Dagster's multi_or_in_process_executor"),
     }
+    if environ.get(EXECUTOR) == "celery":
+        broker, backend = celery_urls(environ)
+        settings[CELERY_BROKER] = chosen(CELERY_BROKER, broker)
+        settings[CELERY_BACKEND] = chosen(CELERY_BACKEND, backend)
     settings.update({name: chosen(name, "demo corpus") for name in ROOTS})
     if environ.get(SCRATCH):
         settings[SCRATCH] = chosen(SCRATCH, "")
