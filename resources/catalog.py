@@ -6,7 +6,9 @@ because DuckDB lets one process at a time open the catalog for writing, and an a
 as long as they like. Which views exist is remembered in a small record file beside the catalog, so writing a
 table never needs the catalog lock once its view is there; when a view must be created and the catalog is
 locked, the write still succeeds and :meth:`Catalog.ensure_views` returns a warning with the command that creates
-the missing views later (``python -m resources.catalog``).
+the missing views later (``python -m resources.catalog``). The pipeline's own writers (parallel runs, concurrent
+backfills) take turns on a lock file beside the catalog first, so they never wait each other out of that deadline:
+only a client outside the pipeline can.
 
     python -m resources.catalog [--storage DIR] [--catalog FILE]   # create or repair every view
 """
@@ -18,12 +20,23 @@ import json
 import os
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 #: Per process, after this much waiting for the catalog lock a missing view becomes a warning.
 LOCK_WAIT_S = 3.0
+#: Per process, how long a writer may queue behind the pipeline's other writers (each holds the catalog for one short
+#: transaction, or for :data:`LOCK_WAIT_S` while an outside client holds it) before a missing view becomes a warning.
+WRITERS_WAIT_S = 60.0
 
 
 def quoted_glob(table: str, tables_root: Path) -> str:
@@ -90,28 +103,92 @@ class Catalog:
         return tables
 
     def _create(self, statements: dict[str, str], wait_s: float, force: bool = False) -> None:
+        with self._writers_turn():
+            self._ensure_file()
+            deadline = time.monotonic() + wait_s
+            delay = 0.05
+            while True:
+                try:
+                    with duckdb.connect(str(self.path)) as connection:
+                        existing = dict(
+                            connection.execute(
+                                "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"
+                            ).fetchall()
+                        )
+                        for table, statement in statements.items():
+                            # DuckDB keeps its own rendering of the statement: compare the glob it reads
+                            if force or quoted_glob(table, self.tables_root) not in existing.get(table, ""):
+                                connection.execute(statement)
+                        self._record(statements)
+                    return
+                except duckdb.IOException as error:  # the catalog is open in another client (an analyst's)
+                    if time.monotonic() >= deadline:
+                        raise CatalogLockedError(
+                            f"{self.path} is locked by another process ({str(error).splitlines()[0][:200]})"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+
+    @property
+    def writers_lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".writers.lock")
+
+    @contextmanager
+    def _writers_turn(self, wait_s: float = WRITERS_WAIT_S) -> Iterator[None]:
+        """Take this catalog's writer turn: an exclusive ``flock`` on a file beside it, released by the kernel even
+        when the holder is killed. The pipeline's own writers (parallel runs, concurrent backfills) queue here, so
+        they never spend each other's :data:`LOCK_WAIT_S` on the DuckDB lock: only a client outside the pipeline can
+        turn a missing view into a warning. It also serialises the record file's read-modify-write."""
+        if fcntl is None:  # no flock on this platform: writers contend on the DuckDB lock alone
+            yield
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + wait_s
-        delay = 0.05
-        while True:
+        with open(self.writers_lock_path, "a") as handle:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CatalogLockedError(
+                            f"{self.path}: other pipeline processes kept the catalog's writer turn for {wait_s:.0f} s"
+                        ) from None
+                    time.sleep(0.02)
             try:
-                with duckdb.connect(str(self.path)) as connection:
-                    existing = dict(
-                        connection.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
-                    )
-                    for table, statement in statements.items():
-                        # DuckDB keeps its own rendering of the statement: compare the glob it reads
-                        if force or quoted_glob(table, self.tables_root) not in existing.get(table, ""):
-                            connection.execute(statement)
-                    self._record(statements)
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _ensure_file(self) -> None:
+        """Make sure the catalog exists as a complete DuckDB file before anyone connects to it.
+
+        A client that opens a missing file creates it empty and only then locks it and writes the header; a second
+        client opening it in between finds a file that "is not a valid DuckDB database", and if it took the lock
+        first, the creator fails too and the empty file stays for good: every later write and ``python -m
+        resources.catalog`` would read it as a held catalog. So a new catalog is written under a private name and
+        linked into place (never over an existing catalog); an empty file, which holds no views, is replaced.
+        """
+        try:
+            if self.path.stat().st_size > 0:
                 return
-            except duckdb.IOException as error:  # the catalog is open elsewhere (a parallel run, an analyst)
-                if time.monotonic() >= deadline:
-                    raise CatalogLockedError(
-                        f"{self.path} is locked by another process ({str(error).splitlines()[0][:200]})"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
+        try:
+            duckdb.connect(str(scratch)).close()
+            try:
+                os.link(scratch, self.path)
+            except FileExistsError:  # created meanwhile: keep it unless it is (still) empty
+                if self.path.stat().st_size == 0:
+                    os.replace(scratch, self.path)
+            except OSError:  # a file system without hard links
+                if not self.path.exists() or self.path.stat().st_size == 0:
+                    os.replace(scratch, self.path)
+        finally:
+            for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     def _identity(self) -> list[int] | None:
         try:
@@ -149,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     storage = Storage(root=arguments.storage, catalog=arguments.catalog)
-    catalog = storage.catalog_handle()
+    # this module's own class: run as ``-m``, it is not the module Storage imports, nor is its CatalogLockedError
+    catalog = Catalog(storage.catalog_path, storage.tables_root)
     try:
         tables = catalog.refresh_all()
     except CatalogLockedError as error:
