@@ -19,6 +19,7 @@ from assets.partitions import dataset_partitions
 from assets.resources import build_resources
 from assets.stages import Stage, stages
 from resources.environment import check_settings, prepare_dagster_home
+from resources.instance import instance_setup_lock
 
 
 def downstream_of_manifest() -> list[Stage]:
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     check_settings()
     check_partition(arguments.partition)
     prepare_dagster_home()
-    instance = DagsterInstance.get()
+    with instance_setup_lock():
+        instance = DagsterInstance.get()
     report_orphaned_runs(instance, "python -m assets.backfill")
     ok = backfill(arguments.partition, arguments.with_summaries, instance, build_resources())
     return 0 if ok else 1

@@ -16,6 +16,7 @@ from assets.orphans import process_tags, report_orphaned_runs
 from assets.resources import build_resources
 from assets.stages import Stage, stages
 from resources.environment import check_settings, prepare_dagster_home
+from resources.instance import instance_setup_lock
 from resources.storage import default_dagster_home
 
 #: Console logs at INFO: the assets' own progress lines, without Dagster's per-step DEBUG events.
@@ -117,7 +118,8 @@ def summary(resources: dict) -> str:
 def main() -> int:
     check_settings()
     prepare_dagster_home()
-    instance = DagsterInstance.get()
+    with instance_setup_lock():
+        instance = DagsterInstance.get()
     report_orphaned_runs(instance, "python -m assets.demo")
     resources = build_resources()
     print(f"materialising the asset graph on the demo corpus (DAGSTER_HOME={default_dagster_home()})")

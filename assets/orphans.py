@@ -21,6 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.events import JobFailureData, RunFailureReason
 
 from resources.environment import check_settings, prepare_dagster_home
+from resources.instance import instance_setup_lock
 from resources.processes import process_alive, process_identity
 
 HOST_TAG = "cough_pipeline/host"
@@ -83,7 +84,9 @@ def report_orphaned_runs(instance: DagsterInstance, marked_by: str) -> None:
 def main() -> int:
     check_settings()
     prepare_dagster_home()
-    with DagsterInstance.get() as instance:
+    with instance_setup_lock():
+        instance = DagsterInstance.get()
+    with instance:
         report_orphaned_runs(instance, "python -m assets.orphans")
     return 0
 
