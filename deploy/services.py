@@ -314,9 +314,11 @@ def start_worker(state: State, index: int, env: Mapping[str, str]) -> None:
     name = f"worker{index}"
     worker_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(config), str(REPO), env.get("PYTHONPATH")]))}
     # One pool process per worker: a step gets a whole process, and the workers, not the pools, set the parallelism.
+    # The code location is imported before the pool process is forked: a broken one stops the worker at start, and
+    # the first step does not wait for the import.
     args = [sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker", "-n", f"{name}@%h", "-Q",
             "dagster", "--concurrency", "1", "--prefetch-multiplier", "1", "-O", "fair", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle"]  # fmt: skip
+            "--without-gossip", "--without-mingle", "--include", "assets.definitions"]  # fmt: skip
     _start_child(state, f"celery-{name}", args, worker_env, worker=name)
 
 
