@@ -22,7 +22,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment predict install system-deps clean-data
+.PHONY: services services-down demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment predict install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -86,6 +86,16 @@ sql: install
 # (Re)create the DuckDB view of every table, e.g. after a run that found the catalog held by another client.
 catalog: install
 	@$(PY) -m resources.catalog
+
+# The production path on this machine: PostgreSQL (instance storage, port 5433), Redis (Celery broker, port 6380), two
+# Celery workers and the Dagster webserver + daemon on deploy/dagster.yaml, state and data under .services/.
+# `make services-down` stops exactly the processes `make services` started (recorded in .services/state.json).
+services: install
+	$(PY) -m resources.environment
+	$(PY) -m deploy.services start --ui
+
+services-down:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.services stop; else echo "nothing to stop (.venv is missing)"; fi
 
 install: $(STAMP)
 
