@@ -47,6 +47,8 @@ PG_USER = PG_PASSWORD = PG_DB = "dagster"
 #: Pools and their limits recorded in the instance (``deploy/dagster.yaml`` explains why 1).
 POOL_LIMITS = {"training": 1, "mixtures": 1}
 APT = "sudo apt-get install -y postgresql redis-server"
+#: Where Debian's postgresql packages put each version's binaries.
+PG_ROOT = Path("/usr/lib/postgresql")
 
 
 class ServiceError(RuntimeError):
@@ -58,7 +60,7 @@ class ServiceError(RuntimeError):
 
 def postgres_bin() -> Path:
     """The folder of ``initdb``/``pg_ctl``: the newest ``/usr/lib/postgresql/<version>/bin``, else the one on PATH."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: _version(p.parts[-3]))
+    versions = sorted(PG_ROOT.glob("*/bin/pg_ctl"), key=lambda p: _version(p.parts[-3]))
     if versions:
         return versions[-1].parent
     found = shutil.which("pg_ctl")
