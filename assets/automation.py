@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
@@ -95,6 +98,23 @@ def raw_data_sensor(context: SensorEvaluationContext, data_roots: DataRoots):
     if message:
         context.log.warning(message)
     return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+#: The condition of the cheap summaries over every dataset partition (``dataset_summary``, ``cross_dataset_duplicates``:
+#: a few tables, no audio): materialise once after any manifest partition changes, when every partition exists and
+#: none is being written. Heavy assets (features, separation, training) carry no condition: they run on the
+#: retraining schedule or by hand, so new data never starts hours of training on its own.
+SUMMARY_AUTOMATION = AutomationCondition.eager()
+SUMMARY_ASSETS = ("dataset_summary", "cross_dataset_duplicates")
+
+summary_automation = AutomationConditionSensorDefinition(
+    "summary_automation",
+    target=AssetSelection.assets(*SUMMARY_ASSETS),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Evaluates the automation conditions of the cheap per-dataset summaries (dataset_summary, "
+    "cross_dataset_duplicates) and materialises them after a manifest partition changes.",
+)
 
 
 ALERTS_TABLE = "pipeline_alerts"

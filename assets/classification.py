@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from assets.artefacts import artefact_paths_check, artefact_paths_spec
+from assets.automation import SUMMARY_AUTOMATION
 from assets.config import mirror
 from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
@@ -258,7 +259,13 @@ def classification_inputs(
     yield artefact_paths_check(table, storage, paths)
 
 
-@asset(ins={"manifest": AssetIn()}, io_manager_key="table_io_manager", group_name=GROUP, kinds={"pandas"})
+@asset(
+    ins={"manifest": AssetIn()},
+    io_manager_key="table_io_manager",
+    group_name=GROUP,
+    kinds={"pandas"},
+    automation_condition=SUMMARY_AUTOMATION,
+)
 def cross_dataset_duplicates(manifest: pd.DataFrame) -> Output:
     """Recordings whose audio (content hash) is published in more than one dataset; the folds keep each such
     recording's participants in one group."""

@@ -110,45 +110,52 @@ def classifiers(
     """One neural classifier (the partition) trained per CV fold on each configured input variant, the best
     validation-loss epoch kept per fold; validation and holdout predictions (with the fold ensemble) in the
     shared schema, each row tagged with the model version that made it; and, per tested dataset, a model trained
-    on the other datasets scoring it (leave-one-dataset-out rows)."""
-    name = context.partition_key
+    on the other datasets scoring it (leave-one-dataset-out rows).
+
+    A run over a range of partitions (the retraining schedule's single run) trains the models one after another;
+    each output is then a dict from model name to that model's value, which the IO managers store per partition."""
     training = config.training.library_config(
         epochs=settings.scale().classifier_epochs, seed=settings.seed, device=str(settings.torch_device())
     )
     variants = config.library_config().variants
-    progress = throttled(context.log.info, f"{name}: epochs", every=5)
     lodo = leave_one_dataset_out_folds if config.leave_one_dataset_out else None
-    run = train_classifier(
-        classification_inputs, classification_folds, name, variants, storage.root_path, training, progress, lodo
-    )
-    scores = holdout_scores(run.predictions)
-    card_config = {"model": name, "variants": list(variants), "training": dataclasses.asdict(training)}
-    trained = TrainedModel(
-        run.models, config=card_config, training_data=fingerprint(classification_inputs), metrics=scores
-    )
-    yield Output(trained, output_name="classifiers", metadata={k: float(v) for k, v in scores.items()})
-    yield Output(
-        run.predictions.assign(model_version=context.run.run_id),
-        output_name="classifier_predictions",
-        metadata={
-            **{k: float(v) for k, v in scores.items()},
-            "rows": len(run.predictions),
-            "lodo_tested": MetadataValue.json(
-                sorted(run.predictions.loc[run.predictions["split"].str.startswith("lodo:"), "split"].unique())
-            ),
-            "lodo_skipped": preview(run.lodo_skipped),
-        },
-    )
-    best = run.histories[run.histories["best"]]
-    yield Output(
-        run.histories,
-        output_name="classifier_training_history",
-        metadata={
-            "kept_epochs": preview(best[["variant", "fold", "epoch", "val_loss"]]),
-            "seconds": float(run.histories["seconds"].sum()),
-            **loss_plots(run.histories, name),
-        },
-    )
+    names = list(context.partition_keys)
+    outputs: dict[str, dict] = {"classifiers": {}, "classifier_predictions": {}, "classifier_training_history": {}}
+    metadata: dict[str, dict] = {key: {} for key in outputs}
+    for name in names:
+        progress = throttled(context.log.info, f"{name}: epochs", every=5)
+        run = train_classifier(
+            classification_inputs, classification_folds, name, variants, storage.root_path, training, progress, lodo
+        )
+        scores = {k: float(v) for k, v in holdout_scores(run.predictions).items()}
+        card_config = {"model": name, "variants": list(variants), "training": dataclasses.asdict(training)}
+        outputs["classifiers"][name] = TrainedModel(
+            run.models, config=card_config, training_data=fingerprint(classification_inputs), metrics=scores
+        )
+        outputs["classifier_predictions"][name] = run.predictions.assign(model_version=context.run.run_id)
+        outputs["classifier_training_history"][name] = run.histories
+        best = run.histories[run.histories["best"]]
+        lodo_rows = run.predictions["split"].str.startswith("lodo:")
+        prefix = "" if len(names) == 1 else f"{name}/"
+        metadata["classifiers"].update({prefix + k: v for k, v in scores.items()})
+        metadata["classifier_predictions"].update(
+            {
+                **{prefix + k: v for k, v in scores.items()},
+                prefix + "rows": len(run.predictions),
+                prefix + "lodo_tested": MetadataValue.json(sorted(run.predictions.loc[lodo_rows, "split"].unique())),
+                prefix + "lodo_skipped": preview(run.lodo_skipped),
+            }
+        )
+        metadata["classifier_training_history"].update(
+            {
+                prefix + "kept_epochs": preview(best[["variant", "fold", "epoch", "val_loss"]]),
+                prefix + "seconds": float(run.histories["seconds"].sum()),
+                **{prefix + k: v for k, v in loss_plots(run.histories, name).items()},
+            }
+        )
+    for output_name, values in outputs.items():
+        value = values[names[0]] if len(names) == 1 else values
+        yield Output(value, output_name=output_name, metadata=metadata[output_name])
 
 
 def leaderboard_plots(board: Leaderboard) -> dict:
@@ -283,6 +290,12 @@ def classifier_complexity(model_store: ModelStore) -> Output:
     return Output(table, metadata={"complexity": preview(table, rows=len(table))})
 
 
+#: Run tags the champion step sets: ``promoted`` or ``kept``, and the promotion rule's sentence (shortened).
+CHAMPION_TAG = "cough_pipeline/champion"
+CHAMPION_DECISION_TAG = "cough_pipeline/champion_decision"
+RUN_TAG_CHARS = 500
+
+
 def validation_rows(*predictions: pd.DataFrame) -> pd.DataFrame:
     """The validation (out-of-fold) prediction rows of every family, in the shared schema."""
     rows = [p.loc[p["split"] == "validation", list(PREDICTION_COLUMNS)] for p in predictions]
@@ -333,6 +346,11 @@ def champion_classifier(
     candidate = challenger(classifier_evaluation, validation, stored, settings, calibrators)
     champion, decision = promote(current_champion(storage), candidate, settings.margin)
     context.log.info(decision)
+    # On the run as well, so a retraining run says in its own tags whether it changed the champion.
+    outcome = "promoted" if champion is candidate else "kept"
+    context.instance.add_run_tags(
+        context.run.run_id, {CHAMPION_TAG: outcome, CHAMPION_DECISION_TAG: decision[:RUN_TAG_CHARS]}
+    )
     table = pd.DataFrame([{**dataclasses.asdict(champion), "decision": decision}])
     return Output(
         table,
@@ -343,6 +361,7 @@ def champion_classifier(
             champion.metric: champion.score,
             "threshold": champion.threshold,
             "decision": MetadataValue.text(decision),
+            "champion": outcome,
             "challenger": MetadataValue.text(f"{candidate.model} ({candidate.variant}) {candidate.score:.4f}"),
         },
     )

@@ -6,15 +6,24 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     AssetOut,
     MetadataValue,
     Output,
+    asset,
     multi_asset,
 )
 
+from assets.automation import SUMMARY_AUTOMATION
 from assets.metadata import counts, image, preview
 from assets.partitions import dataset_partitions
-from cough_pipeline.manifest import ManifestBuild, build_manifest, duplicate_recording_ids, undecoded_rows
+from cough_pipeline.manifest import (
+    ManifestBuild,
+    build_manifest,
+    dataset_summary_table,
+    duplicate_recording_ids,
+    undecoded_rows,
+)
 from cough_pipeline.parallel import throttled
 from cough_pipeline.plots import stacked_bar_png
 from cough_pipeline.schema import domain_violations
@@ -168,4 +177,26 @@ def _checks(rows_in: int, manifest: pd.DataFrame, quarantine: pd.DataFrame):
         passed=rows_in == len(manifest) + len(quarantine),
         severity=AssetCheckSeverity.ERROR,
         metadata={"rows_in": rows_in, "kept": len(manifest), "quarantined": len(quarantine)},
+    )
+
+
+@asset(
+    ins={"manifest": AssetIn(), "manifest_quarantine": AssetIn()},
+    io_manager_key="table_io_manager",
+    group_name="manifest",
+    kinds={"pandas"},
+    automation_condition=SUMMARY_AUTOMATION,
+)
+def dataset_summary(manifest: pd.DataFrame, manifest_quarantine: pd.DataFrame) -> Output:
+    """One row per dataset: recordings kept and quarantined, participants, labels, hours of audio; kept current
+    by declarative automation whenever a dataset partition of the manifest is re-materialised."""
+    table = dataset_summary_table(manifest, manifest_quarantine)
+    return Output(
+        table,
+        metadata={
+            "recordings": int(table["recordings"].sum()),
+            "quarantined": int(table["quarantined"].sum()),
+            "hours": float(table["hours"].sum()),
+            "summary": preview(table, rows=len(table)),
+        },
     )

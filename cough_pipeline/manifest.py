@@ -19,7 +19,7 @@ from cough_pipeline.audio import AudioDecodeError, probe_audio
 from cough_pipeline.datasets import get_loader
 from cough_pipeline.datasets.base import MetadataRead
 from cough_pipeline.parallel import ProgressCallback, notify
-from cough_pipeline.schema import QuarantineReason, manifest_frame, quarantine_frame
+from cough_pipeline.schema import COVID_LABELS, QuarantineReason, manifest_frame, quarantine_frame
 
 
 @dataclass(frozen=True)
@@ -194,3 +194,29 @@ def undecoded_rows(manifest: pd.DataFrame) -> pd.DataFrame:
         | manifest["content_hash"].isna()
     )
     return manifest[bad.fillna(True)]
+
+
+def dataset_summary_table(manifest: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset: recordings kept and quarantined, distinct participants, recordings per COVID-19 label
+    (one column per label in :data:`COVID_LABELS`) and hours of audio. Datasets with rows only in the quarantine
+    appear with zero kept recordings."""
+    datasets = sorted(set(manifest["dataset"].dropna()) | set(quarantine["dataset"].dropna()))
+    kept = manifest.groupby("dataset")
+    labels = (
+        manifest.pivot_table(index="dataset", columns="covid_label", values="recording_id", aggfunc="count")
+        .reindex(index=datasets, columns=list(COVID_LABELS))
+        .fillna(0)
+        .astype(int)
+    )
+    table = pd.DataFrame(
+        {
+            "dataset": datasets,
+            "recordings": kept.size().reindex(datasets, fill_value=0).to_numpy(),
+            "quarantined": quarantine.groupby("dataset").size().reindex(datasets, fill_value=0).to_numpy(),
+            "participants": kept["participant_id"].nunique().reindex(datasets, fill_value=0).to_numpy(),
+            "hours": (kept["duration_s"].sum().reindex(datasets, fill_value=0).astype(float) / 3600).to_numpy(),
+        }
+    )
+    for label in COVID_LABELS:
+        table[f"label_{label}"] = labels[label].to_numpy()
+    return table

@@ -21,6 +21,15 @@ from pathlib import Path
 from cough_pipeline.profiles import PROFILES
 from cough_pipeline.schema import ALL_DATASETS
 from resources.executor import CELERY_BACKEND, CELERY_BROKER, EXECUTOR, celery_urls, executor_problem
+from resources.operations import (
+    CHAMPION_MAX_AGE_DAYS,
+    DEFAULT_CHAMPION_MAX_AGE_DAYS,
+    DEFAULT_RETRAINING_CRON,
+    RETRAINING_CRON,
+    RETRAINING_SCHEDULE,
+    operations_problems,
+)
+from resources.operations import SETTINGS as AUTOMATION_SETTINGS
 
 PREFIX = "COUGH_PIPELINE_"
 PROFILE = "COUGH_PIPELINE_PROFILE"
@@ -47,6 +56,7 @@ KNOWN = (
     EXECUTOR,
     CELERY_BROKER,
     CELERY_BACKEND,
+    *AUTOMATION_SETTINGS,
     *ROOTS,
 )
 #: The files a pretrained cough model folder holds: either set is enough (``resources.cough_model``).
@@ -86,6 +96,7 @@ def settings_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
     if profile:
         problems += filter(None, [profile_problem(PROFILE, profile)])
     problems += filter(None, [executor_problem(environ)])
+    problems += operations_problems(environ)
     if environ.get(STORAGE):
         problems += _writable_folder(f"{STORAGE}={environ[STORAGE]}", Path(environ[STORAGE]).expanduser())
     if environ.get(CATALOG):
@@ -152,6 +163,9 @@ def effective_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str
         broker, backend = celery_urls(environ)
         settings[CELERY_BROKER] = chosen(CELERY_BROKER, broker)
         settings[CELERY_BACKEND] = chosen(CELERY_BACKEND, backend)
+    settings[RETRAINING_CRON] = chosen(RETRAINING_CRON, DEFAULT_RETRAINING_CRON)
+    settings[RETRAINING_SCHEDULE] = chosen(RETRAINING_SCHEDULE, "stopped")
+    settings[CHAMPION_MAX_AGE_DAYS] = chosen(CHAMPION_MAX_AGE_DAYS, str(DEFAULT_CHAMPION_MAX_AGE_DAYS))
     settings.update({name: chosen(name, "demo corpus") for name in ROOTS})
     if environ.get(SCRATCH):
         settings[SCRATCH] = chosen(SCRATCH, "")

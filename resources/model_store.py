@@ -46,7 +46,7 @@ from cough_pipeline.classification.fold_models import VariantModels
 from cough_pipeline.cough_filter import CoughClassifier
 from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import PrunedSeparator
-from resources.storage import Storage, asset_name
+from resources.storage import Storage, asset_name, partition_values
 
 CARD_FILE = "card.json"
 MODEL_FOLDER = "model"
@@ -307,12 +307,18 @@ class ModelIOManager(ConfigurableIOManager):
 
     store: ModelStore
 
-    def handle_output(self, context: OutputContext, obj: TrainedModel) -> None:
-        asset = stored_name(asset_name(context), context.partition_key if context.has_partition_key else None)
-        if not isinstance(obj, TrainedModel):
-            raise TypeError(f"{asset}: a model asset returns a TrainedModel, got {type(obj).__name__}")
-        card = self.store.save(asset, obj, context.run_id)
-        context.add_output_metadata(card_metadata(card, self.store.version_folder(asset, card.version)))
+    def handle_output(self, context: OutputContext, obj: TrainedModel | dict[str, TrainedModel]) -> None:
+        """Save one model version, or, for a run over a range of partitions, one per partition of a dict."""
+        values = partition_values(context, obj)
+        metadata = {}
+        for partition, trained in values.items():
+            asset = stored_name(asset_name(context), partition)
+            if not isinstance(trained, TrainedModel):
+                raise TypeError(f"{asset}: a model asset returns a TrainedModel, got {type(trained).__name__}")
+            card = self.store.save(asset, trained, context.run_id)
+            found = card_metadata(card, self.store.version_folder(asset, card.version))
+            metadata.update(found if len(values) == 1 else {f"{partition}/{k}": v for k, v in found.items()})
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: InputContext) -> TrainedModel:
         upstream = context.upstream_output

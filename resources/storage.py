@@ -254,20 +254,29 @@ class ParquetCatalogIOManager(ConfigurableIOManager):
 
     storage: Storage
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        partition = context.partition_key if context.has_partition_key else None
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | dict[str, pd.DataFrame]) -> None:
+        """Stage (and, with the step's last table, commit) one partition's frame, or, for a run over a range of
+        partitions, a dict from partition key to frame."""
         table = asset_name(context)
+        frames = partition_values(context, obj)
         batch, expected = _step_batch(self.storage, context)
         try:
-            if not isinstance(obj, pd.DataFrame):
-                raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj)}")
-            self.storage.stage_table(batch, table, partition, obj)
+            for partition, frame in frames.items():
+                if not isinstance(frame, pd.DataFrame):
+                    raise TypeError(
+                        f"{context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(frame)}"
+                    )
+                self.storage.stage_table(batch, table, partition, frame)
         except BaseException:
             self.storage.discard_batch(batch)  # the step fails: none of its tables is committed
             raise
-        path = self.storage.table_path(table, partition)
-        metadata = table_metadata(obj, path, table, self.storage.catalog_path)
-        if self.storage.staged_count(batch) >= expected:
+        if len(frames) == 1:
+            partition, frame = next(iter(frames.items()))
+            path = self.storage.table_path(table, partition)
+        else:
+            frame, path = pd.concat(frames.values(), ignore_index=True), self.storage.tables_root / table
+        metadata = table_metadata(frame, path, table, self.storage.catalog_path)
+        if self.storage.staged_count(batch) >= expected * len(frames):
             _, warnings = self.storage.commit_batch(batch)
             for warning in warnings:
                 context.log.warning(warning)
@@ -295,6 +304,21 @@ def _step_batch(storage: Storage, context: OutputContext) -> tuple[str, int]:
     selected = step.selected_output_names
     expected = sum(1 for out in op.output_defs if out.io_manager_key == key and out.name in selected)
     return storage.new_batch(f"{context.run_id[:8]}-{context.step_key}"), max(expected, 1)
+
+
+def partition_values(context: OutputContext, obj) -> dict:
+    """Partition key (``None`` when unpartitioned) -> value of an output: ``{key: obj}`` for one partition; for a
+    run over a range of partitions, ``obj`` itself, which must be a dict with exactly the range's keys."""
+    keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+    if len(keys) == 1:
+        return {keys[0]: obj}
+    if not isinstance(obj, dict) or set(obj) != set(keys):
+        got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise TypeError(
+            f"{context.asset_key.to_user_string()}: a run over partitions {keys} returns a dict with exactly "
+            f"those keys, got {got}"
+        )
+    return {key: obj[key] for key in keys}
 
 
 def asset_name(context) -> str:

@@ -3,10 +3,15 @@ models and their report."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
+
 import numpy as np
+import pandas as pd
 import pytest
 import timm
-from dagster import materialize
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, Definitions, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG
 
 from assets.classification import (
     CHAMPION_TABLE,
@@ -19,9 +24,17 @@ from assets.classification import (
     cross_dataset_duplicates,
     feature_ranking,
 )
-from assets.classifiers import champion_classifier, classifier_complexity, classifier_evaluation, classifiers
+from assets.classifiers import (
+    CHAMPION_DECISION_TAG,
+    CHAMPION_TAG,
+    champion_classifier,
+    classifier_complexity,
+    classifier_evaluation,
+    classifiers,
+)
 from assets.predict import main as predict_main
 from assets.resources import build_resources
+from assets.retraining import champion_age, champion_age_days, champion_age_job, retraining_job, retraining_request
 from cough_pipeline.classification.classical import column_sets
 from cough_pipeline.classification.classifiers import train_classifier
 from cough_pipeline.classification.evaluation import binary_metrics
@@ -30,6 +43,7 @@ from cough_pipeline.classification.networks import CNN_NAMES, MODEL_NAMES
 from cough_pipeline.classification.neural import NeuralTrainingConfig
 from cough_pipeline.classification.stage import StageConfig, best_models, top_features, train_and_evaluate
 from cough_pipeline.schema import COVID_DATASETS
+from resources.model_store import stored_name
 from tests.assets.conftest import SEPARATION, UPSTREAM
 
 PER_DATASET = [classification_recordings, cough_features, classification_inputs]
@@ -142,9 +156,13 @@ def test_the_champion_stays_when_the_challenger_is_not_better_by_the_margin(trai
     storage.write_table(CHAMPION_TABLE, original.assign(score=1.5, version="an-earlier-run"))
     resources = build_resources(str(storage.root_path), str(storage.catalog_path))
     try:
-        assert materialize(EVERYTHING, selection=[champion_classifier], resources=resources).success
+        instance = DagsterInstance.ephemeral()
+        result = materialize(EVERYTHING, selection=[champion_classifier], resources=resources, instance=instance)
+        assert result.success
         kept = storage.read_table(CHAMPION_TABLE).iloc[0]
         assert kept["version"] == "an-earlier-run" and "stays" in kept["decision"]
+        tags = instance.get_run_by_id(result.run_id).tags  # the run says so too
+        assert tags[CHAMPION_TAG] == "kept" and tags[CHAMPION_DECISION_TAG] == kept["decision"]
     finally:
         storage.write_table(CHAMPION_TABLE, original)  # the real champion, for the tests that predict
 
@@ -269,3 +287,76 @@ def test_predict_scores_a_demo_recording_with_a_neural_champion(predicting, caps
         predicting.write_table(CHAMPION_TABLE, original)
     out = capsys.readouterr().out
     assert "mobilenetv3_small (separated audio)" in out and version in out
+
+
+#: The retraining job's steps after the features (folds, ranking and classical models are not retrained here, to
+#: keep the test short; the job's composition is tested in test_retraining).
+RETRAINED_STEPS = [
+    "classifiers",
+    "classifier_predictions",
+    "classifier_training_history",
+    "classifier_evaluation",
+    "classifier_calibration",
+    "matched_holdout",
+    "champion_classifier",
+]
+
+
+@pytest.mark.timeout(1800)
+def test_a_retraining_run_over_a_range_of_models_keeps_a_better_champion_and_says_so(trained):
+    """The schedule's run shape (one run over a range of model partitions) on the last two models: each gets a
+    new stored version and new predictions, the others are untouched, and an unbeatable champion stays."""
+    storage = trained
+    resources = build_resources(str(storage.root_path), str(storage.catalog_path))
+    store = resources["model_store"]
+    original = storage.read_table(CHAMPION_TABLE)
+    storage.write_table(CHAMPION_TABLE, original.assign(score=1.5))
+    retrained, untouched = MODEL_NAMES[-2:], MODEL_NAMES[:-2]
+    before = {name: store.versions(stored_name("classifiers", name)) for name in MODEL_NAMES}
+    request = retraining_request(datetime(2026, 12, 7, 3, tzinfo=timezone.utc))
+    tags = {**request.tags, ASSET_PARTITION_RANGE_START_TAG: retrained[0]}
+    job = Definitions(assets=EVERYTHING, asset_checks=[champion_age], jobs=[retraining_job], resources=resources)
+    instance = DagsterInstance.ephemeral()
+    try:
+        result = job.resolve_job_def("retraining").execute_in_process(
+            instance=instance,
+            tags=tags,
+            run_config={"ops": {"classifiers": TRAINING["ops"]["classifiers"]}},
+            asset_selection=[AssetKey(name) for name in RETRAINED_STEPS],
+        )
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        # the champion (a model this run did not retrain, or one it could not beat by the margin) is kept
+        assert run.tags[CHAMPION_TAG] == "kept"
+        assert re.match(r"the champion \S+ \(\w+\) (is unchanged|.* stays)", run.tags[CHAMPION_DECISION_TAG])
+        for name in retrained:
+            assert store.versions(stored_name("classifiers", name)) == [*before[name], result.run_id]
+            predictions = storage.read_table("classifier_predictions", [name])
+            assert set(predictions["model_version"]) == {result.run_id}
+        for name in untouched:
+            assert store.versions(stored_name("classifiers", name)) == before[name]
+        board = storage.read_table("classifier_evaluation")
+        assert set(MODEL_NAMES) <= set(board["model"])
+        assert storage.read_table(CHAMPION_TABLE).iloc[0]["score"] == 1.5
+        check = result.get_asset_check_evaluations()[0]
+        assert check.check_name == "champion_age" and check.passed
+    finally:
+        storage.write_table(CHAMPION_TABLE, original)
+
+
+def test_the_champion_age_check_warns_past_the_configured_age(trained, monkeypatch):
+    storage = trained
+    resources = build_resources(str(storage.root_path), str(storage.catalog_path))
+    age = champion_age_days(storage, resources["model_store"])
+    assert 0 <= age["age_days"] < 1
+    later = champion_age_days(storage, resources["model_store"], now=pd.Timestamp.now(tz="UTC") + pd.Timedelta("31D"))
+    assert later["age_days"] > 30
+    monkeypatch.setenv("COUGH_PIPELINE_CHAMPION_MAX_AGE_DAYS", "0.000001")
+    checks = Definitions(
+        assets=EVERYTHING, asset_checks=[champion_age], jobs=[champion_age_job], resources=resources
+    ).resolve_job_def("champion_age_job")
+    result = checks.execute_in_process(instance=DagsterInstance.ephemeral())
+    assert result.success  # a warning, not a failed run
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    assert evaluation.metadata["model"].value == storage.read_table(CHAMPION_TABLE).iloc[0]["model"]
