@@ -70,7 +70,7 @@ def retraining_request(scheduled: datetime) -> RunRequest:
     job=retraining_job,
     cron_schedule=retraining_cron(),
     execution_timezone="UTC",
-    default_status=retraining_status(),
+    default_status=DefaultScheduleStatus(retraining_status().upper()),
     description="Retrains every classifier on the current features and re-selects the champion (one run over all "
     "neural-model partitions).",
 )

@@ -12,9 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from dagster import DefaultScheduleStatus
-from dagster._utils.schedules import is_valid_cron_string
-
 RETRAINING_CRON = "COUGH_PIPELINE_RETRAINING_CRON"
 RETRAINING_SCHEDULE = "COUGH_PIPELINE_RETRAINING_SCHEDULE"
 CHAMPION_MAX_AGE_DAYS = "COUGH_PIPELINE_CHAMPION_MAX_AGE_DAYS"
@@ -22,14 +19,15 @@ SETTINGS = (RETRAINING_CRON, RETRAINING_SCHEDULE, CHAMPION_MAX_AGE_DAYS)
 
 DEFAULT_RETRAINING_CRON = "0 3 * * 1"
 DEFAULT_CHAMPION_MAX_AGE_DAYS = 30.0
-SCHEDULE_STATUSES = {"stopped": DefaultScheduleStatus.STOPPED, "running": DefaultScheduleStatus.RUNNING}
+SCHEDULE_STATUSES = ("stopped", "running")
 
 
 def operations_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
     """One line per automation setting that is malformed; empty when all are fine (or unset)."""
     problems = []
     cron = environ.get(RETRAINING_CRON, "")
-    if cron and not is_valid_cron_string(cron):
+    # Dagster's own cron check, imported only when needed: commands such as `make predict` start without Dagster.
+    if cron and not _valid_cron(cron):
         problems.append(f"{RETRAINING_CRON}={cron!r} is not a cron expression (e.g. {DEFAULT_RETRAINING_CRON!r})")
     status = environ.get(RETRAINING_SCHEDULE, "")
     if status and status not in SCHEDULE_STATUSES:
@@ -45,6 +43,12 @@ def operations_problems(environ: Mapping[str, str] = os.environ) -> list[str]:
     return problems
 
 
+def _valid_cron(cron: str) -> bool:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return is_valid_cron_string(cron)
+
+
 def _checked(environ: Mapping[str, str]) -> None:
     problems = operations_problems(environ)
     if problems:
@@ -56,9 +60,10 @@ def retraining_cron(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(RETRAINING_CRON) or DEFAULT_RETRAINING_CRON
 
 
-def retraining_status(environ: Mapping[str, str] = os.environ) -> DefaultScheduleStatus:
+def retraining_status(environ: Mapping[str, str] = os.environ) -> str:
+    """``"stopped"`` or ``"running"``."""
     _checked(environ)
-    return SCHEDULE_STATUSES[environ.get(RETRAINING_SCHEDULE) or "stopped"]
+    return environ.get(RETRAINING_SCHEDULE) or "stopped"
 
 
 def champion_max_age_days(environ: Mapping[str, str] = os.environ) -> float:
