@@ -1,0 +1,78 @@
+"""The low-rate transform and the distillation loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cough_pipeline.distillation.loss import distillation_loss
+from cough_pipeline.distillation.lowrate import LowRateError, down_sample, to_low_rate
+
+RATE = 16_000
+
+
+def tone(frequency: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return np.sin(2 * np.pi * frequency * t).astype(np.float32)
+
+
+def band_energy(audio: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio)) ** 2
+    frequencies = np.fft.rfftfreq(len(audio), 1 / RATE)
+    return float(spectrum[(frequencies >= low) & (frequencies < high)].sum())
+
+
+@pytest.mark.parametrize("target", [1_000, 2_000])
+def test_the_low_rate_transform_keeps_the_band_below_half_the_target_rate_and_empties_the_rest(target):
+    kept, removed = tone(target / 4), tone(target * 0.75) + tone(3_000)
+    audio = kept + removed
+    low = to_low_rate(audio, RATE, target)
+    assert low.shape == audio.shape and low.dtype == np.float32
+    inner = slice(RATE // 10, -RATE // 10)  # away from the filters' edge transients
+    assert band_energy(low[inner], target / 2, RATE / 2) < 1e-4 * band_energy(audio[inner], target / 2, RATE / 2)
+    np.testing.assert_allclose(low[inner], kept[inner], atol=0.02)
+    # anti-aliased: the 3 kHz tone does not fold back into the kept band
+    assert band_energy(low[inner], 0, target / 2) == pytest.approx(band_energy(kept[inner], 0, target / 2), rel=0.01)
+
+
+def test_down_sampling_gives_the_target_rates_length_and_rejects_impossible_rates():
+    assert down_sample(tone(100, 5.0), RATE, 1_000).shape == (5_000,)
+    assert to_low_rate(np.zeros((3, 16_001), np.float32), RATE, 2_000).shape == (3, 16_001)
+    with pytest.raises(LowRateError, match="must be below the input rate"):
+        to_low_rate(tone(100), RATE, RATE)
+    with pytest.raises(LowRateError, match="positive"):
+        down_sample(tone(100), RATE, 0)
+
+
+def test_the_loss_equals_its_formula_computed_by_hand():
+    student = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    teacher = torch.tensor([[1.0, 1.5, 0.0], [-0.5, 2.0, 0.5]])
+    labels = torch.tensor([0, 2])
+    alpha, temperature = 0.3, 4.0
+
+    def softmax(row, t=1.0):
+        exps = [math.exp(v / t) for v in row]
+        return [e / sum(exps) for e in exps]
+
+    ce = -sum(math.log(softmax(s)[y]) for s, y in zip(student.tolist(), labels.tolist())) / 2
+    kl = 0.0
+    for s, t in zip(student.tolist(), teacher.tolist()):
+        p_t, p_s = softmax(t, temperature), softmax(s, temperature)
+        kl += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
+    expected = alpha * ce + (1 - alpha) * temperature**2 * kl / 2
+    assert distillation_loss(student, labels, teacher, alpha, temperature).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_no_gradient_reaches_the_teacher_and_alpha_one_is_plain_cross_entropy():
+    student = torch.randn(4, 5, requires_grad=True)
+    teacher = torch.randn(4, 5, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3])
+    distillation_loss(student, labels, teacher, 0.5, 2.0).backward()
+    assert student.grad is not None and teacher.grad is None
+    plain = torch.nn.functional.cross_entropy(student, labels)
+    assert distillation_loss(student, labels, teacher, 1.0, 3.0).item() == pytest.approx(plain.item())
+    with pytest.raises(ValueError, match="alpha"):
+        distillation_loss(student, labels, teacher, 1.5, 2.0)
