@@ -76,3 +76,15 @@ def test_no_gradient_reaches_the_teacher_and_alpha_one_is_plain_cross_entropy():
     assert distillation_loss(student, labels, teacher, 1.0, 3.0).item() == pytest.approx(plain.item())
     with pytest.raises(ValueError, match="alpha"):
         distillation_loss(student, labels, teacher, 1.5, 2.0)
+
+
+def test_cnn14_has_the_published_parameter_count_and_maps_log_mel_to_logits():
+    from cough_pipeline.distillation.cnn14 import Cnn14
+
+    assert sum(p.numel() for p in Cnn14(classes=527).parameters()) == 80_753_615
+    model = Cnn14(classes=50).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 1, 101, 64))  # one second at a 160-sample hop
+    assert logits.shape == (2, 50) and torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="64 mel bins"):
+        model(torch.randn(1, 1, 101, 128))
