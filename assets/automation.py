@@ -41,6 +41,8 @@ from resources.data_roots import DataRoots
 from resources.storage import Storage
 
 DATASET_JOB = "dataset_job"
+#: The run tag naming what requested a run (a sensor or a schedule).
+TRIGGER_TAG = "cough_pipeline/trigger"
 
 
 def folder_fingerprint(root: str | Path) -> str:
@@ -86,7 +88,7 @@ def raw_data_sensor(context: SensorEvaluationContext, data_roots: DataRoots):
                 RunRequest(
                     run_key=f"{dataset}:{fingerprint}",
                     partition_key=dataset,
-                    tags={"cough_pipeline/trigger": "raw_data_sensor"},
+                    tags={TRIGGER_TAG: "raw_data_sensor"},
                 )
             )
         seen[dataset] = fingerprint

@@ -34,6 +34,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from assets.automation import TRIGGER_TAG
 from assets.classification import current_champion
 from assets.partitions import model_partitions
 from resources.model_store import ModelStore, ModelStoreError
@@ -41,7 +42,6 @@ from resources.operations import champion_max_age_days, retraining_cron, retrain
 from resources.storage import Storage
 
 RETRAINING_JOB = "retraining"
-TRIGGER_TAG = "cough_pipeline/trigger"
 
 retraining_job = define_asset_job(
     RETRAINING_JOB,
