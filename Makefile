@@ -22,7 +22,7 @@ PARTITION ?= coughvid
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: services services-down demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment predict install system-deps clean-data
+.PHONY: services services-down demo test lint format constraints ui settings bench backfill sql catalog separation-experiment classify-experiment distill-experiment predict install system-deps clean-data
 
 demo: install
 	$(PY) -m assets.demo
@@ -77,6 +77,15 @@ predict: install
 classify-experiment: install
 	$(PY) -m cough_pipeline.classification.experiment --virufy $(SHARED)/virufy \
 		--out $(DAGSTER_HOME)/data/classify_experiment
+
+# MobileNetV3-Small students at 1 and 2 kHz on ESC-50 (fine-tuned vs Born-Again vs cross-rate distillation): the
+# shared fold-4 clips cut into 5 folds grouped by src_file; the report goes to $(DAGSTER_HOME)/data/distill_experiment
+DISTILL_EPOCHS ?= 20
+DISTILL_PATIENCE ?= 10
+distill-experiment: install
+	$(PY) -m cough_pipeline.distillation.experiment --esc50 $(SHARED)/esc50_fold4 --model mobilenetv3_small \
+		--rates 1000 2000 --epochs $(DISTILL_EPOCHS) --patience $(DISTILL_PATIENCE) \
+		--out $(DAGSTER_HOME)/data/distill_experiment
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

@@ -2,13 +2,23 @@
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import classification, classifiers, cough_filter, icbhi, manifest, retraining, segmentation, separation
+from assets import (
+    classification,
+    classifiers,
+    cough_filter,
+    distillation,
+    icbhi,
+    manifest,
+    retraining,
+    segmentation,
+    separation,
+)
 from assets.automation import pipeline_failure_alerts, raw_data_sensor, summary_automation
 from assets.jobs import build_jobs
 from assets.resources import build_resources
 from resources.executor import build_executor
 
-ASSET_MODULES = [manifest, segmentation, cough_filter, separation, classification, classifiers, icbhi]
+ASSET_MODULES = [manifest, segmentation, cough_filter, separation, classification, classifiers, icbhi, distillation]
 
 ALL_ASSETS = load_assets_from_modules(ASSET_MODULES)
 

@@ -15,6 +15,7 @@ from assets.definitions import defs
 from assets.orphans import process_tags, report_orphaned_runs
 from assets.resources import build_resources
 from assets.stages import Stage, stages
+from cough_pipeline.distillation.report import wide_table
 from resources.environment import check_settings, prepare_dagster_home
 from resources.instance import instance_setup_lock
 from resources.storage import default_dagster_home
@@ -88,6 +89,7 @@ def summary(resources: dict) -> str:
         "SELECT model, variant, version, round(score, 3) AS score, round(threshold, 3) AS threshold, decision "
         "FROM champion_classifier"
     ).iloc[0]
+    distilled = wide_table(storage.query("SELECT * FROM distillation_report"))
     home = default_dagster_home()
     return "\n".join(
         [
@@ -105,6 +107,9 @@ def summary(resources: dict) -> str:
             f"{champion['score']}, threshold {champion['threshold']}, version {champion['version']}",
             f"  {champion['decision']}",
             "  score a recording:  make predict FILE=path/to/recording.wav",
+            "",
+            "Low-rate students (distillation_report): test score per strategy, mean ± sd over folds",
+            distilled.to_string(index=False),
             "",
             f"Tables (parquet): {storage.root_path / 'tables'}",
             f"DuckDB catalog:   {storage.catalog_path}",

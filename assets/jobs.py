@@ -6,8 +6,9 @@ asset that reads every partition, so the per-dataset assets form two jobs (see :
 * ``dataset_classification_job``: the per-dataset assets that read the unpartitioned separation outputs as well
   (both variants of the classification subset, cough features, neural-model inputs);
 
-``icbhi_balancing_job`` selects every asset partitioned by balancing strategy and ``classifier_training_job`` every
-asset partitioned by neural model (retrain one model, or a backfill over all seven). The selections are computed from
+``icbhi_balancing_job`` selects every asset partitioned by balancing strategy, ``classifier_training_job`` every
+asset partitioned by neural model (retrain one model, or a backfill over all seven), and ``distillation_job`` every
+asset partitioned by low sample rate. The selections are computed from
 the assets' own partitions definitions and stages, so an asset added later joins the right job without touching
 this file.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from dagster import AssetsDefinition, AssetSelection, PartitionsDefinition, define_asset_job
 
-from assets.partitions import balance_partitions, dataset_partitions, model_partitions
+from assets.partitions import balance_partitions, dataset_partitions, model_partitions, rate_partitions
 from assets.stages import stages
 
 
@@ -61,6 +62,15 @@ def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
                 selection=partitioned_by(assets, model_partitions),
                 description="Train one or more neural classifiers (one partition per model) on the classification "
                 "inputs and folds, with their predictions and training histories.",
+            )
+        )
+    if any(asset.partitions_def == rate_partitions for asset in assets):
+        jobs.append(
+            define_asset_job(
+                "distillation_job",
+                selection=partitioned_by(assets, rate_partitions),
+                description="Train the distillation teachers and students of one or more low sample rates (1k, 2k) "
+                "and score every strategy on the test folds; then materialise distillation_report.",
             )
         )
     if later:

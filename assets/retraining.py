@@ -36,6 +36,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from assets.automation import TRIGGER_TAG
 from assets.classification import current_champion
+from assets.distillation import GROUP as DISTILLATION_GROUP
 from assets.partitions import model_partitions
 from resources.model_store import ModelStore, ModelStoreError
 from resources.operations import champion_max_age_days, retraining_cron, retraining_status
@@ -45,7 +46,9 @@ RETRAINING_JOB = "retraining"
 
 retraining_job = define_asset_job(
     RETRAINING_JOB,
-    selection=AssetSelection.assets("classification_folds", "leave_one_dataset_out_folds").downstream(),
+    # the distillation stage reads the folds too, but is partitioned by rate and retrained on its own
+    selection=AssetSelection.assets("classification_folds", "leave_one_dataset_out_folds").downstream()
+    - AssetSelection.groups(DISTILLATION_GROUP),
     description="Retrain on the current features: folds, feature ranking, classical models, every neural "
     "classifier (a run over a range of model partitions trains them one after another), the leaderboard, the "
     "complexity table and the champion, which changes only when a challenger beats it by the margin.",

@@ -10,6 +10,7 @@ from benchmarks import (
     classifier_bench,
     cough_features_bench,
     cough_filter_bench,
+    distillation_bench,
     icbhi_preprocessing_bench,
     icbhi_spectral_bench,
     manifest_bench,
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "cough_features": cough_features_bench.run,
     "classical_stage": classical_stage_bench.run,
     "predict": predict_bench.run,
+    "distillation": distillation_bench.run,
 }
 #: Long runs left out of a plain ``make bench`` (name them: ``make bench BENCH=paper_memory``).
 ON_REQUEST = {"paper_memory": paper_memory_bench.run, "classifier": classifier_bench.run}

@@ -32,6 +32,8 @@ class DataRoots(ConfigurableResource):
     ukcovid: str = ""
     icbhi: str = ""
     virufy: str = ""
+    #: An ESC-50 folder for the distillation stage (``meta/*.csv`` + ``audio/``).
+    esc50: str = ""
     noise: str = ""
     demo_size: str = "small"
     demo_seed: int = 0

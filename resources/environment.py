@@ -41,8 +41,9 @@ COUGH_MODEL_DIR = "COUGH_PIPELINE_COUGH_MODEL_DIR"
 ALERT_WEBHOOK = "COUGH_PIPELINE_ALERT_WEBHOOK"
 #: Scratch folder of the paper-memory benchmark.
 SCRATCH = "COUGH_PIPELINE_SCRATCH"
-#: Raw-data roots (``resources.data_roots``): every dataset a loader exists for, plus the noise bank.
-ROOT_SOURCES = ALL_DATASETS + ("noise",)
+#: Raw-data roots (``resources.data_roots``): every dataset a loader exists for, the noise bank and ESC-50 (the
+#: distillation stage).
+ROOT_SOURCES = ALL_DATASETS + ("noise", "esc50")
 ROOTS = {f"{PREFIX}{source.upper()}_ROOT": source for source in ROOT_SOURCES}
 #: Where the test suite finds the real-data samples; not a pipeline setting, so never reported.
 EXEMPT = frozenset({"COUGH_PIPELINE_SHARED_DATA"})

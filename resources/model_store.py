@@ -44,6 +44,7 @@ import cough_pipeline
 from cough_pipeline.classification.classical import ClassicalModels
 from cough_pipeline.classification.fold_models import VariantModels
 from cough_pipeline.cough_filter import CoughClassifier
+from cough_pipeline.distillation.models import DistilledModels
 from cough_pipeline.separation.model import CoughSeparator
 from cough_pipeline.separation.pruning import PrunedSeparator
 from resources.storage import Storage, asset_name, partition_values
@@ -100,6 +101,7 @@ register_format("torch_cough_separator", CoughSeparator, lambda m, f: m.save(f),
 register_format("torch_pruned_separator", PrunedSeparator, lambda m, f: m.save(f), PrunedSeparator.load)
 register_format("skops_classical_models", ClassicalModels, lambda m, f: m.save(f), ClassicalModels.load)
 register_format("torch_neural_classifiers", VariantModels, lambda m, f: m.save(f), VariantModels.load)
+register_format("torch_distilled_models", DistilledModels, lambda m, f: m.save(f), DistilledModels.load)
 
 
 def fingerprint(frame: pd.DataFrame) -> dict:

@@ -30,6 +30,8 @@ from torch import nn
 
 from cough_pipeline.bounds import Fraction, PositiveInt, check_fields
 from cough_pipeline.classification.errors import ClassificationError, read_tagged_json
+from cough_pipeline.distillation.cnn14 import Cnn14, load_panns_checkpoint
+from cough_pipeline.distillation.frontend import DB_SCALE
 
 #: Project name -> timm model name.
 CNN_NAMES = {
@@ -52,8 +54,10 @@ ModelName = Literal[
     "mfcc_mlp",
     "spectrogram_cnn",
     "chroma_mlp",
+    "cnn14",
 ]
-#: ``"softmax2"``: two logits (negative, positive); ``"logit1"``: one logit of the positive class.
+#: ``"softmax2"``: softmax over ``classes`` logits (two in the cough classifier stage: negative, positive);
+#: ``"logit1"``: one logit of the positive class.
 OutputKind = Literal["softmax2", "logit1"]
 
 
@@ -62,8 +66,10 @@ class NetworkConfig:
     """Which model, its dropout and the input sizes of the Cough2COVID19 family (the CNNs take any patch size).
 
     Args:
-        name: a key of :data:`MODELS`.
+        name: a key of :data:`ARCHITECTURES` (the classifier stage trains those of :data:`MODELS`).
         dropout: the dense layers' dropout rate.
+        classes: the CNNs' output logits (2 in the cough classifier stage; the one-logit family needs 2).
+        mels: the mel bins of CNN14's log-mel input (its per-bin batch norm has one channel per bin).
         mfcc_size: length of the ``mfcc`` vector.
         chroma_size: length of the ``chroma`` vector.
         image_shape: ``(rows, columns)`` of the ``spectrogram`` image, each at least 8 (three 2x2 poolings).
@@ -71,6 +77,8 @@ class NetworkConfig:
 
     name: ModelName = "mobilenetv3_small"
     dropout: Fraction = 0.3
+    classes: PositiveInt = 2
+    mels: PositiveInt = 64
     mfcc_size: PositiveInt = 39
     chroma_size: PositiveInt = 12
     image_shape: tuple[int, int] = (128, 40)
@@ -80,6 +88,8 @@ class NetworkConfig:
         object.__setattr__(self, "image_shape", tuple(int(size) for size in self.image_shape))
         if len(self.image_shape) != 2 or min(self.image_shape) < 8:
             raise ValueError(f"NetworkConfig.image_shape must be two sizes >= 8, got {self.image_shape}")
+        if self.classes < 2 or (self.classes != 2 and self.name in MODELS and MODELS[self.name].output == "logit1"):
+            raise ValueError(f"NetworkConfig.classes must be >= 2 (exactly 2 for {self.name}), got {self.classes}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,8 +198,8 @@ def _weights_overlay(timm_name: str, path: Path) -> dict:
     return overlay
 
 
-def build_cnn(name: str, weights: str | Path | None = None) -> nn.Module:
-    """A timm CNN for one input channel and two classes, never downloading anything.
+def build_cnn(name: str, weights: str | Path | None = None, classes: int = 2) -> nn.Module:
+    """A timm CNN for one input channel and ``classes`` classes, never downloading anything.
 
     Args:
         name: a key of :data:`CNN_NAMES`.
@@ -198,7 +208,7 @@ def build_cnn(name: str, weights: str | Path | None = None) -> nn.Module:
             re-initialised.
 
     Shape:
-        ``(batch, 1, mels, frames)`` -> ``(batch, 2)``.
+        ``(batch, 1, mels, frames)`` -> ``(batch, classes)``.
 
     Raises:
         ClassificationError: an unknown name, a missing or unreadable file, or weights of another architecture.
@@ -207,13 +217,15 @@ def build_cnn(name: str, weights: str | Path | None = None) -> nn.Module:
         raise ClassificationError(f"unknown CNN {name!r}; choose from {sorted(CNN_NAMES)}")
     timm_name = CNN_NAMES[name]
     if weights is None:
-        return timm.create_model(timm_name, pretrained=False, in_chans=1, num_classes=2)
+        return timm.create_model(timm_name, pretrained=False, in_chans=1, num_classes=classes)
     path = Path(weights)
     if not path.is_file():
         raise ClassificationError(f"weights file {path} does not exist")
     overlay = _weights_overlay(timm_name, path)
     try:
-        return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, num_classes=2)
+        return timm.create_model(
+            timm_name, pretrained=True, pretrained_cfg_overlay=overlay, in_chans=1, num_classes=classes
+        )
     except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped tensors
         raise ClassificationError(f"weights file {path} does not fit {timm_name}: {error}") from error
 
@@ -229,7 +241,28 @@ class ModelSpec:
 
 
 def _cnn(name: str, config: NetworkConfig) -> nn.Module:
-    return build_cnn(name)
+    return build_cnn(name, classes=config.classes)
+
+
+class MelFirstCnn14(nn.Module):
+    """:class:`~cough_pipeline.distillation.cnn14.Cnn14` reading the distillation stage's ``(batch, 1, mels,
+    frames)`` log-mel patches (scaled decibels) as PANNs does: ``(batch, 1, frames, mels)`` in decibels, so a
+    PANNs checkpoint's per-bin batch norm sees the values it was trained on. Shape: -> ``(batch, classes)``."""
+
+    def __init__(self, config: NetworkConfig, weights: str | Path | None = None):
+        super().__init__()
+        self.cnn14 = Cnn14(classes=config.classes, mels=config.mels)
+        if weights is not None:
+            path = Path(weights)
+            if not path.is_file():
+                raise ClassificationError(f"weights file {path} does not exist")
+            try:
+                load_panns_checkpoint(self.cnn14, path)
+            except (ValueError, RuntimeError, OSError) as error:
+                raise ClassificationError(str(error)) from error
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.cnn14(logmel.transpose(2, 3) * DB_SCALE)
 
 
 def _vector_mlp(kind: str, config: NetworkConfig) -> nn.Module:
@@ -244,6 +277,9 @@ MODELS: dict[str, ModelSpec] = {
     "chroma_mlp": ModelSpec(("chroma",), partial(_vector_mlp, "chroma"), "logit1"),
 }
 MODEL_NAMES = tuple(MODELS)
+#: Every architecture :class:`NeuralClassifier` builds: the classifier stage's :data:`MODELS` and CNN14, which only
+#: the distillation stage trains (far too slow for the classifier stage on a CPU).
+ARCHITECTURES: dict[str, ModelSpec] = {**MODELS, "cnn14": ModelSpec(("logmel",), MelFirstCnn14, "softmax2")}
 
 
 def as_model_input(kind: str, array: torch.Tensor) -> torch.Tensor:
@@ -257,7 +293,8 @@ class NeuralClassifier(nn.Module):
 
     Args:
         config: the model and its sizes.
-        weights: a local weights file for a CNN (:func:`build_cnn`); ``None`` starts from random weights.
+        weights: a local weights file for a timm CNN (:func:`build_cnn`) or a PANNs checkpoint for ``cnn14``
+            (:func:`~cough_pipeline.distillation.cnn14.load_panns_checkpoint`); ``None`` starts from random weights.
 
     Shape:
         ``batch[kind]``: ``(batch, 1, rows, columns)`` (or ``(batch, rows, columns)``) for ``logmel`` and
@@ -268,10 +305,16 @@ class NeuralClassifier(nn.Module):
     def __init__(self, config: NetworkConfig, weights: str | Path | None = None):
         super().__init__()
         self.config = config
-        self.spec = MODELS[config.name]
-        if weights is not None and config.name not in CNN_NAMES:
-            raise ClassificationError(f"{config.name} has no pretrained weights to load; only {sorted(CNN_NAMES)}")
-        self.network = build_cnn(config.name, weights) if weights is not None else self.spec.build(config)
+        self.spec = ARCHITECTURES[config.name]
+        loadable = sorted((*CNN_NAMES, "cnn14"))
+        if weights is not None and config.name not in loadable:
+            raise ClassificationError(f"{config.name} has no pretrained weights to load; only {loadable}")
+        if weights is not None and config.name == "cnn14":
+            self.network = MelFirstCnn14(config, weights)
+        elif weights is not None:
+            self.network = build_cnn(config.name, weights, config.classes)
+        else:
+            self.network = self.spec.build(config)
         self.metadata: dict = {}
 
     @property

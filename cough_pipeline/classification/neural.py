@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,14 @@ from cough_pipeline.classification.networks import (
 from cough_pipeline.classification.ranking import cv_folds, with_folds
 from cough_pipeline.parallel import ProgressCallback, notify
 from cough_pipeline.reproducible import reproducible
+
+#: A training objective: ``objective(model, arrays, labels)`` -> the loss summed over the batch, given the batch's
+#: arrays and labels on the training device (the model picks its own inputs from ``arrays``; an objective may read
+#: others, such as a teacher's). The default is :func:`_loss_sum` on the model's logits.
+Objective = Callable[["NeuralClassifier", dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+#: How the kept epoch is chosen: ``criterion(model, validation)`` -> a value to minimise (the model is in eval mode
+#: on the training device). The default is the validation cross-entropy.
+Criterion = Callable[["NeuralClassifier", "InputArrays"], float]
 
 
 @dataclass(frozen=True)
@@ -366,8 +375,9 @@ def _train_epoch(
     config: NeuralTrainingConfig,
     device: torch.device,
     generator: torch.Generator,
+    objective: Objective | None = None,
 ) -> float:
-    """One shuffled pass with masked training images; the mean loss per example."""
+    """One shuffled pass with masked training images; the mean ``objective`` loss per example."""
     model.train()
     channels_last = _trains_channels_last(model.config.name, config)
     total, count = 0.0, 0
@@ -379,7 +389,11 @@ def _train_epoch(
                 else array
                 for kind, array in arrays.items()
             }
-        loss = _loss_sum(model(_on(arrays, device, channels_last)), labels.to(device), model.output)
+        arrays, labels = _on(arrays, device, channels_last), labels.to(device)
+        if objective is None:
+            loss = _loss_sum(model(arrays), labels, model.output)
+        else:
+            loss = objective(model, arrays, labels)
         optimiser.zero_grad(set_to_none=True)
         (loss / len(labels)).backward()
         optimiser.step()
@@ -433,6 +447,8 @@ def _fit(
     config: NeuralTrainingConfig,
     device: torch.device,
     progress: ProgressCallback | None,
+    objective: Objective | None = None,
+    criterion: Criterion | None = None,
 ) -> tuple[list[dict], int, dict[str, torch.Tensor]]:
     """Train ``model`` (on ``device``) epoch by epoch; the history, the best epoch and its weights (on the CPU)."""
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -442,13 +458,15 @@ def _fit(
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(model, train, optimiser, config, device, generator)
+        train_loss = _train_epoch(model, train, optimiser, config, device, generator, objective)
         val_loss = evaluate_loss(model, validation, config.batch_size, device, channels_last)
-        history.append(
-            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": time.perf_counter() - started}
-        )
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+        if criterion is not None:
+            record["val_criterion"] = criterion(model, validation)
+        chosen = record.get("val_criterion", val_loss)
+        history.append({**record, "seconds": time.perf_counter() - started})
+        if chosen < best_loss:
+            best_loss, best_epoch = chosen, epoch
             best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
         notify(progress, epoch, config.epochs)
         if epoch - best_epoch >= config.patience:
@@ -456,6 +474,40 @@ def _fit(
     if best_state is None:
         raise ClassificationError(f"{model.config.name}: no epoch gave a finite validation loss (training diverged)")
     return history, best_epoch, best_state
+
+
+def fit_model(
+    build: Callable[[], NeuralClassifier],
+    train: InputArrays,
+    validation: InputArrays,
+    config: NeuralTrainingConfig = NeuralTrainingConfig(),
+    progress: ProgressCallback | None = None,
+    objective: Objective | None = None,
+    criterion: Criterion | None = None,
+) -> tuple[NeuralClassifier, int, list[dict]]:
+    """The training loop every neural model of the pipeline goes through: build the model with ``build()`` under
+    ``config.seed`` (the same seed gives the same initial weights), train it with Adam on ``train`` minimising
+    ``objective`` (default: the model's own cross-entropy), keep the epoch with the lowest ``criterion`` on
+    ``validation`` (default: its cross-entropy), stop after ``config.patience`` epochs without a lower one.
+
+    Returns:
+        The kept model (eval mode, CPU, contiguous weights), its epoch (from 1) and the per-epoch history.
+
+    Raises:
+        ClassificationError: training that never gives a finite validation loss.
+    """
+    device = config.resolved_device()
+    with reproducible(config.seed, device, config.num_threads), freed_memory_retained(config.retain_freed_memory):
+        model = build().to(device)
+        if _trains_channels_last(model.config.name, config):
+            model = model.to(memory_format=torch.channels_last)
+        with _self_padding_depthwise(model, enabled=device.type == "cpu"):
+            history, best_epoch, best_state = _fit(
+                model, train, validation, config, device, progress, objective, criterion
+            )
+    model.load_state_dict(best_state)
+    model.zero_grad(set_to_none=True)  # the last step's gradients: memory the kept model has no use for
+    return model.cpu().to(memory_format=torch.contiguous_format).eval(), best_epoch, history
 
 
 def fit_fold(
@@ -488,16 +540,14 @@ def fit_fold(
     classes = sorted(set(train.labels[train.index].tolist()))
     if classes != [0.0, 1.0]:
         raise ClassificationError(f"the training rows of fold {fold} hold the labels {classes}, need 0 and 1")
-    device = config.resolved_device()
-    with reproducible(config.seed, device, config.num_threads), freed_memory_retained(config.retain_freed_memory):
-        weights = config.weights if name in CNN_NAMES else None
-        model = NeuralClassifier(network_config(name, train, config.dropout), weights=weights).to(device)
-        if _trains_channels_last(name, config):
-            model = model.to(memory_format=torch.channels_last)
-        with _self_padding_depthwise(model, enabled=device.type == "cpu"):
-            history, best_epoch, best_state = _fit(model, train, validation, config, device, progress)
-    model.load_state_dict(best_state)
-    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    weights = config.weights if name in CNN_NAMES else None
+    model, best_epoch, history = fit_model(
+        lambda: NeuralClassifier(network_config(name, train, config.dropout), weights=weights),
+        train,
+        validation,
+        config,
+        progress,
+    )
     model.metadata = {"fold": int(fold), "best_epoch": best_epoch, "seed": config.seed}
     return FoldModel(int(fold), model, best_epoch, history)
 

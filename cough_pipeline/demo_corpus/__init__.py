@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 CORPUS_VERSION = 5
-DEMO_DATASETS = ("ccs", "iatos", "coswara", "aicovidvn", "coughvid", "ukcovid", "virufy", "icbhi")
+DEMO_DATASETS = ("ccs", "iatos", "coswara", "aicovidvn", "coughvid", "ukcovid", "virufy", "icbhi", "esc50")
 NOISE_FOLDER = "noise"
 #: Bad inputs planted on purpose, as real downloads have them, so the quarantine is exercised end to end:
 #: dataset -> {quarantine reason: count}. Everything else in the corpus is clean.

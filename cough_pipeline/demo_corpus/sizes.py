@@ -15,6 +15,8 @@ class CorpusSize:
     virufy_patients: int
     aicovidvn_warmup_recordings: int
     noise_files_per_category: int
+    esc50_sources_per_class: int = 5
+    """Source recordings per ESC-50 class (two takes each)."""
 
 
 SIZES: dict[str, CorpusSize] = {
@@ -31,5 +33,6 @@ SIZES: dict[str, CorpusSize] = {
         virufy_patients=16,
         aicovidvn_warmup_recordings=12,
         noise_files_per_category=6,
+        esc50_sources_per_class=10,
     ),
 }

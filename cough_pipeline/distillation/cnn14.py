@@ -9,9 +9,15 @@ architecture read the same input. Far too slow to train on two CPU cores; it run
 user-supplied checkpoint.
 
 Shapes: input ``(batch, 1, frames, mels)`` → logits ``(batch, classes)``.
+
+:func:`load_panns_checkpoint` reads a checkpoint of the PANNs release (``{"model": state_dict}`` with
+``conv_block<k>`` / ``fc_audioset`` names and the waveform front end's tensors) into this module.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +73,41 @@ class Cnn14(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embedding(x))
+
+
+def panns_key(name: str) -> str | None:
+    """This module's name for a PANNs CNN14 state-dict key (``None``: the waveform front end, not used here)."""
+    if name.startswith(("spectrogram_extractor.", "logmel_extractor.")):
+        return None
+    name = re.sub(r"^conv_block(\d)\.", lambda m: f"blocks.{int(m.group(1)) - 1}.", name)
+    return name.replace("fc_audioset.", "classifier.")
+
+
+def load_panns_checkpoint(model: Cnn14, path: str | Path) -> list[str]:
+    """Load a PANNs CNN14 checkpoint into ``model`` (tensors only: ``weights_only=True``).
+
+    The classifier is kept as initialised when the checkpoint's class count differs (AudioSet's 527 against the
+    task's); every other tensor must match. Returns the names left as initialised.
+
+    Raises:
+        ValueError: a file that is not a CNN14 state dict (missing or mis-shaped tensors).
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict")
+    renamed = {panns_key(k): v for k, v in state.items() if panns_key(k) is not None}
+    own = model.state_dict()
+    kept = [k for k in ("classifier.weight", "classifier.bias") if k in renamed and renamed[k].shape != own[k].shape]
+    for key in kept:
+        del renamed[key]
+    missing = sorted(set(own) - set(renamed) - set(kept))
+    unexpected = sorted(set(renamed) - set(own))
+    shapes = sorted(k for k in renamed if k in own and renamed[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{path} does not fit CNN14 ({model.config['mels']} mels): missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, mis-shaped {shapes[:3]}"
+        )
+    model.load_state_dict(renamed, strict=False)
+    return kept

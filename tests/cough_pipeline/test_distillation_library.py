@@ -88,3 +88,27 @@ def test_cnn14_has_the_published_parameter_count_and_maps_log_mel_to_logits():
     assert logits.shape == (2, 50) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="64 mel bins"):
         model(torch.randn(1, 1, 101, 128))
+
+
+def test_a_panns_checkpoint_loads_into_cnn14_keeping_a_head_of_another_size(tmp_path):
+    from cough_pipeline.classification.errors import ClassificationError
+    from cough_pipeline.classification.networks import NetworkConfig, NeuralClassifier
+    from cough_pipeline.distillation.cnn14 import Cnn14
+
+    audioset = Cnn14(classes=527)
+    state = {}
+    for key, tensor in audioset.state_dict().items():
+        for k in range(6):
+            key = key.replace(f"blocks.{k}.", f"conv_block{k + 1}.")
+        state[key.replace("classifier.", "fc_audioset.")] = tensor
+    state["logmel_extractor.melW"] = torch.zeros(1025, 64)  # the waveform front end PANNs ships: ignored
+    torch.save({"model": state, "iteration": 660000}, tmp_path / "Cnn14.pth")
+    model = NeuralClassifier(NetworkConfig(name="cnn14", classes=50), weights=str(tmp_path / "Cnn14.pth"))
+    loaded = model.network.cnn14
+    assert torch.equal(loaded.blocks[3].conv2.weight, audioset.blocks[3].conv2.weight)
+    assert torch.equal(loaded.fc1.weight, audioset.fc1.weight)
+    assert loaded.classifier.weight.shape == (50, 2048)  # AudioSet's 527-class head is not this task's
+    del state["conv_block6.conv1.weight"]
+    torch.save({"model": state}, tmp_path / "broken.pth")
+    with pytest.raises(ClassificationError, match="does not fit CNN14"):
+        NeuralClassifier(NetworkConfig(name="cnn14", classes=50), weights=str(tmp_path / "broken.pth"))

@@ -15,6 +15,7 @@ from cough_pipeline.demo_corpus.layouts.aicovidvn import write_aicovidvn
 from cough_pipeline.demo_corpus.layouts.ccs import write_ccs
 from cough_pipeline.demo_corpus.layouts.coswara import write_coswara
 from cough_pipeline.demo_corpus.layouts.coughvid import write_coughvid
+from cough_pipeline.demo_corpus.layouts.esc50 import write_esc50
 from cough_pipeline.demo_corpus.layouts.iatos import write_iatos
 from cough_pipeline.demo_corpus.layouts.icbhi import write_icbhi
 from cough_pipeline.demo_corpus.layouts.noise import write_noise
@@ -33,5 +34,6 @@ WRITERS: dict[str, LayoutWriter] = {
     "ukcovid": write_ukcovid,
     "virufy": write_virufy,
     "icbhi": write_icbhi,
+    "esc50": write_esc50,
     "noise": write_noise,
 }
