@@ -51,6 +51,9 @@ THIRD_GENERATION = {"basd_g3": "basd", "cssd_g3": "cssd"}
 #: Report order.
 STRATEGIES = ("full_rate", "raw", "fine_tuned", "fine_tuned_direct", "basd", "cssd", *THIRD_GENERATION)
 SCORE_COLUMNS = ("task", "model", "rate", "strategy", "fold", "metric", "value")
+#: Trainings with fewer training examples x epochs than this run in this process: a worker's start (several
+#: seconds of imports) would outweigh what two workers save (the demo's 30 clips x 2 epochs).
+MIN_WORKER_PASSES = 2_000
 
 
 class DistillationError(RuntimeError):
@@ -220,12 +223,14 @@ class GenerationTrainer:
         """``(workers, threads each)`` for ``jobs`` independent trainings: ``training.fold_workers`` when set;
         otherwise, on a CPU with several cores, one one-thread worker per thread of ``training.num_threads`` (two
         one-thread workers train MobileNetV3-Small faster than one two-thread loop: small kernels spend less time
-        in OpenMP synchronisation); else one, in this process."""
+        in OpenMP synchronisation) when a training makes at least :data:`MIN_WORKER_PASSES` example passes; else
+        one, in this process."""
         training = self.config.training
         if training.fold_workers:
             return max(1, min(training.fold_workers, jobs)), training.num_threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if jobs < 2 or cores < 2 or training.resolved_device().type != "cpu":
+        passes = int(self.data.split(self.data.folds[0])["train"].sum()) * training.epochs
+        if jobs < 2 or cores < 2 or passes < MIN_WORKER_PASSES or training.resolved_device().type != "cpu":
             return 1, training.num_threads
         workers = min(cores, jobs, training.num_threads)
         return (workers, max(1, training.num_threads // workers)) if workers > 1 else (1, training.num_threads)

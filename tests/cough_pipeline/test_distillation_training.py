@@ -278,3 +278,14 @@ def test_worker_processes_train_the_same_models_as_this_process_up_to_float_orde
             assert here[fold].models[strategy].metadata == there[fold].models[strategy].metadata
             # oneDNN may sum in another order on the workers' shared-memory tensors: close, not bit-equal
             np.testing.assert_allclose(theirs, mine, atol=0.02)
+
+
+def test_workers_are_used_only_for_long_trainings_on_several_cores(paired, monkeypatch):
+    monkeypatch.setattr(generations.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    auto = replace(tiny_config().training, fold_workers=0, num_threads=2, device="cpu")
+    assert GenerationTrainer(paired, 1_000, tiny_config(training=auto))._workers(4) == (1, 2)  # 30 clips x 2 epochs
+    long = replace(auto, epochs=100)
+    assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(4) == (2, 1)
+    assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(1) == (1, 2)
+    monkeypatch.setattr(generations.os, "sched_getaffinity", lambda _pid: {0})
+    assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(4) == (1, 2)
