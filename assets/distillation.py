@@ -220,6 +220,11 @@ def distillation_students(
     fold, with α and T chosen by grid search on the first fold's validation clips; every strategy's test score per
     fold (``distillation_scores``), per-class accuracies, and the grid's validation scores."""
     card = distillation_teachers.config
+    if distillation_teachers.training_data != fingerprint(distillation_clips):
+        raise ValueError(
+            f"distillation_teachers ({context.partition_key}) were trained on another distillation_clips table: "
+            "materialise distillation_teachers for this partition again first"
+        )
     training = dataclasses.replace(default_training(), **card["training"])
     library = DistillationConfig(
         model=card["model"],

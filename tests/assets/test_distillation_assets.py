@@ -90,3 +90,25 @@ def test_the_report_covers_both_rates_both_tasks_and_every_strategy(distilled):
         }
         teachers = store.load(stored_name("distillation_teachers", rate)).model
         assert {strategy for _, _, strategy in teachers.entries()} == {"full_rate", "fine_tuned"}
+
+
+def test_students_refuse_teachers_trained_on_another_clip_table(distilled):
+    """Runs last in this module: it replaces distillation_clips with the ESC-50 task alone."""
+    storage, resources = distilled
+    esc50_only = {"ops": {"distillation_clips": {"config": {"tasks": ["esc50"]}}}}
+    assert materialize(EVERYTHING, selection=[distillation_clips], resources=resources, run_config=esc50_only).success
+    run = materialize(
+        EVERYTHING,
+        selection=[distillation_students],
+        partition_key="1k",
+        resources=resources,
+        run_config={"ops": {"distillation_students": RUN_CONFIG["ops"]["distillation_students"]}},
+        raise_on_error=False,
+    )
+    assert not run.success
+    failure = next(event for event in run.all_events if event.event_type_value == "STEP_FAILURE")
+    error, messages = failure.event_specific_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    assert any("trained on another distillation_clips table" in message for message in messages), messages
