@@ -76,6 +76,13 @@ def _neural_models(folder: Path, wanted: tuple[str, str] | None = None):
     return VariantModels(models.model, {wanted[1]: models})
 
 
+def _distilled_models(folder: Path, wanted=None):
+    """The distillation stage's teachers or students (every task, fold and strategy)."""
+    from cough_pipeline.distillation.models import DistilledModels
+
+    return DistilledModels.load(folder)
+
+
 #: How each model-store format (``card.json``'s ``model_format``, as ``resources.model_store`` registers them) is
 #: read: ``load(folder, wanted)``, ``wanted`` = ``(model, variant)`` to read only what scoring with that model needs
 #: (a classical models folder holds every classifier, feature set and variant). Each imports its libraries on use.
@@ -85,6 +92,7 @@ LOADERS: dict[str, Callable[[Path, tuple[str, str] | None], object]] = {
     "torch_pruned_separator": _pruned_separator,
     "skops_classical_models": _classical_models,
     "torch_neural_classifiers": _neural_models,
+    "torch_distilled_models": _distilled_models,
 }
 
 
