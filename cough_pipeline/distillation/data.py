@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from cough_pipeline.audio import AudioDecodeError, load_mono
 from cough_pipeline.classification.neural import InputArrays
 from cough_pipeline.distillation.frontend import LogMelConfig, low_rate_direct_log_mels, paired_log_mels
+from cough_pipeline.icbhi.windows import loop_pad
 
 CLIP_COLUMNS = ("task", "clip_id", "audio_path", "label", "class_name", "group", "fold")
 QUARANTINE_COLUMNS = ("task", "clip_id", "reason", "detail")
@@ -150,12 +151,6 @@ def cough_clips(recordings: pd.DataFrame, folds: pd.DataFrame) -> tuple[pd.DataF
     return clips, quarantine
 
 
-def _fixed_length(samples: np.ndarray, length: int) -> np.ndarray:
-    """Cut to ``length`` samples, or repeat from the start until it has them (a short cough is looped, not padded
-    with silence that a low rate would make indistinguishable from the lost band)."""
-    return samples[:length].copy() if samples.size >= length else np.resize(samples, length)
-
-
 def load_clip_audio(
     clips: pd.DataFrame, sample_rate: int, seconds: float, workers: int = 2
 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
@@ -174,7 +169,8 @@ def load_clip_audio(
             return "audio_unreadable", str(error)
         if samples.size == 0:
             return "audio_empty", "the file decodes to 0 samples"
-        return _fixed_length(samples, length), ""
+        # a short cough is looped, not padded with silence a low rate would make indistinguishable from the lost band
+        return loop_pad(samples, length), ""
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(read, clips["audio_path"]))
