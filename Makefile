@@ -82,10 +82,13 @@ classify-experiment: install
 # shared fold-4 clips cut into 5 folds grouped by src_file; the report goes to $(DAGSTER_HOME)/data/distill_experiment
 DISTILL_EPOCHS ?= 20
 DISTILL_PATIENCE ?= 10
+# DISTILL_GENERATIONS=3 adds a third generation taught by each distilled student
+DISTILL_GENERATIONS ?= 2
+DISTILL_OUT ?= $(DAGSTER_HOME)/data/distill_experiment
 distill-experiment: install
 	$(PY) -m cough_pipeline.distillation.experiment --esc50 $(SHARED)/esc50_fold4 --model mobilenetv3_small \
 		--rates 1000 2000 --epochs $(DISTILL_EPOCHS) --patience $(DISTILL_PATIENCE) \
-		--out $(DAGSTER_HOME)/data/distill_experiment
+		--generations $(DISTILL_GENERATIONS) --out $(DISTILL_OUT)
 
 # Query the DuckDB catalog: make sql Q="SELECT dataset, count(*) FROM manifest GROUP BY ALL"
 sql: install

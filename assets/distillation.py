@@ -27,7 +27,7 @@ from assets.classification import rooted_recordings
 from assets.metadata import counts, image, preview
 from assets.partitions import DISTILLATION_RATES, rate_partitions
 from assets.pools import TRAINING_POOL
-from cough_pipeline.distillation.data import PairedClips, cough_clips, esc50_clips, load_clip_audio
+from cough_pipeline.distillation.data import cough_clips, esc50_clips, load_clip_audio, task_paired_clips
 from cough_pipeline.distillation.experiment import score_all
 from cough_pipeline.distillation.frontend import LogMelConfig
 from cough_pipeline.distillation.generations import (
@@ -137,16 +137,6 @@ class DistillationStudentsConfig(Config):
     generations: int = pydantic.Field(default=2, description="3 adds a student taught by each second generation.")
 
 
-def task_data(clips: pd.DataFrame, rate: int, clip_seconds: float, workers: int) -> dict[str, PairedClips]:
-    """Per task, the clips' paired 16 kHz and ``rate`` log-mel patches."""
-    frontend = LogMelConfig()
-    out = {}
-    for task, rows in clips.groupby("task", sort=False):
-        audio, kept, _ = load_clip_audio(rows.reset_index(drop=True), frontend.sample_rate, clip_seconds, workers)
-        out[str(task)] = PairedClips.build(kept, audio, (rate,), frontend)
-    return out
-
-
 @asset(
     ins={"distillation_clips": AssetIn()},
     partitions_def=rate_partitions,
@@ -181,7 +171,8 @@ def distillation_teachers(
     )
     rate = DISTILLATION_RATES[context.partition_key]
     tasks = {}
-    for task, data in task_data(distillation_clips, rate, config.clip_seconds, settings.workers).items():
+    paired, _ = task_paired_clips(distillation_clips, (rate,), config.clip_seconds, settings.workers)
+    for task, data in paired.items():
         tasks[task] = GenerationTrainer(data, rate, library, context.log.info).teachers()
     card = {
         "model": library.model,
@@ -237,7 +228,8 @@ def distillation_students(
     rate = DISTILLATION_RATES[context.partition_key]
     teachers = distillation_teachers.model.tasks
     scores, per_class, grids = [], [], []
-    for task, data in task_data(distillation_clips, rate, card["clip_seconds"], settings.workers).items():
+    paired, _ = task_paired_clips(distillation_clips, (rate,), card["clip_seconds"], settings.workers)
+    for task, data in paired.items():
         trainer = GenerationTrainer(data, rate, library, context.log.info)
         chosen, grid = trainer.students(teachers[task])
         task_scores, task_classes = score_all(data, rate, teachers[task], library.model)

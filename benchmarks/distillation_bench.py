@@ -6,7 +6,7 @@ Clips are :data:`CLIPS` synthetic 5 s sounds (demo-corpus babble, pink and band 
 
 * ``plain``: per clip, ``librosa.resample`` down to the rate and back up (soxr high quality, librosa's default),
   then ``librosa.feature.melspectrogram`` (64 mels, 512 window, 160 hop, 50-8000 Hz) and ``power_to_db``;
-* ``pipeline``: :func:`~cough_pipeline.distillation.lowrate.to_low_rate` (polyphase, batched) then
+* ``pipeline``: :func:`~cough_pipeline.distillation.lowrate.to_low_rate` (soxr high quality, clip by clip) then
   :func:`~cough_pipeline.distillation.frontend.log_mel` (batched torch STFT and mel matmul);
 * ``direct``: :func:`~cough_pipeline.distillation.frontend.low_rate_direct_log_mels`: down-sampling then the
   patch computed at the low rate (no up-sampling), with ``max_abs_difference_db`` from ``pipeline``'s patch over
@@ -65,8 +65,7 @@ def plain(audio: np.ndarray, rate: int, config: LogMelConfig) -> np.ndarray:
 
 
 def pipeline(audio: np.ndarray, rate: int, config: LogMelConfig) -> np.ndarray:
-    low = np.concatenate([to_low_rate(audio[s : s + 64], config.sample_rate, rate) for s in range(0, len(audio), 64)])
-    return log_mel(low, config)
+    return log_mel(to_low_rate(audio, config.sample_rate, rate), config)
 
 
 def figures(seconds: float) -> dict:

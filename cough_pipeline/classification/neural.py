@@ -753,6 +753,11 @@ def _resident_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform reports it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def plan_fold_workers(jobs: list[tuple], config: NeuralTrainingConfig) -> tuple[int, int]:
     """``(workers, threads per worker)`` for training ``jobs`` (``(name, train, validation, config, fold)``).
 
@@ -768,7 +773,7 @@ def plan_fold_workers(jobs: list[tuple], config: NeuralTrainingConfig) -> tuple[
         return 1, config.num_threads
     name, train = jobs[0][0], jobs[0][1]
     steps = -(-len(train) // config.batch_size) * config.epochs
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if steps < MIN_STEPS_FOR_WORKERS or cores < 2 or len(jobs) < 2:
         return 1, config.num_threads
     room = config.memory_budget_gb * 2**30 - _resident_bytes()

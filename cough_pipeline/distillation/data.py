@@ -248,3 +248,22 @@ class PairedClips:
         if teacher_rate is not None:
             tensors[TEACHER_INPUT] = self.log_mels[teacher_rate]
         return InputArrays.from_tensors(tensors, self.labels)
+
+
+def task_paired_clips(
+    clips: pd.DataFrame,
+    rates: tuple[int, ...],
+    seconds: float,
+    workers: int = 2,
+    frontend: LogMelConfig | None = None,
+) -> tuple[dict[str, PairedClips], pd.DataFrame]:
+    """Per task of ``clips`` (:data:`CLIP_COLUMNS`), its clips read (:func:`load_clip_audio`) and paired at the
+    front end's rate (``frontend``, the PANNs settings by default) and each of ``rates``; and the quarantine rows of
+    the clips whose audio did not decode."""
+    frontend = frontend or LogMelConfig()
+    paired, quarantines = {}, []
+    for task, rows in clips.groupby("task", sort=False):
+        audio, kept, unreadable = load_clip_audio(rows.reset_index(drop=True), frontend.sample_rate, seconds, workers)
+        paired[str(task)] = PairedClips.build(kept, audio, rates, frontend)
+        quarantines.append(unreadable)
+    return paired, pd.concat(quarantines, ignore_index=True) if quarantines else _quarantine([])

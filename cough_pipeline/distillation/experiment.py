@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cough_pipeline.distillation.data import PairedClips, esc50_clips, load_clip_audio
-from cough_pipeline.distillation.frontend import LogMelConfig
+from cough_pipeline.distillation.data import PairedClips, esc50_clips, task_paired_clips
 from cough_pipeline.distillation.generations import (
     DistillationConfig,
     FoldModels,
@@ -116,12 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         generations=args.generations,
         training=replace(base.training, epochs=args.epochs, patience=args.patience, seed=args.seed),
     )
-    frontend = LogMelConfig()
-    clips, quarantine = esc50_clips(args.esc50, n_folds=args.folds, seed=args.seed)
-    audio, clips, unreadable = load_clip_audio(clips, frontend.sample_rate, seconds=5.0)
-    quarantine = pd.concat([quarantine, unreadable], ignore_index=True)
-    data = PairedClips.build(clips, audio, tuple(args.rates), frontend)
-    print(f"{len(clips)} clips, {len(data.classes)} classes, folds {data.folds}, {len(quarantine)} quarantined")
+    clips, missing = esc50_clips(args.esc50, n_folds=args.folds, seed=args.seed)
+    tasks, unreadable = task_paired_clips(clips, tuple(args.rates), seconds=5.0)
+    data, quarantine = tasks["esc50"], pd.concat([missing, unreadable], ignore_index=True)
+    print(f"{len(data.clips)} clips, {len(data.classes)} classes, folds {data.folds}, {len(quarantine)} quarantined")
     runs, full_rate = [], None
     for rate in args.rates:
         run = run_rate(data, rate, config, log=lambda line: print(f"  {line}", flush=True), full_rate=full_rate)
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": asdict(config.training),
         "seconds": seconds,
         "chosen": {run.rate: run.chosen for run in runs},
-        "clips": len(clips),
+        "clips": len(data.clips),
         "quarantined": len(quarantine),
     }
     (out / "run.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")

@@ -11,7 +11,7 @@ whose window and hop are shorter by the rate ratio has the same bin spacing in H
 16 kHz mel bank's first columns apply. It is cheaper; whether it changes a model's accuracy is measured by the
 distillation experiment and its speed by ``make bench``.
 
-Work is batched (``batch`` clips per STFT) with torch, so a stage's thousands of clips take seconds.
+Work is batched (:data:`BATCH` clips per STFT) with torch, so a stage's thousands of clips take seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from cough_pipeline.mel import mel_basis
 DB_SCALE = 20.0
 #: The power floor before the logarithm (-100 dB).
 POWER_FLOOR = 1e-10
+#: Clips per STFT: a 16-clip batch's spectra stay in cache, and run twice as fast as a 64-clip batch's.
+BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def _as_batch(audio: np.ndarray) -> np.ndarray:
     return audio
 
 
-def log_mel(audio: np.ndarray, config: LogMelConfig = LogMelConfig(), batch: int = 64) -> np.ndarray:
+def log_mel(audio: np.ndarray, config: LogMelConfig = LogMelConfig(), batch: int = BATCH) -> np.ndarray:
     """The scaled log-mel patch of each clip.
 
     Shape:
@@ -106,7 +108,7 @@ def log_mel(audio: np.ndarray, config: LogMelConfig = LogMelConfig(), batch: int
 
 
 def log_mel_direct(
-    low_audio: np.ndarray, low_rate: int, config: LogMelConfig = LogMelConfig(), batch: int = 64
+    low_audio: np.ndarray, low_rate: int, config: LogMelConfig = LogMelConfig(), batch: int = BATCH
 ) -> np.ndarray:
     """The log-mel patch of clips recorded at ``low_rate``, computed at that rate (no up-sampling).
 
@@ -140,7 +142,7 @@ def log_mel_direct(
 
 
 def paired_log_mels(
-    audio: np.ndarray, rates: tuple[int, ...], config: LogMelConfig = LogMelConfig(), batch: int = 64
+    audio: np.ndarray, rates: tuple[int, ...], config: LogMelConfig = LogMelConfig(), batch: int = BATCH
 ) -> dict[int, np.ndarray]:
     """The log-mel patches of the same clips at the front end's rate and as recorded at each of ``rates``.
 
@@ -159,7 +161,7 @@ def paired_log_mels(
 
 
 def low_rate_direct_log_mels(
-    audio: np.ndarray, rates: tuple[int, ...], config: LogMelConfig = LogMelConfig(), batch: int = 64
+    audio: np.ndarray, rates: tuple[int, ...], config: LogMelConfig = LogMelConfig(), batch: int = BATCH
 ) -> dict[int, np.ndarray]:
     """Like :func:`paired_log_mels` for the low rates only, through :func:`log_mel_direct`."""
     audio = _as_batch(audio)

@@ -28,7 +28,6 @@ validation data; a grid of one pair removes the choice altogether.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -41,7 +40,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from cough_pipeline.bounds import PositiveInt, check_fields
 from cough_pipeline.classification.networks import ARCHITECTURES, NetworkConfig, NeuralClassifier
-from cough_pipeline.classification.neural import NeuralTrainingConfig, Objective, fit_model
+from cough_pipeline.classification.neural import NeuralTrainingConfig, Objective, available_cores, fit_model
 from cough_pipeline.distillation.data import TEACHER_INPUT, PairedClips
 from cough_pipeline.distillation.loss import distillation_loss
 
@@ -228,7 +227,7 @@ class GenerationTrainer:
         training = self.config.training
         if training.fold_workers:
             return max(1, min(training.fold_workers, jobs)), training.num_threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = available_cores()
         passes = int(self.data.split(self.data.folds[0])["train"].sum()) * training.epochs
         if jobs < 2 or cores < 2 or passes < MIN_WORKER_PASSES or training.resolved_device().type != "cpu":
             return 1, training.num_threads

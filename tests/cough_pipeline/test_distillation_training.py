@@ -24,6 +24,7 @@ from cough_pipeline.distillation.data import (
     cough_clips,
     esc50_clips,
     load_clip_audio,
+    task_paired_clips,
 )
 from cough_pipeline.distillation.experiment import run_rate, write_report
 from cough_pipeline.distillation.frontend import DB_SCALE, LogMelConfig, log_mel, log_mel_direct
@@ -117,6 +118,13 @@ def test_unreadable_audio_becomes_a_quarantine_row(esc50_folder, tmp_path):
     audio, kept, quarantine = load_clip_audio(clips, 16_000, SECONDS)
     assert len(kept) == len(clips) - 1 == len(audio)
     assert quarantine[["clip_id", "reason"]].values.tolist() == [[clips.loc[0, "clip_id"], "audio_unreadable"]]
+    tasks, unreadable = task_paired_clips(clips, (1_000,), SECONDS, workers=1)
+    pd.testing.assert_frame_equal(unreadable, quarantine)
+    assert tasks["esc50"].clips["clip_id"].tolist() == kept["clip_id"].tolist()
+    assert {rate: len(patches) for rate, patches in tasks["esc50"].log_mels.items()} == {
+        16_000: len(kept),
+        1_000: len(kept),
+    }
 
 
 def test_cough_clips_take_the_cv_rows_and_their_participant_folds():
@@ -281,11 +289,11 @@ def test_worker_processes_train_the_same_models_as_this_process_up_to_float_orde
 
 
 def test_workers_are_used_only_for_long_trainings_on_several_cores(paired, monkeypatch):
-    monkeypatch.setattr(generations.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(generations, "available_cores", lambda: 2)
     auto = replace(tiny_config().training, fold_workers=0, num_threads=2, device="cpu")
     assert GenerationTrainer(paired, 1_000, tiny_config(training=auto))._workers(4) == (1, 2)  # 30 clips x 2 epochs
     long = replace(auto, epochs=100)
     assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(4) == (2, 1)
     assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(1) == (1, 2)
-    monkeypatch.setattr(generations.os, "sched_getaffinity", lambda _pid: {0})
+    monkeypatch.setattr(generations, "available_cores", lambda: 1)
     assert GenerationTrainer(paired, 1_000, tiny_config(training=long))._workers(4) == (1, 2)
