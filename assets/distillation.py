@@ -39,6 +39,7 @@ from cough_pipeline.distillation.generations import (
 from cough_pipeline.distillation.models import DistilledModels
 from cough_pipeline.distillation.report import (
     focus_class_changes,
+    generation_gains,
     markdown_table,
     per_fold_png,
     report_table,
@@ -273,7 +274,8 @@ def distillation_students(
 def distillation_report(distillation_scores: pd.DataFrame, distillation_class_accuracy: pd.DataFrame):
     """Table 1: model x rate x task x strategy -> mean ± sd over folds (one row per metric), over both rates; the
     per-fold fine-tuned vs distilled figure per metric; each distilled strategy's paired difference from
-    ``fine_tuned`` against the fold-to-fold spread; and the accuracy changes of coughing, crying_baby and snoring."""
+    ``fine_tuned`` against the fold-to-fold spread (and each third-generation student against its teacher, when
+    there is one); and the accuracy changes of coughing, crying_baby and snoring."""
     scores = distillation_scores.drop_duplicates(["task", "model", "rate", "strategy", "fold", "metric"])
     report = report_table(scores)
     plots = {
@@ -283,12 +285,14 @@ def distillation_report(distillation_scores: pd.DataFrame, distillation_class_ac
         for (task, metric), rows in scores.groupby(["task", "metric"])
     }
     changes = focus_class_changes(distillation_class_accuracy)
+    gains = generation_gains(scores)
     yield Output(
         report,
         output_name="distillation_report",
         metadata={
             "table": MetadataValue.md(markdown_table(wide_table(report))),
             "spread": preview(spread_reading(scores)),
+            **({"third_generation": preview(gains)} if not gains.empty else {}),
             **plots,
         },
     )

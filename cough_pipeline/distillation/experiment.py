@@ -7,7 +7,8 @@
 
 It writes ``scores.csv`` (every fold's test score per strategy), ``report.csv`` / ``report.md`` (mean ± sd over
 folds, Table 1's layout), ``spread.csv`` (each distilled strategy against ``fine_tuned``, paired by fold),
-``per_class.csv`` and ``focus_classes.csv``, ``grid.csv`` (the α, T search), ``per_fold_<rate>.png`` and
+``generations.csv`` (each third-generation student against its teacher, with ``--generations 3``),
+``per_class.csv`` and ``focus_classes.csv``, ``grid.csv`` (the α, T search), ``per_fold_<metric>.png`` and
 ``run.json`` (settings, epochs and wall time).
 """
 
@@ -31,6 +32,7 @@ from cough_pipeline.distillation.generations import (
 )
 from cough_pipeline.distillation.report import (
     focus_class_changes,
+    generation_gains,
     markdown_table,
     per_fold_png,
     report_table,
@@ -83,6 +85,7 @@ def write_report(runs: list[RateRun], out: Path) -> pd.DataFrame:
     report.to_csv(out / "report.csv", index=False)
     (out / "report.md").write_text(markdown_table(wide_table(report)))
     spread_reading(scores).to_csv(out / "spread.csv", index=False)
+    generation_gains(scores).to_csv(out / "generations.csv", index=False)
     per_class.to_csv(out / "per_class.csv", index=False)
     focus_class_changes(per_class).to_csv(out / "focus_classes.csv", index=False)
     pd.concat([run.grid for run in runs], ignore_index=True).to_csv(out / "grid.csv", index=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cough_pipeline.distillation.generations import STRATEGIES
+from cough_pipeline.distillation.generations import STRATEGIES, THIRD_GENERATION
 from cough_pipeline.plots import plt, to_png
 
 #: The ESC-50 classes whose accuracy change the report lists.
@@ -45,34 +45,51 @@ def wide_table(report: pd.DataFrame) -> pd.DataFrame:
     return wide[[s for s in STRATEGIES if s in wide.columns]].reset_index()
 
 
+def _paired(key: dict, wide: pd.DataFrame, strategy: str, baseline: str) -> dict:
+    """``strategy`` against ``baseline`` over the folds of ``wide`` (fold x strategy)."""
+    difference = (wide[strategy] - wide[baseline]).dropna()
+    spread, mean = wide[baseline].std(ddof=1), difference.mean()
+    return {
+        **key,
+        "strategy": strategy,
+        "mean_difference": mean,
+        "sd_difference": difference.std(ddof=1),
+        "baseline_sd": spread,
+        "folds_better": int((difference > 0).sum()),
+        "folds": int(difference.count()),
+        "exceeds_spread": bool(np.isfinite(spread) and abs(mean) > spread),
+    }
+
+
+def _by_fold(scores: pd.DataFrame):
+    """``(task, model, rate, metric)`` and that group's fold x strategy table of scores."""
+    keys = ["task", "model", "rate", "metric"]
+    for key, group in scores.groupby(keys):
+        yield dict(zip(keys, key)), group.pivot_table(index="fold", columns="strategy", values="value")
+
+
 def spread_reading(scores: pd.DataFrame, baseline: str = "fine_tuned") -> pd.DataFrame:
     """Each distilled strategy against ``baseline``, per task, model, rate and metric: the mean paired
     difference over folds, its sd, and whether the mean difference exceeds the sd of the baseline over folds (the
     fold-to-fold spread)."""
-    keys = ["task", "model", "rate", "metric"]
     rows = []
-    for key, group in scores.groupby(keys):
-        wide = group.pivot_table(index="fold", columns="strategy", values="value")
-        if baseline not in wide.columns:
-            continue
-        spread = wide[baseline].std(ddof=1)
-        for strategy in wide.columns:
-            if strategy in (baseline, "full_rate", "raw"):
-                continue
-            difference = (wide[strategy] - wide[baseline]).dropna()
-            mean = difference.mean()
-            rows.append(
-                {
-                    **dict(zip(keys, key)),
-                    "strategy": strategy,
-                    "mean_difference": mean,
-                    "sd_difference": difference.std(ddof=1),
-                    "baseline_sd": spread,
-                    "folds_better": int((difference > 0).sum()),
-                    "folds": int(difference.count()),
-                    "exceeds_spread": bool(np.isfinite(spread) and abs(mean) > spread),
-                }
-            )
+    for key, wide in _by_fold(scores):
+        if baseline in wide.columns:
+            skip = (baseline, "full_rate", "raw")
+            rows += [_paired(key, wide, strategy, baseline) for strategy in wide.columns if strategy not in skip]
+    return pd.DataFrame(rows)
+
+
+def generation_gains(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each third-generation student against its teacher, the second-generation student of the same kind
+    (``basd_g3`` against ``basd``), paired by fold as in :func:`spread_reading`, with the teacher in ``baseline``
+    (``baseline_sd`` is the teacher's spread over folds). Empty without a third generation."""
+    rows = [
+        {**_paired(key, wide, student, teacher), "baseline": teacher}
+        for key, wide in _by_fold(scores)
+        for student, teacher in THIRD_GENERATION.items()
+        if {student, teacher} <= set(wide.columns)
+    ]
     return pd.DataFrame(rows)
 
 

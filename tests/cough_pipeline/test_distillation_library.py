@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from cough_pipeline.distillation.loss import distillation_loss
 from cough_pipeline.distillation.lowrate import LowRateError, down_sample, to_low_rate
+from cough_pipeline.distillation.report import generation_gains, spread_reading
 
 RATE = 16_000
 
@@ -112,3 +114,37 @@ def test_a_panns_checkpoint_loads_into_cnn14_keeping_a_head_of_another_size(tmp_
     torch.save({"model": state}, tmp_path / "broken.pth")
     with pytest.raises(ClassificationError, match="does not fit CNN14"):
         NeuralClassifier(NetworkConfig(name="cnn14", classes=50), weights=str(tmp_path / "broken.pth"))
+
+
+def test_the_report_pairs_students_with_fine_tuned_and_third_generations_with_their_teachers():
+    by_strategy = {
+        "fine_tuned": [0.1, 0.2, 0.3],
+        "basd": [0.15, 0.2, 0.25],
+        "basd_g3": [0.35, 0.4, 0.45],
+        "cssd": [0.1, 0.1, 0.4],
+    }
+    scores = pd.DataFrame(
+        [
+            {
+                "task": "esc50",
+                "model": "m",
+                "rate": 1_000,
+                "metric": "macro_accuracy",
+                "strategy": s,
+                "fold": f,
+                "value": v,
+            }
+            for s, values in by_strategy.items()
+            for f, v in enumerate(values)
+        ]
+    )
+    spread = spread_reading(scores).set_index("strategy")
+    assert spread.loc["basd", "mean_difference"] == pytest.approx(0.0)
+    assert spread.loc["basd", "folds_better"] == 1 and spread.loc["basd", "baseline_sd"] == pytest.approx(0.1)
+    assert spread.loc["basd_g3", "exceeds_spread"] and not spread.loc["cssd", "exceeds_spread"]
+    gains = generation_gains(scores)
+    assert gains[["strategy", "baseline"]].values.tolist() == [["basd_g3", "basd"]]  # no cssd_g3: no cssd row
+    assert gains.loc[0, "mean_difference"] == pytest.approx(0.2) and gains.loc[0, "sd_difference"] == pytest.approx(0)
+    assert gains.loc[0, "baseline_sd"] == pytest.approx(0.05) and gains.loc[0, "folds_better"] == 3
+    assert bool(gains.loc[0, "exceeds_spread"])
+    assert generation_gains(scores[scores["strategy"] != "basd_g3"]).empty
