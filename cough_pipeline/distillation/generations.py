@@ -249,11 +249,12 @@ class GenerationTrainer:
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 results = list(pool.map(_train_job, [(worker, job) for job in jobs]))
         if self.log is not None:
+            task = self.data.clips["task"].iloc[0] if len(self.data.clips) else ""
             for model, rows in results:
                 seconds = sum(row["seconds"] for row in rows)
                 meta = model.metadata
                 self.log(
-                    f"fold {meta['fold']} {meta['strategy']} at {meta['rate']} Hz: "
+                    f"{task} fold {meta['fold']} {meta['strategy']} at {meta['rate']} Hz: "
                     f"epoch {meta['best_epoch']} of {len(rows)} kept, {seconds:.0f}s"
                 )
         return results
