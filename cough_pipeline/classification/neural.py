@@ -62,9 +62,9 @@ from cough_pipeline.reproducible import reproducible
 #: arrays and labels on the training device (the model picks its own inputs from ``arrays``; an objective may read
 #: others, such as a teacher's). The default is :func:`_loss_sum` on the model's logits.
 Objective = Callable[["NeuralClassifier", dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
-#: How the kept epoch is chosen: ``criterion(model, validation)`` -> a value to minimise (the model is in eval mode
-#: on the training device). The default is the validation cross-entropy.
-Criterion = Callable[["NeuralClassifier", "InputArrays"], float]
+#: How the kept epoch is chosen: ``criterion(logits, labels, loss)`` -> a value to minimise, given the validation
+#: rows' logits and labels (:func:`logits_of`) and their mean loss. The default is that loss.
+Criterion = Callable[[torch.Tensor, torch.Tensor, float], float]
 
 
 @dataclass(frozen=True)
@@ -401,6 +401,26 @@ def _train_epoch(
     return total / max(count, 1)
 
 
+def logits_of(
+    model: NeuralClassifier,
+    data: InputArrays,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and labels of every row of ``data``, in order, on the CPU: ``model`` in eval mode without
+    gradients or augmentation, on ``device`` (default: where the model is); ``channels_last``: give the images in
+    that memory format (a model trained in it). Shape: ``(rows, outputs)`` float32 and ``(rows,)``."""
+    device = device if device is not None else next(model.parameters()).device
+    model.eval()
+    logits, labels = [], []
+    with torch.inference_mode():
+        for arrays, batch_labels in _batches(data, batch_size):
+            logits.append(model(_on(arrays, device, channels_last)).float().cpu())
+            labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
 def evaluate_loss(
     model: NeuralClassifier,
     data: InputArrays,
@@ -408,16 +428,9 @@ def evaluate_loss(
     device: torch.device | None = None,
     channels_last: bool = False,
 ) -> float:
-    """Mean loss per example of ``model`` (eval mode, no augmentation) over ``data``, on ``device`` (default:
-    where the model is); ``channels_last``: give the images in that memory format (a model trained in it)."""
-    device = device if device is not None else next(model.parameters()).device
-    model.eval()
-    total = 0.0
-    with torch.inference_mode():
-        for arrays, labels in _batches(data, batch_size):
-            logits = model(_on(arrays, device, channels_last))
-            total += float(_loss_sum(logits, labels.to(device), model.output))
-    return total / len(data)
+    """Mean loss per example of ``model`` over ``data`` (:func:`logits_of`)."""
+    logits, labels = logits_of(model, data, batch_size, device, channels_last)
+    return float(_loss_sum(logits, labels, model.output)) / len(labels)
 
 
 def predict(
@@ -459,10 +472,12 @@ def _fit(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         train_loss = _train_epoch(model, train, optimiser, config, device, generator, objective)
-        val_loss = evaluate_loss(model, validation, config.batch_size, device, channels_last)
+        # one pass over the validation rows serves both the loss and the criterion
+        logits, labels = logits_of(model, validation, config.batch_size, device, channels_last)
+        val_loss = float(_loss_sum(logits, labels, model.output)) / len(labels)
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         if criterion is not None:
-            record["val_criterion"] = criterion(model, validation)
+            record["val_criterion"] = criterion(logits, labels, val_loss)
         chosen = record.get("val_criterion", val_loss)
         history.append({**record, "seconds": time.perf_counter() - started})
         if chosen < best_loss:

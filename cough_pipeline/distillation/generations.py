@@ -40,7 +40,13 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from cough_pipeline.bounds import PositiveInt, check_fields
 from cough_pipeline.classification.networks import ARCHITECTURES, NetworkConfig, NeuralClassifier
-from cough_pipeline.classification.neural import NeuralTrainingConfig, Objective, available_cores, fit_model
+from cough_pipeline.classification.neural import (
+    NeuralTrainingConfig,
+    Objective,
+    available_cores,
+    fit_model,
+    logits_of,
+)
 from cough_pipeline.distillation.data import TEACHER_INPUT, PairedClips
 from cough_pipeline.distillation.loss import distillation_loss
 
@@ -144,14 +150,12 @@ class GenerationTrainer:
     def _training(self, fold: int) -> NeuralTrainingConfig:
         return replace(self.config.training, seed=self.config.training.seed + fold)
 
-    def _criterion(self, model: NeuralClassifier, validation) -> float:
+    def _criterion(self, logits: torch.Tensor, labels: torch.Tensor, loss: float) -> float:
         """The kept epoch is the one with the best validation score (ESC-50 macro accuracy, cough macro F1),
         ties going to the lower cross-entropy: on a few hundred clips of 50 classes the validation cross-entropy
         rises within an epoch or two (confident mistakes) while the accuracy still climbs for many more."""
-        logits = predict_logits(model, validation)
-        labels = validation.labels[validation.index].numpy().astype(np.int64)
-        loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
-        return -headline(str(self.data.clips["task"].iloc[0]), labels, logits) + 1e-4 * loss
+        task = str(self.data.clips["task"].iloc[0])
+        return -headline(task, labels.numpy().astype(np.int64), logits.numpy()) + 1e-4 * loss
 
     def _network(self) -> NetworkConfig:
         return NetworkConfig(
@@ -328,14 +332,9 @@ def _train_job(job: tuple) -> tuple[NeuralClassifier, list[dict]]:
 
 def predict_logits(model: NeuralClassifier, data, batch_size: int = 64) -> np.ndarray:
     """Logits ``(rows, classes)`` of ``model`` (eval mode, no gradients) over an ``InputArrays``."""
-    model.eval()
-    device = next(model.parameters()).device
-    parts = [np.zeros((0, model.config.classes), dtype=np.float32)]
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            arrays, _ = data[torch.arange(start, min(start + batch_size, len(data)))]
-            parts.append(model({"logmel": arrays["logmel"].to(device)}).float().cpu().numpy())
-    return np.concatenate(parts)
+    if len(data) == 0:
+        return np.zeros((0, model.config.classes), dtype=np.float32)
+    return logits_of(model, data, batch_size)[0].numpy()
 
 
 def metrics(task: str, labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
