@@ -20,6 +20,23 @@ from dagster import AssetsDefinition, AssetSelection, PartitionsDefinition, defi
 from assets.partitions import balance_partitions, dataset_partitions, model_partitions, rate_partitions
 from assets.stages import stages
 
+#: Jobs over every asset of one partitions definition, built when the graph has such assets: (name, partitions,
+#: description).
+OPTIONAL_PARTITION_JOBS = (
+    (
+        "classifier_training_job",
+        model_partitions,
+        "Train one or more neural classifiers (one partition per model) on the classification inputs and folds, "
+        "with their predictions and training histories.",
+    ),
+    (
+        "distillation_job",
+        rate_partitions,
+        "Train the distillation teachers and students of one or more low sample rates (1k, 2k) and score every "
+        "strategy on the test folds; then materialise distillation_report.",
+    ),
+)
+
 
 def partitioned_by(assets: Sequence[AssetsDefinition], partitions_def: PartitionsDefinition) -> AssetSelection:
     """Every asset in ``assets`` partitioned by ``partitions_def`` (their checks come with them)."""
@@ -38,8 +55,9 @@ def dataset_stage_keys(assets: Sequence[AssetsDefinition]) -> tuple[list, list]:
 
 
 def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
-    """``dataset_job``, ``dataset_classification_job`` (when the graph has such assets), ``icbhi_balancing_job``
-    and ``classifier_training_job`` (when the graph has neural classifiers)."""
+    """``dataset_job``, ``icbhi_balancing_job``, the :data:`OPTIONAL_PARTITION_JOBS` whose assets the graph has
+    (``classifier_training_job``, ``distillation_job``) and ``dataset_classification_job`` (when the graph has such
+    assets)."""
     first, later = dataset_stage_keys(assets)
     jobs = [
         define_asset_job(
@@ -55,24 +73,10 @@ def build_jobs(assets: Sequence[AssetsDefinition]) -> list:
             "strategies.",
         ),
     ]
-    if any(asset.partitions_def == model_partitions for asset in assets):
-        jobs.append(
-            define_asset_job(
-                "classifier_training_job",
-                selection=partitioned_by(assets, model_partitions),
-                description="Train one or more neural classifiers (one partition per model) on the classification "
-                "inputs and folds, with their predictions and training histories.",
-            )
-        )
-    if any(asset.partitions_def == rate_partitions for asset in assets):
-        jobs.append(
-            define_asset_job(
-                "distillation_job",
-                selection=partitioned_by(assets, rate_partitions),
-                description="Train the distillation teachers and students of one or more low sample rates (1k, 2k) "
-                "and score every strategy on the test folds; then materialise distillation_report.",
-            )
-        )
+    for name, partitions_def, description in OPTIONAL_PARTITION_JOBS:
+        if any(asset.partitions_def == partitions_def for asset in assets):
+            selection = partitioned_by(assets, partitions_def)
+            jobs.append(define_asset_job(name, selection=selection, description=description))
     if later:
         jobs.append(
             define_asset_job(
