@@ -82,6 +82,19 @@ def _scaled_db(mel_power: torch.Tensor) -> np.ndarray:
     return (10.0 * torch.log10(mel_power.clamp_min(POWER_FLOOR)) / DB_SCALE).numpy().astype(np.float32, copy=False)
 
 
+def _mel_patches(audio: np.ndarray, basis: np.ndarray, window: int, hop: int, gain: float, batch: int) -> np.ndarray:
+    """Scaled log-mel patches of ``(clips, samples)`` audio through ``basis`` (mels, window // 2 + 1), the power
+    spectrum multiplied by ``gain`` (folded into the basis: the mel projection is linear); ``batch`` clips per STFT.
+    Shape: -> ``(clips, mels, 1 + samples // hop)``."""
+    basis = torch.from_numpy(np.ascontiguousarray(basis * gain, dtype=np.float32))
+    out = np.empty((len(audio), len(basis), 1 + audio.shape[1] // hop), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(audio), batch):
+            power = _power_spectra(torch.from_numpy(audio[start : start + batch]), window, hop)
+            out[start : start + batch] = _scaled_db(torch.matmul(basis, power))
+    return out
+
+
 def _as_batch(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2:
@@ -95,16 +108,8 @@ def log_mel(audio: np.ndarray, config: LogMelConfig = LogMelConfig(), batch: int
     Shape:
         ``(clips, samples)`` at ``config.sample_rate`` -> ``(clips, mels, frames)``, float32.
     """
-    audio = _as_batch(audio)
-    basis = torch.from_numpy(
-        np.array(mel_basis(config.sample_rate, config.window, config.mels, config.fmin, config.fmax))
-    )
-    out = np.empty((len(audio), config.mels, config.frames(audio.shape[1])), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(audio), batch):
-            power = _power_spectra(torch.from_numpy(audio[start : start + batch]), config.window, config.hop)
-            out[start : start + batch] = _scaled_db(torch.matmul(basis, power))
-    return out
+    basis = np.array(mel_basis(config.sample_rate, config.window, config.mels, config.fmin, config.fmax))
+    return _mel_patches(_as_batch(audio), basis, config.window, config.hop, 1.0, batch)
 
 
 def log_mel_direct(
@@ -129,16 +134,9 @@ def log_mel_direct(
             f"{low_rate} Hz must divide {config.sample_rate} Hz, and the ratio the window ({config.window}) and hop "
             f"({config.hop}), to compute the log-mel at the low rate directly"
         )
-    audio = _as_batch(low_audio)
     window, hop = config.window // ratio, config.hop // ratio
     full = np.array(mel_basis(config.sample_rate, config.window, config.mels, config.fmin, config.fmax))
-    basis = torch.from_numpy(np.ascontiguousarray(full[:, : window // 2 + 1]))
-    out = np.empty((len(audio), config.mels, 1 + audio.shape[1] // hop), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(audio), batch):
-            power = _power_spectra(torch.from_numpy(audio[start : start + batch]), window, hop) * ratio**2
-            out[start : start + batch] = _scaled_db(torch.matmul(basis, power))
-    return out
+    return _mel_patches(_as_batch(low_audio), full[:, : window // 2 + 1], window, hop, float(ratio**2), batch)
 
 
 def paired_log_mels(
