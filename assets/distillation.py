@@ -28,13 +28,13 @@ from assets.metadata import counts, image, preview
 from assets.partitions import DISTILLATION_RATES, rate_partitions
 from assets.pools import TRAINING_POOL
 from cough_pipeline.distillation.data import cough_clips, esc50_clips, load_clip_audio, task_paired_clips
-from cough_pipeline.distillation.experiment import score_all
 from cough_pipeline.distillation.frontend import LogMelConfig
 from cough_pipeline.distillation.generations import (
     TEACHER_STRATEGIES,
     DistillationConfig,
     GenerationTrainer,
     default_training,
+    score_all,
 )
 from cough_pipeline.distillation.models import DistilledModels
 from cough_pipeline.distillation.report import (

@@ -28,7 +28,7 @@ from cough_pipeline.distillation.generations import (
     DistillationConfig,
     FoldModels,
     GenerationTrainer,
-    score_fold,
+    score_all,
 )
 from cough_pipeline.distillation.report import (
     focus_class_changes,
@@ -52,12 +52,6 @@ class RateRun:
     scores: pd.DataFrame
     per_class: pd.DataFrame
     histories: pd.DataFrame
-
-
-def score_all(data: PairedClips, rate: int, folds: dict[int, FoldModels], model: str):
-    """Test scores and per-class accuracies of every fold's models."""
-    parts = [score_fold(data, rate, fold_models, model) for fold_models in folds.values()]
-    return pd.concat([p[0] for p in parts], ignore_index=True), pd.concat([p[1] for p in parts], ignore_index=True)
 
 
 def run_rate(data: PairedClips, rate: int, config: DistillationConfig, log=None, full_rate=None) -> RateRun:

@@ -389,3 +389,9 @@ def score_fold(
             classes.append((task, model_name, shown_rate, strategy, fold_models.fold, name, accuracy))
     per_class = pd.DataFrame(classes, columns=["task", "model", "rate", "strategy", "fold", "class_name", "accuracy"])
     return pd.DataFrame(scores, columns=list(SCORE_COLUMNS)), per_class
+
+
+def score_all(data: PairedClips, rate: int, folds: dict[int, FoldModels], model_name: str):
+    """:func:`score_fold` of every fold's models: the test scores and the per-class accuracies, concatenated."""
+    parts = [score_fold(data, rate, fold_models, model_name) for fold_models in folds.values()]
+    return pd.concat([p[0] for p in parts], ignore_index=True), pd.concat([p[1] for p in parts], ignore_index=True)
